@@ -1,0 +1,1 @@
+//! `raft-client`: placeholder until issue #3 (see DESIGN.md).

@@ -1,0 +1,83 @@
+//! What the core asks its driver to do.
+//!
+//! The driver drains actions with [`RaftNode::take_actions`](crate::RaftNode::take_actions)
+//! and executes them **in order**. The order already encodes every safety rule:
+//! a message that depends on durable state is not in the batch until the driver
+//! has called [`RaftNode::persisted`](crate::RaftNode::persisted) for the
+//! [`PersistBatch`] it depends on. The driver may therefore write a
+//! `Persist`, send the messages after it without waiting for the fsync (they do
+//! not depend on it), fsync once for the whole batch (group commit), and then
+//! report `persisted`.
+
+use crate::message::Message;
+use crate::types::{Entry, HardState, Index, NodeId, Snapshot};
+
+/// One thing for the driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Make this state durable, then call
+    /// [`RaftNode::persisted(batch.id)`](crate::RaftNode::persisted).
+    /// Batches must become durable in id order.
+    Persist(PersistBatch),
+    /// Send this message to `message.to`. Delivery may fail; Raft retransmits.
+    Send(Message),
+    /// Apply these committed entries to the state machine, in order, then
+    /// report [`RaftNode::applied`](crate::RaftNode::applied). Each committed
+    /// entry is handed out exactly once (again only after a restart).
+    Apply(Vec<Entry>),
+    /// Replace the state machine with this snapshot (already made durable by an
+    /// earlier `Persist`), then report `applied(snapshot.meta.index)`.
+    ApplySnapshot(Snapshot),
+    /// The linearizable read `ctx` may be served once the state machine has
+    /// applied `index` (ReadIndex, dissertation §6.4).
+    ReadReady {
+        /// The caller's context from [`RaftNode::read_index`](crate::RaftNode::read_index).
+        ctx: u64,
+        /// The read point.
+        index: Index,
+    },
+    /// The read `ctx` cannot be served by this node: it is no longer leader.
+    /// The caller should retry at `leader`, if known.
+    ReadFailed {
+        /// The caller's context.
+        ctx: u64,
+        /// The leader this node knows of.
+        leader: Option<NodeId>,
+    },
+    /// This node changed role or term (for logs and metrics; no action needed).
+    RoleChanged {
+        /// The new role.
+        role: crate::types::Role,
+        /// The current term.
+        term: crate::types::Term,
+        /// The known leader.
+        leader: Option<NodeId>,
+    },
+}
+
+/// State to make durable as one unit.
+///
+/// The driver writes, in this order: the snapshot (if any; it replaces the
+/// durable snapshot and discards every durable entry), then the log change
+/// (every durable entry with index `>= entries[0].index` is discarded, then
+/// `entries` appended), then the hard state (if any). Then it makes all of it
+/// durable (fsync) and reports [`RaftNode::persisted(id)`](crate::RaftNode::persisted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersistBatch {
+    /// Monotonically increasing id of this batch.
+    pub id: u64,
+    /// A snapshot received from the leader, to store before the entries.
+    pub snapshot: Option<Snapshot>,
+    /// Entries to write; they replace any durable entries at or after the
+    /// first one's index.
+    pub entries: Vec<Entry>,
+    /// The new hard state, if it changed.
+    pub hard_state: Option<HardState>,
+}
+
+impl PersistBatch {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.entries.is_empty() && self.hard_state.is_none()
+    }
+}

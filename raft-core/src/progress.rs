@@ -1,0 +1,201 @@
+//! The leader's view of one follower: how far it matches, what to send next,
+//! and the flow control that keeps a slow follower from being flooded
+//! (modelled on etcd's `tracker/progress.go`).
+
+use std::collections::VecDeque;
+
+use crate::status::{PeerStatus, ReplicationState};
+use crate::types::{Index, NodeId};
+
+/// Replication state for one follower.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// One append at a time until a response arrives; `sent` pauses it.
+    Probe {
+        /// An append is outstanding; wait for its answer or a heartbeat answer.
+        sent: bool,
+    },
+    /// Optimistic pipelining: `next` advances as appends are sent.
+    Replicate,
+    /// Sending snapshot `index` in chunks; `offset` is the next byte to send.
+    Snapshot {
+        /// Index of the snapshot being sent.
+        index: Index,
+        /// Next byte to send.
+        offset: u64,
+        /// A chunk is outstanding.
+        sent: bool,
+    },
+}
+
+/// Progress of one follower, as tracked by the leader.
+///
+/// Invariant: `match_index < next_index`.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub(crate) match_index: Index,
+    pub(crate) next_index: Index,
+    pub(crate) mode: Mode,
+    /// Last index of each append in flight, oldest first (Replicate only).
+    pub(crate) inflight: VecDeque<Index>,
+    pub(crate) inflight_max: usize,
+    /// Heard from during the current check-quorum period.
+    pub(crate) recently_active: bool,
+    /// Highest ReadIndex round acknowledged.
+    pub(crate) read_round: u64,
+}
+
+impl Progress {
+    /// A follower about whom nothing is known: probe from `next_index`.
+    pub(crate) fn new(next_index: Index, inflight_max: usize) -> Progress {
+        assert!(
+            next_index >= 1,
+            "next_index {next_index} must be at least 1"
+        );
+        Progress {
+            match_index: 0,
+            next_index,
+            mode: Mode::Probe { sent: false },
+            inflight: VecDeque::new(),
+            inflight_max,
+            recently_active: false,
+            read_round: 0,
+        }
+    }
+
+    pub(crate) fn become_probe(&mut self) {
+        // After a snapshot, resume right after it; otherwise after the match.
+        let next = match self.mode {
+            Mode::Snapshot { index, .. } => index.max(self.match_index) + 1,
+            _ => self.match_index + 1,
+        };
+        self.mode = Mode::Probe { sent: false };
+        self.next_index = next;
+        self.inflight.clear();
+    }
+
+    pub(crate) fn become_replicate(&mut self) {
+        self.mode = Mode::Replicate;
+        self.next_index = self.match_index + 1;
+        self.inflight.clear();
+    }
+
+    pub(crate) fn become_snapshot(&mut self, index: Index) {
+        self.mode = Mode::Snapshot {
+            index,
+            offset: 0,
+            sent: false,
+        };
+        self.inflight.clear();
+    }
+
+    /// True when no append may be sent now.
+    pub(crate) fn is_paused(&self) -> bool {
+        match self.mode {
+            Mode::Probe { sent } => sent,
+            Mode::Replicate => self.inflight.len() >= self.inflight_max,
+            Mode::Snapshot { .. } => true,
+        }
+    }
+
+    /// Records that an append ending at `last` was sent.
+    pub(crate) fn sent_append(&mut self, last: Index) {
+        match &mut self.mode {
+            Mode::Probe { sent } => *sent = true,
+            Mode::Replicate => {
+                if last >= self.next_index {
+                    self.next_index = last + 1;
+                    self.inflight.push_back(last);
+                }
+            }
+            Mode::Snapshot { .. } => unreachable!("append sent while sending a snapshot"),
+        }
+    }
+
+    /// A follower acknowledged `index`. Returns true if the match advanced.
+    pub(crate) fn acknowledge(&mut self, index: Index) -> bool {
+        let advanced = index > self.match_index;
+        if advanced {
+            self.match_index = index;
+        }
+        if self.next_index <= index {
+            self.next_index = index + 1;
+        }
+        while self.inflight.front().is_some_and(|&last| last <= index) {
+            self.inflight.pop_front();
+        }
+        if let Mode::Probe { sent } = &mut self.mode {
+            *sent = false;
+        }
+        advanced
+    }
+
+    /// An answer from the follower arrived: a probe may go out again.
+    pub(crate) fn resume(&mut self) {
+        match &mut self.mode {
+            Mode::Probe { sent } => *sent = false,
+            Mode::Snapshot { sent, .. } => *sent = false,
+            Mode::Replicate => {}
+        }
+    }
+
+    pub(crate) fn status(&self, id: NodeId) -> PeerStatus {
+        PeerStatus {
+            id,
+            match_index: self.match_index,
+            next_index: self.next_index,
+            state: match self.mode {
+                Mode::Probe { .. } => ReplicationState::Probe,
+                Mode::Replicate => ReplicationState::Replicate,
+                Mode::Snapshot { .. } => ReplicationState::Snapshot,
+            },
+            inflight: self.inflight.len(),
+            recently_active: self.recently_active,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_sends_one_append_until_an_answer() {
+        let mut p = Progress::new(5, 4);
+        assert!(!p.is_paused());
+        p.sent_append(7);
+        assert!(p.is_paused());
+        assert_eq!(
+            p.next_index, 5,
+            "probe does not advance next optimistically"
+        );
+        p.resume();
+        assert!(!p.is_paused());
+    }
+
+    #[test]
+    fn replicate_pauses_when_the_inflight_window_is_full() {
+        let mut p = Progress::new(1, 2);
+        p.acknowledge(3);
+        p.become_replicate();
+        p.sent_append(5);
+        assert!(!p.is_paused());
+        p.sent_append(8);
+        assert!(p.is_paused());
+        assert_eq!(p.next_index, 9);
+        assert!(p.acknowledge(5));
+        assert!(!p.is_paused());
+        assert_eq!(p.inflight.len(), 1);
+        assert!(!p.acknowledge(4), "an old ack does not move match back");
+        assert_eq!(p.match_index, 5);
+    }
+
+    #[test]
+    fn probe_after_snapshot_resumes_after_the_snapshot() {
+        let mut p = Progress::new(1, 2);
+        p.become_snapshot(40);
+        assert!(p.is_paused());
+        p.become_probe();
+        assert_eq!(p.next_index, 41);
+    }
+}

@@ -1,0 +1,114 @@
+//! Basic vocabulary shared by every module: ids, terms, indexes, log entries,
+//! hard state and snapshots.
+
+use serde::{Deserialize, Serialize};
+
+/// Identifier of a node in the cluster. `0` is never a valid id.
+pub type NodeId = u64;
+/// A Raft term (§5.1). Terms start at 0 on a fresh node and only grow.
+pub type Term = u64;
+/// A log index. The first real entry has index 1; index 0 is the empty prefix.
+pub type Index = u64;
+
+/// What a log entry carries.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EntryPayload {
+    /// The empty entry a new leader appends to commit entries of earlier terms
+    /// (Raft paper §5.4.2, dissertation §6.4). The state machine ignores it.
+    Blank,
+    /// An opaque command for the state machine.
+    Command(Vec<u8>),
+}
+
+/// One entry of the replicated log.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Entry {
+    /// The term of the leader that created the entry.
+    pub term: Term,
+    /// The position of the entry in the log.
+    pub index: Index,
+    /// The command, or a blank.
+    pub payload: EntryPayload,
+}
+
+impl Entry {
+    /// Approximate size in bytes, used for batching by a byte budget.
+    pub fn size_bytes(&self) -> usize {
+        24 + match &self.payload {
+            EntryPayload::Blank => 0,
+            EntryPayload::Command(data) => data.len(),
+        }
+    }
+}
+
+/// The state that must be durable before the node may act on it (Raft paper,
+/// Figure 2, "persistent state on all servers"), plus the commit index, which
+/// is durable as a hint so that a restarted node can apply without waiting for
+/// the leader.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HardState {
+    /// The latest term this node has seen.
+    pub term: Term,
+    /// The candidate this node voted for in `term`, if any.
+    pub vote: Option<NodeId>,
+    /// The highest index known committed when this state was written.
+    pub commit: Index,
+}
+
+/// Where a snapshot sits in the log, and the configuration at that point.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// The index of the last entry the snapshot covers.
+    pub index: Index,
+    /// The term of that entry.
+    pub term: Term,
+    /// The voters at that point.
+    pub voters: Vec<NodeId>,
+}
+
+/// A snapshot of the state machine: metadata plus opaque bytes produced by the
+/// driver's state machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Where the snapshot sits in the log.
+    pub meta: SnapshotMeta,
+    /// The state machine's serialized state at `meta.index`.
+    pub data: Vec<u8>,
+}
+
+/// Everything a node had made durable when it stopped: what
+/// [`RaftNode::restart`](crate::RaftNode::restart) rebuilds the node from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DurableState {
+    /// The last durable hard state.
+    pub hard_state: HardState,
+    /// The last durable snapshot, if any was ever taken or installed.
+    pub snapshot: Option<Snapshot>,
+    /// The durable log entries after the snapshot, contiguous and in order.
+    /// Entries at or below the snapshot index are ignored.
+    pub entries: Vec<Entry>,
+}
+
+/// The role a node plays (Raft paper §5.1, dissertation §9.6 for PreCandidate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Follows a leader; becomes a (pre-)candidate when its election timer fires.
+    Follower,
+    /// Asks whether it could win an election without raising its term (PreVote).
+    PreCandidate,
+    /// Asks for votes in a new term.
+    Candidate,
+    /// Accepts proposals and replicates the log.
+    Leader,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Follower => "follower",
+            Role::PreCandidate => "pre-candidate",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        })
+    }
+}

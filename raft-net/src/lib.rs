@@ -1,0 +1,1 @@
+//! `raft-net`: placeholder until issue #3 (see DESIGN.md).

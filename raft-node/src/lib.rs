@@ -1,0 +1,1 @@
+//! `raft-node`: placeholder until issue #3 (see DESIGN.md).
