@@ -82,9 +82,7 @@ impl Config {
             return Err(ConfigError::NotAVoter(self.id));
         }
         if self.heartbeat_interval_ticks == 0 {
-            return Err(ConfigError::Timeouts(
-                "heartbeat interval must be at least one tick",
-            ));
+            return Err(ConfigError::Timeouts("heartbeat interval must be at least one tick"));
         }
         if self.election_timeout_ticks_min <= self.heartbeat_interval_ticks {
             return Err(ConfigError::Timeouts(
@@ -92,19 +90,13 @@ impl Config {
             ));
         }
         if self.election_timeout_ticks_max <= self.election_timeout_ticks_min {
-            return Err(ConfigError::Timeouts(
-                "the maximum election timeout must exceed the minimum",
-            ));
+            return Err(ConfigError::Timeouts("the maximum election timeout must exceed the minimum"));
         }
         if self.max_inflight_appends == 0 {
-            return Err(ConfigError::Limits(
-                "max_inflight_appends must be at least 1",
-            ));
+            return Err(ConfigError::Limits("max_inflight_appends must be at least 1"));
         }
         if self.max_append_bytes == 0 || self.snapshot_chunk_bytes == 0 {
-            return Err(ConfigError::Limits(
-                "max_append_bytes and snapshot_chunk_bytes must be at least 1",
-            ));
+            return Err(ConfigError::Limits("max_append_bytes and snapshot_chunk_bytes must be at least 1"));
         }
         Ok(())
     }

@@ -25,9 +25,7 @@ impl fmt::Display for ProposeError {
             ProposeError::NotLeader { leader: Some(id) } => {
                 write!(f, "not the leader; node {id} is")
             }
-            ProposeError::NotLeader { leader: None } => {
-                f.write_str("not the leader, and no leader is known")
-            }
+            ProposeError::NotLeader { leader: None } => f.write_str("not the leader, and no leader is known"),
             ProposeError::TransferInProgress => f.write_str("leadership transfer in progress"),
             ProposeError::Backpressure => f.write_str("too many uncommitted entries"),
         }
@@ -82,19 +80,10 @@ impl fmt::Display for SnapshotError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SnapshotError::NotApplied { index, applied } => {
-                write!(
-                    f,
-                    "snapshot index {index} is beyond applied index {applied}"
-                )
+                write!(f, "snapshot index {index} is beyond applied index {applied}")
             }
-            SnapshotError::Stale {
-                index,
-                snapshot_index,
-            } => {
-                write!(
-                    f,
-                    "snapshot index {index} is not past the current snapshot at {snapshot_index}"
-                )
+            SnapshotError::Stale { index, snapshot_index } => {
+                write!(f, "snapshot index {index} is not past the current snapshot at {snapshot_index}")
             }
         }
     }
@@ -123,11 +112,9 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::ZeroId => f.write_str("node ids must be non-zero"),
-            ConfigError::VoterCount(n) => write!(
-                f,
-                "a cluster needs between 1 and {} voters, got {n}",
-                crate::config::VOTERS_MAX
-            ),
+            ConfigError::VoterCount(n) => {
+                write!(f, "a cluster needs between 1 and {} voters, got {n}", crate::config::VOTERS_MAX)
+            }
             ConfigError::DuplicateVoter => f.write_str("a voter is listed twice"),
             ConfigError::NotAVoter(id) => write!(f, "node {id} is not among the voters"),
             ConfigError::Timeouts(why) | ConfigError::Limits(why) => f.write_str(why),
@@ -163,10 +150,7 @@ impl fmt::Display for RestartError {
         match self {
             RestartError::Config(e) => write!(f, "invalid configuration: {e}"),
             RestartError::Gap { expected, found } => {
-                write!(
-                    f,
-                    "durable log has a gap: expected index {expected}, found {found}"
-                )
+                write!(f, "durable log has a gap: expected index {expected}, found {found}")
             }
             RestartError::TermRegression { index } => {
                 write!(f, "durable log term goes backwards at index {index}")

@@ -151,23 +151,13 @@ impl RaftLog {
     /// Whether a log ending at (`last_index`, `last_term`) is at least as
     /// up-to-date as this one (§5.4.1).
     pub fn is_up_to_date(&self, last_index: Index, last_term: Term) -> bool {
-        last_term > self.last_term()
-            || (last_term == self.last_term() && last_index >= self.last_index())
+        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
     /// Appends one entry at the end (leader side).
     pub(crate) fn push(&mut self, entry: Entry) {
-        assert_eq!(
-            entry.index,
-            self.last_index() + 1,
-            "leader appends out of order"
-        );
-        assert!(
-            entry.term >= self.last_term(),
-            "term {} below last term {}",
-            entry.term,
-            self.last_term()
-        );
+        assert_eq!(entry.index, self.last_index() + 1, "leader appends out of order");
+        assert!(entry.term >= self.last_term(), "term {} below last term {}", entry.term, self.last_term());
         if self.unpersisted_from.is_none() {
             self.unpersisted_from = Some(entry.index);
         }
@@ -190,16 +180,10 @@ impl RaftLog {
                 while first > self.first_index() && self.term(first - 1) == Some(t) {
                     first -= 1;
                 }
-                return AppendCheck::Mismatch {
-                    conflict_term: Some(t),
-                    conflict_index: first,
-                };
+                return AppendCheck::Mismatch { conflict_term: Some(t), conflict_index: first };
             }
             None => {
-                return AppendCheck::Mismatch {
-                    conflict_term: None,
-                    conflict_index: self.last_index() + 1,
-                };
+                return AppendCheck::Mismatch { conflict_term: None, conflict_index: self.last_index() + 1 };
             }
         }
         let last = prev_index + entries.len() as Index;
@@ -208,10 +192,7 @@ impl RaftLog {
             if entry.index != index {
                 // A malformed append: entries not contiguous. Treat as a mismatch
                 // at prev so the leader probes again.
-                return AppendCheck::Mismatch {
-                    conflict_term: None,
-                    conflict_index: self.last_index() + 1,
-                };
+                return AppendCheck::Mismatch { conflict_term: None, conflict_index: self.last_index() + 1 };
             }
             match self.term(index) {
                 Some(t) if t == entry.term => continue,
@@ -237,11 +218,7 @@ impl RaftLog {
         assert_eq!(first, self.last_index() + 1);
         let mut term = self.last_term();
         for entry in entries {
-            assert!(
-                entry.term >= term,
-                "append would make terms go backwards at index {}",
-                entry.index
-            );
+            assert!(entry.term >= term, "append would make terms go backwards at index {}", entry.index);
             term = entry.term;
         }
         self.unpersisted_from = Some(self.unpersisted_from.map_or(first, |u| u.min(first)));
@@ -250,14 +227,9 @@ impl RaftLog {
 
     /// Drops entries at `index` and after (they conflict with the leader's).
     fn truncate_from(&mut self, index: Index) {
-        assert!(
-            index > self.commit,
-            "truncating committed index {index} (commit {})",
-            self.commit
-        );
+        assert!(index > self.commit, "truncating committed index {index} (commit {})", self.commit);
         assert!(index > self.snapshot_index);
-        self.entries
-            .truncate((index - self.snapshot_index - 1) as usize);
+        self.entries.truncate((index - self.snapshot_index - 1) as usize);
         self.stable = self.stable.min(index - 1);
         self.unpersisted_from = Some(self.unpersisted_from.map_or(index, |u| u.min(index)));
     }
@@ -267,11 +239,7 @@ impl RaftLog {
         if index <= self.commit {
             return false;
         }
-        assert!(
-            index <= self.last_index(),
-            "commit {index} beyond last index {}",
-            self.last_index()
-        );
+        assert!(index <= self.last_index(), "commit {index} beyond last index {}", self.last_index());
         self.commit = index;
         true
     }
@@ -279,11 +247,14 @@ impl RaftLog {
     /// Entries not yet handed to the driver for persisting; marks them handed.
     pub(crate) fn take_unpersisted(&mut self) -> Vec<Entry> {
         match self.unpersisted_from.take() {
-            Some(from) if from <= self.last_index() => {
-                self.slice(from, self.last_index(), usize::MAX)
-            }
+            Some(from) if from <= self.last_index() => self.slice(from, self.last_index(), usize::MAX),
             _ => Vec::new(),
         }
+    }
+
+    /// True if some entries were not yet handed to the driver for persisting.
+    pub(crate) fn has_unpersisted(&self) -> bool {
+        self.unpersisted_from.is_some_and(|from| from <= self.last_index())
     }
 
     /// The driver reports entries durable up to (`index`, `term`). Ignored when
@@ -304,11 +275,7 @@ impl RaftLog {
         self.snapshot_term = term;
         if let Some(from) = self.unpersisted_from {
             if from <= index {
-                self.unpersisted_from = if index < self.last_index() {
-                    Some(index + 1)
-                } else {
-                    None
-                };
+                self.unpersisted_from = if index < self.last_index() { Some(index + 1) } else { None };
             }
         }
     }
@@ -336,10 +303,7 @@ impl RaftLog {
         for (i, entry) in self.entries.iter().enumerate() {
             let expected = self.snapshot_index + 1 + i as Index;
             if entry.index != expected {
-                return Err(format!(
-                    "log entry at position {i} has index {} not {expected}",
-                    entry.index
-                ));
+                return Err(format!("log entry at position {i} has index {} not {expected}", entry.index));
             }
             if entry.term < term {
                 return Err(format!(
@@ -358,11 +322,7 @@ impl RaftLog {
             ));
         }
         if self.stable > self.last_index() {
-            return Err(format!(
-                "stable {} beyond last {}",
-                self.stable,
-                self.last_index()
-            ));
+            return Err(format!("stable {} beyond last {}", self.stable, self.last_index()));
         }
         if let Some(from) = self.unpersisted_from {
             if from < self.first_index() || from > self.last_index() + 1 {
@@ -379,11 +339,7 @@ mod tests {
     use crate::types::EntryPayload;
 
     fn entry(index: Index, term: Term) -> Entry {
-        Entry {
-            index,
-            term,
-            payload: EntryPayload::Blank,
-        }
+        Entry { index, term, payload: EntryPayload::Blank }
     }
 
     fn log_with_terms(terms: &[Term]) -> RaftLog {
@@ -416,21 +372,9 @@ mod tests {
     fn mismatch_hints_name_the_first_index_of_the_conflicting_term() {
         let mut log = log_with_terms(&[1, 2, 2, 2]);
         let res = log.try_append(4, 3, &[]);
-        assert_eq!(
-            res,
-            AppendCheck::Mismatch {
-                conflict_term: Some(2),
-                conflict_index: 2
-            }
-        );
+        assert_eq!(res, AppendCheck::Mismatch { conflict_term: Some(2), conflict_index: 2 });
         let res = log.try_append(9, 3, &[]);
-        assert_eq!(
-            res,
-            AppendCheck::Mismatch {
-                conflict_term: None,
-                conflict_index: 5
-            }
-        );
+        assert_eq!(res, AppendCheck::Mismatch { conflict_term: None, conflict_index: 5 });
     }
 
     #[test]
@@ -465,10 +409,6 @@ mod tests {
         let again = log.take_unpersisted();
         assert_eq!(again, vec![entry(2, 2)]);
         log.stable_to(3, 1);
-        assert_eq!(
-            log.stable(),
-            1,
-            "a report for the truncated entry is ignored"
-        );
+        assert_eq!(log.stable(), 1, "a report for the truncated entry is ignored");
     }
 }

@@ -48,10 +48,7 @@ pub struct Progress {
 impl Progress {
     /// A follower about whom nothing is known: probe from `next_index`.
     pub(crate) fn new(next_index: Index, inflight_max: usize) -> Progress {
-        assert!(
-            next_index >= 1,
-            "next_index {next_index} must be at least 1"
-        );
+        assert!(next_index >= 1, "next_index {next_index} must be at least 1");
         Progress {
             match_index: 0,
             next_index,
@@ -81,11 +78,7 @@ impl Progress {
     }
 
     pub(crate) fn become_snapshot(&mut self, index: Index) {
-        self.mode = Mode::Snapshot {
-            index,
-            offset: 0,
-            sent: false,
-        };
+        self.mode = Mode::Snapshot { index, offset: 0, sent: false };
         self.inflight.clear();
     }
 
@@ -165,10 +158,7 @@ mod tests {
         assert!(!p.is_paused());
         p.sent_append(7);
         assert!(p.is_paused());
-        assert_eq!(
-            p.next_index, 5,
-            "probe does not advance next optimistically"
-        );
+        assert_eq!(p.next_index, 5, "probe does not advance next optimistically");
         p.resume();
         assert!(!p.is_paused());
     }

@@ -93,7 +93,7 @@ mod tests {
         let voters = [1, 2, 3, 4, 5];
         let result = vote_result(&voters, |id| match id {
             1 => Some(true),
-            2 | 3 | 4 => Some(false),
+            2..=4 => Some(false),
             _ => None,
         });
         assert_eq!(result, VoteResult::Lost);
