@@ -1,1 +1,9 @@
-//! `raft-node`: placeholder until issue #3 (see DESIGN.md).
+//! # raft-node
+//!
+//! A Raft Lite node: durable storage (WAL and snapshots), the key-value state
+//! machine, and the event loop that drives `raft-core`.
+
+pub mod cluster;
+pub mod kv;
+pub mod server;
+pub mod storage;

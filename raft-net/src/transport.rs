@@ -1,0 +1,410 @@
+//! TCP transport: framing, the hello handshake, the inbound listener, and one
+//! outbound link per peer.
+//!
+//! A misbehaving connection (no hello in time, a wrong cluster id or protocol
+//! version, an undecodable or oversized frame, a peer claiming another id) is
+//! closed with a logged reason; the node goes on. Peer links reconnect with
+//! capped exponential backoff and jitter, each with its own bounded queue, so
+//! a dead or slow peer never blocks the others: when a queue is full, new
+//! messages to that peer are dropped (Raft retransmits).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use raft_core::{Message, NodeId};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tracing::{debug, info, warn};
+
+use crate::codec::{self, CodecError};
+use crate::wire::{ClientRequest, ClientResponse, Hello, HelloReply, Sender, MAGIC, PROTOCOL_VERSION};
+
+/// Largest frame accepted or sent (16 MiB): a snapshot chunk is 1 MiB by default.
+pub const MAX_FRAME_BYTES: usize = 16 << 20;
+/// How long a new connection may take to send its hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A framed TCP connection.
+pub type FramedStream = Framed<TcpStream, LengthDelimitedCodec>;
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A socket error (including an oversized frame, which the codec reports as one).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A frame whose body does not decode.
+    #[error("malformed frame: {0}")]
+    Codec(#[from] CodecError),
+    /// The peer closed the connection.
+    #[error("connection closed by peer")]
+    Closed,
+    /// No hello within [`HELLO_TIMEOUT`].
+    #[error("no hello within {HELLO_TIMEOUT:?}")]
+    HelloTimeout,
+    /// The hello was refused.
+    #[error("handshake refused: {0}")]
+    Refused(String),
+}
+
+/// The length-delimited codec every connection uses: a 4-byte big-endian
+/// length, then the body; frames above [`MAX_FRAME_BYTES`] are refused before
+/// any allocation.
+pub fn frame_codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .big_endian()
+        .max_frame_length(MAX_FRAME_BYTES)
+        .new_codec()
+}
+
+/// Wraps a stream in the frame codec, with TCP_NODELAY set.
+pub fn framed(stream: TcpStream) -> FramedStream {
+    let _ = stream.set_nodelay(true);
+    Framed::new(stream, frame_codec())
+}
+
+/// Encodes and sends one frame, flushing it.
+pub async fn send_frame<T: Serialize>(framed: &mut FramedStream, value: &T) -> Result<(), NetError> {
+    framed.send(Bytes::from(codec::encode(value)?)).await?;
+    Ok(())
+}
+
+/// Encodes one frame into the write buffer without flushing.
+pub async fn feed_frame<T: Serialize>(framed: &mut FramedStream, value: &T) -> Result<(), NetError> {
+    framed.feed(Bytes::from(codec::encode(value)?)).await?;
+    Ok(())
+}
+
+/// Receives and decodes one frame; `Closed` at end of stream.
+pub async fn recv_frame<T: DeserializeOwned>(framed: &mut FramedStream) -> Result<T, NetError> {
+    match framed.next().await {
+        Some(Ok(bytes)) => Ok(codec::decode(&bytes)?),
+        Some(Err(e)) => Err(NetError::Io(e)),
+        None => Err(NetError::Closed),
+    }
+}
+
+/// Opens a connection and performs the hello handshake.
+pub async fn connect(
+    addr: &str,
+    cluster_id: &str,
+    sender: Sender,
+) -> Result<(FramedStream, NodeId), NetError> {
+    let stream = TcpStream::connect(addr).await?;
+    let mut framed = framed(stream);
+    send_frame(&mut framed, &Hello::new(cluster_id, sender)).await?;
+    match tokio::time::timeout(HELLO_TIMEOUT, recv_frame::<HelloReply>(&mut framed)).await {
+        Err(_) => Err(NetError::HelloTimeout),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(HelloReply::Welcome { node_id })) => Ok((framed, node_id)),
+        Ok(Ok(HelloReply::Refused { reason })) => Err(NetError::Refused(reason)),
+    }
+}
+
+/// What the listener hands to the node's event loop.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A Raft message from a peer (sender already checked against the hello).
+    Peer(Message),
+    /// A client request; answer on `reply` (the connection's writer).
+    Client {
+        /// The request.
+        request: ClientRequest,
+        /// Where the response goes.
+        reply: mpsc::Sender<ClientResponse>,
+    },
+}
+
+/// Counters of refused connections and frames, shared with the node.
+#[derive(Debug, Default)]
+pub struct NetCounters {
+    /// Connections closed because of a bad hello, frame or sender.
+    pub connections_refused: AtomicU64,
+    /// Messages dropped because a peer's queue was full.
+    pub peer_messages_dropped: AtomicU64,
+}
+
+/// What the listener needs to know.
+#[derive(Clone, Debug)]
+pub struct ListenerConfig {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// The cluster id every hello must carry.
+    pub cluster_id: String,
+    /// The peers allowed to connect.
+    pub peers: Vec<NodeId>,
+}
+
+/// Accepts connections until the listener fails; each connection runs in its
+/// own task and ends on its own errors only.
+pub async fn serve(
+    listener: TcpListener,
+    config: Arc<ListenerConfig>,
+    inbound: mpsc::Sender<Inbound>,
+    counters: Arc<NetCounters>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                let (config, inbound, counters) = (config.clone(), inbound.clone(), counters.clone());
+                tokio::spawn(async move {
+                    if let Err(reason) = handle_connection(stream, addr, &config, inbound).await {
+                        match reason {
+                            NetError::Closed => debug!(node = config.node_id, %addr, "connection closed"),
+                            reason => {
+                                counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+                                warn!(node = config.node_id, %addr, %reason, "closed connection");
+                            }
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(node = config.node_id, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle_connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    config: &ListenerConfig,
+    inbound: mpsc::Sender<Inbound>,
+) -> Result<(), NetError> {
+    let mut framed = framed(stream);
+    let hello: Hello = match tokio::time::timeout(HELLO_TIMEOUT, recv_frame(&mut framed)).await {
+        Err(_) => return Err(NetError::HelloTimeout),
+        Ok(result) => result?,
+    };
+    if let Err(reason) = check_hello(&hello, config) {
+        let _ = send_frame(&mut framed, &HelloReply::Refused { reason: reason.clone() }).await;
+        return Err(NetError::Refused(reason));
+    }
+    send_frame(&mut framed, &HelloReply::Welcome { node_id: config.node_id }).await?;
+    match hello.sender {
+        Sender::Peer(peer) => {
+            info!(node = config.node_id, peer, %addr, "peer connected");
+            loop {
+                let m: Message = recv_frame(&mut framed).await?;
+                if m.from != peer || m.to != config.node_id {
+                    return Err(NetError::Refused(format!(
+                        "peer {peer} sent a message from {} to {}",
+                        m.from, m.to
+                    )));
+                }
+                if inbound.send(Inbound::Peer(m)).await.is_err() {
+                    return Ok(()); // the node is shutting down
+                }
+            }
+        }
+        Sender::Client => serve_client(framed, inbound).await,
+    }
+}
+
+fn check_hello(hello: &Hello, config: &ListenerConfig) -> Result<(), String> {
+    if hello.magic != MAGIC {
+        return Err("not a Raft Lite connection (bad magic)".to_string());
+    }
+    if hello.version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
+            hello.version
+        ));
+    }
+    if hello.cluster_id != config.cluster_id {
+        return Err(format!(
+            "cluster id `{}` does not match this node's cluster `{}`",
+            hello.cluster_id, config.cluster_id
+        ));
+    }
+    if let Sender::Peer(id) = hello.sender {
+        if !config.peers.contains(&id) {
+            return Err(format!("node {id} is not a peer of node {}", config.node_id));
+        }
+    }
+    Ok(())
+}
+
+async fn serve_client(framed: FramedStream, inbound: mpsc::Sender<Inbound>) -> Result<(), NetError> {
+    let (mut sink, mut stream) = framed.split();
+    let (reply_tx, mut reply_rx) = mpsc::channel::<ClientResponse>(4096);
+    let writer = tokio::spawn(async move {
+        while let Some(response) = reply_rx.recv().await {
+            let mut batch = vec![response];
+            while let Ok(more) = reply_rx.try_recv() {
+                batch.push(more);
+                if batch.len() >= 256 {
+                    break;
+                }
+            }
+            for response in batch {
+                let bytes = match codec::encode(&response) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        warn!(error = %e, "could not encode a client response");
+                        continue;
+                    }
+                };
+                if sink.feed(Bytes::from(bytes)).await.is_err() {
+                    return;
+                }
+            }
+            if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
+                return;
+            }
+        }
+    });
+    let result = loop {
+        let request: ClientRequest = match stream.next().await {
+            Some(Ok(bytes)) => match codec::decode(&bytes) {
+                Ok(r) => r,
+                Err(e) => break Err(NetError::Codec(e)),
+            },
+            Some(Err(e)) => break Err(NetError::Io(e)),
+            None => break Err(NetError::Closed),
+        };
+        if inbound.send(Inbound::Client { request, reply: reply_tx.clone() }).await.is_err() {
+            break Ok(());
+        }
+    };
+    drop(reply_tx);
+    // Let answers to requests already taken in go out before closing.
+    let _ = writer.await;
+    result
+}
+
+/// The sending half of a link to one peer.
+#[derive(Clone, Debug)]
+pub struct PeerLink {
+    peer: NodeId,
+    queue: mpsc::Sender<Message>,
+    counters: Arc<NetCounters>,
+}
+
+impl PeerLink {
+    /// Starts a task that keeps a connection to `addr` and sends what is
+    /// queued. The queue holds at most `queue_capacity` messages.
+    pub fn spawn(
+        node_id: NodeId,
+        peer: NodeId,
+        addr: String,
+        cluster_id: String,
+        queue_capacity: usize,
+        counters: Arc<NetCounters>,
+    ) -> PeerLink {
+        let (tx, rx) = mpsc::channel(queue_capacity);
+        tokio::spawn(run_peer_link(node_id, peer, addr, cluster_id, rx));
+        PeerLink { peer, queue: tx, counters }
+    }
+
+    /// Queues `m` for the peer; drops it (returning false) if the queue is full.
+    pub fn send(&self, m: Message) -> bool {
+        debug_assert_eq!(m.to, self.peer);
+        match self.queue.try_send(m) {
+            Ok(()) => true,
+            Err(_) => {
+                self.counters.peer_messages_dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+async fn run_peer_link(
+    node_id: NodeId,
+    peer: NodeId,
+    addr: String,
+    cluster_id: String,
+    mut queue: mpsc::Receiver<Message>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut jitter_state = node_id.wrapping_mul(31).wrapping_add(peer) | 1;
+    let mut connected_before = false;
+    loop {
+        match connect(&addr, &cluster_id, Sender::Peer(node_id)).await {
+            Ok((mut framed, _)) => {
+                info!(node = node_id, peer, %addr, "connected to peer");
+                connected_before = true;
+                backoff = BACKOFF_MIN;
+                match pump(&mut framed, &mut queue).await {
+                    Ok(()) => return, // the node dropped its link: shutting down
+                    Err(e) => info!(node = node_id, peer, %addr, reason = %e, "lost peer link; reconnecting"),
+                }
+            }
+            Err(e) => {
+                if connected_before {
+                    debug!(node = node_id, peer, %addr, reason = %e, "peer unreachable");
+                }
+            }
+        }
+        // Messages queued for a dead peer are stale by the time it returns:
+        // Raft will resend what matters.
+        while queue.try_recv().is_ok() {}
+        jitter_state ^= jitter_state << 13;
+        jitter_state ^= jitter_state >> 7;
+        jitter_state ^= jitter_state << 17;
+        let jitter = Duration::from_millis(jitter_state % (backoff.as_millis() as u64 / 2 + 1));
+        tokio::time::sleep(backoff + jitter).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        if queue.is_closed() {
+            return;
+        }
+    }
+}
+
+/// Sends queued messages, coalescing whatever is queued into one flush.
+async fn pump(framed: &mut FramedStream, queue: &mut mpsc::Receiver<Message>) -> Result<(), NetError> {
+    loop {
+        let Some(first) = queue.recv().await else { return Ok(()) };
+        feed_frame(framed, &first).await?;
+        let mut n = 1;
+        while n < 512 {
+            match queue.try_recv() {
+                Ok(m) => feed_frame(framed, &m).await?,
+                Err(_) => break,
+            }
+            n += 1;
+        }
+        SinkExt::<Bytes>::flush(framed).await?;
+    }
+}
+
+/// A client-side connection table: one [`PeerLink`] per peer.
+pub fn spawn_peer_links(
+    node_id: NodeId,
+    peers: &BTreeMap<NodeId, String>,
+    cluster_id: &str,
+    queue_capacity: usize,
+    counters: Arc<NetCounters>,
+) -> BTreeMap<NodeId, PeerLink> {
+    peers
+        .iter()
+        .map(|(&id, addr)| {
+            (
+                id,
+                PeerLink::spawn(
+                    node_id,
+                    id,
+                    addr.clone(),
+                    cluster_id.to_string(),
+                    queue_capacity,
+                    counters.clone(),
+                ),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,307 @@
+//! Everything that crosses a connection: the hello, peer messages, and the
+//! client protocol.
+
+use raft_core::{Index, Message, NodeId, Role, Term};
+use serde::{Deserialize, Serialize};
+
+/// First four bytes of every hello: "RAFT".
+pub const MAGIC: u32 = 0x5241_4654;
+/// Bumped on any incompatible change of the wire types.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Who opens a connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sender {
+    /// Another node of the cluster; it will send [`Message`] frames.
+    Peer(NodeId),
+    /// A client; it will send [`ClientRequest`] frames.
+    Client,
+}
+
+/// The first frame on every connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`MAGIC`].
+    pub magic: u32,
+    /// The sender's [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The cluster the sender belongs to (or, for a client, wants).
+    pub cluster_id: String,
+    /// Who is talking.
+    pub sender: Sender,
+}
+
+impl Hello {
+    /// A hello for this build's protocol.
+    pub fn new(cluster_id: &str, sender: Sender) -> Hello {
+        Hello { magic: MAGIC, version: PROTOCOL_VERSION, cluster_id: cluster_id.to_string(), sender }
+    }
+}
+
+/// The answer to a hello.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// Accepted by node `node_id`.
+    Welcome {
+        /// The accepting node.
+        node_id: NodeId,
+    },
+    /// Refused; the connection closes after this frame.
+    Refused {
+        /// One sentence saying why.
+        reason: String,
+    },
+}
+
+/// A key-value operation that changes state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Remove `key`.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Set `key` to `new` if its value is `expected` (`None`: absent).
+    Cas {
+        /// The key.
+        key: Vec<u8>,
+        /// The value the key must hold now.
+        expected: Option<Vec<u8>>,
+        /// The value to set.
+        new: Vec<u8>,
+    },
+}
+
+/// A write as it is replicated: the operation plus the client session that
+/// makes a retried write apply once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// The client's session id (random, chosen by the client).
+    pub client_id: u64,
+    /// The client's sequence number for this write, starting at 1.
+    pub seq: u64,
+    /// What to do.
+    pub op: WriteOp,
+}
+
+/// The outcome of an applied write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteResult {
+    /// Put or delete done; `previous` is the value before.
+    Done {
+        /// The value before the write.
+        previous: Option<Vec<u8>>,
+    },
+    /// Compare-and-swap: whether it swapped, and the value found.
+    Cas {
+        /// True if the value was swapped.
+        swapped: bool,
+        /// The value found before the operation.
+        current: Option<Vec<u8>>,
+    },
+    /// The sequence number is older than the session's last write: the
+    /// client is confused (or two clients share an id).
+    StaleSequence {
+        /// The last sequence number the session applied.
+        last_seq: u64,
+    },
+}
+
+/// A request from a client. `id` is echoed in the response so that many
+/// requests can be in flight on one connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRequest {
+    /// Echoed in the response.
+    pub id: u64,
+    /// What is asked.
+    pub kind: RequestKind,
+}
+
+/// The kinds of client requests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestKind {
+    /// A write; answered once committed and applied.
+    Write(Command),
+    /// Read a key: linearizable (through ReadIndex, leader only) unless
+    /// `stale`, in which case any node answers from its own state.
+    Get {
+        /// The key.
+        key: Vec<u8>,
+        /// Accept a possibly stale answer from any node.
+        stale: bool,
+    },
+    /// This node's status.
+    Status,
+    /// Log entries of this node, from index `from`, at most `limit`.
+    Log {
+        /// First index wanted.
+        from: Index,
+        /// Most entries returned.
+        limit: u64,
+    },
+}
+
+/// A response to a [`ClientRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientResponse {
+    /// The request's id.
+    pub id: u64,
+    /// The answer.
+    pub result: ResponseKind,
+}
+
+/// The kinds of responses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponseKind {
+    /// A write was applied (exactly once).
+    Written(WriteResult),
+    /// A read's value.
+    Value(Option<Vec<u8>>),
+    /// This node is not the leader; try `leader` if known.
+    NotLeader {
+        /// The leader's id and client address, if known.
+        leader: Option<(NodeId, String)>,
+    },
+    /// The write may or may not have been applied (leadership changed while
+    /// it was in flight). Retry with the same session and sequence number:
+    /// it will apply at most once.
+    Unknown {
+        /// Why.
+        reason: String,
+    },
+    /// This node's status.
+    Status(NodeStatus),
+    /// Log entries.
+    Log(Vec<LogEntryView>),
+    /// The request could not be served.
+    Error {
+        /// One sentence.
+        message: String,
+    },
+}
+
+/// What `raft-client status` shows for one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub id: NodeId,
+    /// The address it serves on.
+    pub address: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Its role.
+    pub role: Role,
+    /// Its term.
+    pub term: Term,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Its commit index.
+    pub commit: Index,
+    /// Its applied index.
+    pub applied: Index,
+    /// Its last log index.
+    pub last_index: Index,
+    /// Its first log index (after the snapshot).
+    pub first_index: Index,
+    /// Its snapshot index.
+    pub snapshot_index: Index,
+    /// Number of keys in the state machine.
+    pub keys: u64,
+}
+
+/// One log entry as the `log` view shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntryView {
+    /// Its index.
+    pub index: Index,
+    /// Its term.
+    pub term: Term,
+    /// A readable rendering of the command.
+    pub command: String,
+    /// Whether it is known committed on this node.
+    pub committed: bool,
+}
+
+/// What travels from peer to peer after the hello.
+pub type PeerFrame = Message;
+
+/// A command in the classic lab syntax.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TextCommand {
+    /// `SET key=value`
+    Set(String, String),
+    /// `GET key`
+    Get(String),
+    /// `DEL key`
+    Del(String),
+}
+
+/// Parses `SET x=5`, `GET x`, `DEL x` (keyword case-insensitive).
+pub fn parse_text_command(text: &str) -> Result<TextCommand, String> {
+    let text = text.trim();
+    let (verb, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+    let rest = rest.trim();
+    match verb.to_ascii_uppercase().as_str() {
+        "SET" => {
+            let (key, value) =
+                rest.split_once('=').ok_or_else(|| format!("expected `SET key=value`, got `{text}`"))?;
+            let key = key.trim();
+            if key.is_empty() {
+                return Err(format!("`{text}` has an empty key"));
+            }
+            Ok(TextCommand::Set(key.to_string(), value.trim().to_string()))
+        }
+        "GET" | "DEL" if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
+            Ok(if verb.eq_ignore_ascii_case("GET") {
+                TextCommand::Get(rest.to_string())
+            } else {
+                TextCommand::Del(rest.to_string())
+            })
+        }
+        "GET" | "DEL" => Err(format!("expected `{} key`, got `{text}`", verb.to_ascii_uppercase())),
+        _ => Err(format!("unknown command `{verb}`: use SET key=value, GET key or DEL key")),
+    }
+}
+
+/// Renders a replicated command for logs and the `log` view.
+pub fn describe_command(command: &Command) -> String {
+    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match &command.op {
+        WriteOp::Put { key, value } => format!("SET {}={}", s(key), s(value)),
+        WriteOp::Delete { key } => format!("DEL {}", s(key)),
+        WriteOp::Cas { key, expected, new } => {
+            format!("CAS {} {}->{}", s(key), expected.as_deref().map_or("<absent>".to_string(), s), s(new))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lab_syntax_parses() {
+        assert_eq!(parse_text_command("SET x=5"), Ok(TextCommand::Set("x".into(), "5".into())));
+        assert_eq!(
+            parse_text_command("set  y = hello world "),
+            Ok(TextCommand::Set("y".into(), "hello world".into()))
+        );
+        assert_eq!(parse_text_command("GET x"), Ok(TextCommand::Get("x".into())));
+        assert_eq!(parse_text_command("del x"), Ok(TextCommand::Del("x".into())));
+    }
+
+    #[test]
+    fn malformed_lab_commands_say_what_is_expected() {
+        assert!(parse_text_command("SET x").unwrap_err().contains("SET key=value"));
+        assert!(parse_text_command("GET").unwrap_err().contains("GET key"));
+        assert!(parse_text_command("FOO x").unwrap_err().contains("unknown command"));
+        assert!(parse_text_command("SET =5").unwrap_err().contains("empty key"));
+    }
+}

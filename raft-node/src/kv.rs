@@ -1,0 +1,205 @@
+//! The replicated key-value state machine, with client sessions that make a
+//! retried write apply exactly once.
+//!
+//! Every replica applies the same commands in the same order, so everything
+//! here must be deterministic: sessions are evicted by the index at which
+//! they were last used, never by wall-clock time.
+
+use std::collections::BTreeMap;
+
+use raft_core::Index;
+use raft_net::codec::{self, CodecError};
+use raft_net::wire::{Command, WriteOp, WriteResult};
+use serde::{Deserialize, Serialize};
+
+/// Default bound on the session table.
+pub const SESSIONS_MAX_DEFAULT: usize = 100_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Session {
+    last_seq: u64,
+    last_result: WriteResult,
+    last_index: Index,
+}
+
+/// The key-value map plus the session table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvStore {
+    data: BTreeMap<Vec<u8>, Vec<u8>>,
+    sessions: BTreeMap<u64, Session>,
+    /// Sessions by the index of their last write, for eviction.
+    sessions_by_index: BTreeMap<Index, u64>,
+    sessions_max: usize,
+    applied: Index,
+}
+
+impl KvStore {
+    /// An empty store keeping at most `sessions_max` client sessions.
+    pub fn new(sessions_max: usize) -> KvStore {
+        KvStore { sessions_max: sessions_max.max(1), ..KvStore::default() }
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
+        self.data.get(key)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True when there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Number of client sessions held.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The index of the last entry applied.
+    pub fn applied(&self) -> Index {
+        self.applied
+    }
+
+    /// Marks `index` applied without a command (a blank entry).
+    pub fn apply_blank(&mut self, index: Index) {
+        self.applied = self.applied.max(index);
+    }
+
+    /// Applies the command at `index`. A command whose sequence number the
+    /// session has already applied is not applied again: its first result is
+    /// returned (exactly-once). An older sequence number gets `StaleSequence`.
+    pub fn apply(&mut self, index: Index, command: &Command) -> WriteResult {
+        self.applied = self.applied.max(index);
+        if let Some(session) = self.sessions.get(&command.client_id) {
+            if command.seq == session.last_seq {
+                return session.last_result.clone();
+            }
+            if command.seq < session.last_seq {
+                return WriteResult::StaleSequence { last_seq: session.last_seq };
+            }
+        }
+        let result = match &command.op {
+            WriteOp::Put { key, value } => {
+                WriteResult::Done { previous: self.data.insert(key.clone(), value.clone()) }
+            }
+            WriteOp::Delete { key } => WriteResult::Done { previous: self.data.remove(key) },
+            WriteOp::Cas { key, expected, new } => {
+                let current = self.data.get(key).cloned();
+                let swapped = current == *expected;
+                if swapped {
+                    self.data.insert(key.clone(), new.clone());
+                }
+                WriteResult::Cas { swapped, current }
+            }
+        };
+        self.record_session(index, command, result.clone());
+        result
+    }
+
+    fn record_session(&mut self, index: Index, command: &Command, result: WriteResult) {
+        let session = Session { last_seq: command.seq, last_result: result, last_index: index };
+        if let Some(old) = self.sessions.insert(command.client_id, session) {
+            self.sessions_by_index.remove(&old.last_index);
+        }
+        self.sessions_by_index.insert(index, command.client_id);
+        while self.sessions.len() > self.sessions_max {
+            let (_, client) = self.sessions_by_index.pop_first().expect("index has every session");
+            self.sessions.remove(&client);
+        }
+    }
+
+    /// Serializes the whole state (data and sessions).
+    pub fn snapshot(&self) -> Result<Vec<u8>, CodecError> {
+        codec::encode(self)
+    }
+
+    /// Replaces the state with a snapshot produced by [`KvStore::snapshot`].
+    /// The session bound stays this node's own.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), CodecError> {
+        let sessions_max = self.sessions_max;
+        *self = codec::decode(bytes)?;
+        self.sessions_max = sessions_max;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(client_id: u64, seq: u64, key: &str, value: &str) -> Command {
+        Command {
+            client_id,
+            seq,
+            op: WriteOp::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec() },
+        }
+    }
+
+    #[test]
+    fn a_retried_write_is_applied_once_and_returns_its_first_result() {
+        let mut kv = KvStore::new(10);
+        let first = kv.apply(1, &put(7, 1, "x", "5"));
+        kv.apply(2, &put(8, 1, "x", "6"));
+        let retry = kv.apply(3, &put(7, 1, "x", "5"));
+        assert_eq!(first, retry);
+        assert_eq!(kv.get(b"x"), Some(&b"6".to_vec()), "the retry must not overwrite the later write");
+    }
+
+    #[test]
+    fn an_old_sequence_number_is_refused() {
+        let mut kv = KvStore::new(10);
+        kv.apply(1, &put(7, 2, "x", "5"));
+        assert_eq!(kv.apply(2, &put(7, 1, "x", "1")), WriteResult::StaleSequence { last_seq: 2 });
+        assert_eq!(kv.get(b"x"), Some(&b"5".to_vec()));
+    }
+
+    #[test]
+    fn cas_swaps_only_on_the_expected_value() {
+        let mut kv = KvStore::new(10);
+        let cas = |seq, expected: Option<&str>, new: &str| Command {
+            client_id: 1,
+            seq,
+            op: WriteOp::Cas {
+                key: b"k".to_vec(),
+                expected: expected.map(|e| e.as_bytes().to_vec()),
+                new: new.as_bytes().to_vec(),
+            },
+        };
+        assert_eq!(kv.apply(1, &cas(1, None, "a")), WriteResult::Cas { swapped: true, current: None });
+        assert_eq!(
+            kv.apply(2, &cas(2, Some("b"), "c")),
+            WriteResult::Cas { swapped: false, current: Some(b"a".to_vec()) }
+        );
+        assert_eq!(kv.get(b"k"), Some(&b"a".to_vec()));
+    }
+
+    #[test]
+    fn the_session_table_is_bounded_and_evicts_the_least_recent() {
+        let mut kv = KvStore::new(2);
+        kv.apply(1, &put(1, 1, "a", "1"));
+        kv.apply(2, &put(2, 1, "a", "2"));
+        kv.apply(3, &put(1, 2, "a", "3"));
+        kv.apply(4, &put(3, 1, "a", "4"));
+        assert_eq!(kv.sessions(), 2);
+        // Client 2 was least recently used: its session is gone, so a late
+        // retry of its write applies again (the documented cost of the bound).
+        assert_eq!(kv.apply(5, &put(2, 1, "a", "2")), WriteResult::Done { previous: Some(b"4".to_vec()) });
+    }
+
+    #[test]
+    fn a_snapshot_restores_data_and_sessions() {
+        let mut kv = KvStore::new(10);
+        kv.apply(1, &put(7, 1, "x", "5"));
+        let bytes = kv.snapshot().unwrap();
+        let mut other = KvStore::new(10);
+        other.restore(&bytes).unwrap();
+        assert_eq!(other, kv);
+        // The restored session still deduplicates.
+        assert_eq!(other.apply(2, &put(7, 1, "x", "9")), WriteResult::Done { previous: None });
+        assert_eq!(other.get(b"x"), Some(&b"5".to_vec()));
+    }
+}

@@ -1,0 +1,223 @@
+//! `raft-node`: run one node, or a local cluster of real node processes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use raft_core::NodeId;
+use raft_node::cluster::{self, ClusterOptions, Scenario};
+use raft_node::server::{self, NodeConfig};
+
+#[derive(Parser, Debug)]
+#[command(name = "raft-node", version, about = "A Raft Lite node, or a local cluster of them")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run one node.
+    Run(RunArgs),
+    /// Run a local cluster: node i is a child `raft-node run` on 127.0.0.1:(base-port + i).
+    Cluster(ClusterArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// This node's id (a positive integer, unique in the cluster).
+    #[arg(long, env = "RAFT_ID")]
+    id: NodeId,
+    /// Address to listen on for peers and clients.
+    #[arg(long, env = "RAFT_LISTEN")]
+    listen: String,
+    /// Address other nodes and clients reach this node at (default: --listen).
+    #[arg(long, env = "RAFT_ADVERTISE")]
+    advertise: Option<String>,
+    /// The other nodes: ID=HOST:PORT, comma-separated (empty for a single-node cluster).
+    #[arg(long, env = "RAFT_PEERS", default_value = "")]
+    peers: String,
+    /// Directory for the WAL and snapshots.
+    #[arg(long, env = "RAFT_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Cluster id; connections with another id are refused.
+    #[arg(long, env = "RAFT_CLUSTER_ID", default_value = raft_client::DEFAULT_CLUSTER_ID)]
+    cluster_id: String,
+    /// Length of one Raft tick in milliseconds.
+    #[arg(long, env = "RAFT_TICK_MS", default_value_t = 10)]
+    tick_ms: u64,
+    /// Minimum election timeout in milliseconds (randomized up to twice this).
+    #[arg(long, env = "RAFT_ELECTION_TIMEOUT_MS", default_value_t = 150)]
+    election_timeout_ms: u64,
+    /// Heartbeat interval in milliseconds.
+    #[arg(long, env = "RAFT_HEARTBEAT_MS", default_value_t = 50)]
+    heartbeat_ms: u64,
+    /// Take a snapshot and compact the log every this many applied entries.
+    #[arg(long, env = "RAFT_SNAPSHOT_ENTRIES", default_value_t = 10_000)]
+    snapshot_entries: u64,
+    /// Bound of the client session table (exactly-once writes).
+    #[arg(long, env = "RAFT_MAX_SESSIONS", default_value_t = raft_node::kv::SESSIONS_MAX_DEFAULT)]
+    max_sessions: usize,
+    /// Do not fsync the WAL. UNSAFE: acknowledged writes can be lost on a crash.
+    #[arg(long, env = "RAFT_NO_FSYNC", hide = true)]
+    no_fsync: bool,
+}
+
+#[derive(Args, Debug)]
+struct ClusterArgs {
+    /// Number of nodes.
+    #[arg(long, env = "RAFT_NODES", default_value_t = 3)]
+    nodes: u64,
+    /// Node i listens on 127.0.0.1:(base-port + i).
+    #[arg(long, env = "RAFT_BASE_PORT", default_value_t = 8000)]
+    base_port: u16,
+    /// Node i keeps its data in DATA_DIR/i.
+    #[arg(long, env = "RAFT_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Remove the data directories first.
+    #[arg(long)]
+    fresh: bool,
+    /// Run a failure experiment instead of serving: start, write, kill a node,
+    /// write again, restart it, check it caught up; prints PASS or FAIL.
+    #[arg(long, value_enum)]
+    scenario: Option<ScenarioArg>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ScenarioArg {
+    LeaderCrash,
+    FollowerCrash,
+}
+
+fn parse_peers(spec: &str) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut peers = BTreeMap::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| {
+            format!("peer `{part}` is not of the form ID=HOST:PORT (e.g. 2=127.0.0.1:8002)")
+        })?;
+        let id: NodeId =
+            id.trim().parse().map_err(|_| format!("peer id `{id}` is not a positive integer"))?;
+        if id == 0 {
+            return Err("peer ids must be positive".to_string());
+        }
+        if addr.trim().is_empty() || !addr.contains(':') {
+            return Err(format!("peer {id} has address `{addr}`; expected HOST:PORT"));
+        }
+        if peers.insert(id, addr.trim().to_string()).is_some() {
+            return Err(format!("peer {id} is listed twice"));
+        }
+    }
+    Ok(peers)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+fn run_node(args: RunArgs) -> Result<(), String> {
+    if args.id == 0 {
+        return Err("--id must be a positive integer".to_string());
+    }
+    let peers = parse_peers(&args.peers)?;
+    if peers.contains_key(&args.id) {
+        return Err(format!("--peers lists this node's own id {}; list only the other nodes", args.id));
+    }
+    if args.tick_ms == 0 || args.heartbeat_ms < args.tick_ms || args.election_timeout_ms <= args.heartbeat_ms
+    {
+        return Err(format!(
+            "timeouts must satisfy 0 < --tick-ms ({}) <= --heartbeat-ms ({}) < --election-timeout-ms ({})",
+            args.tick_ms, args.heartbeat_ms, args.election_timeout_ms
+        ));
+    }
+    let config = NodeConfig {
+        id: args.id,
+        advertise: args.advertise.unwrap_or_else(|| args.listen.clone()),
+        listen: args.listen,
+        peers,
+        data_dir: args.data_dir,
+        cluster_id: args.cluster_id,
+        tick: Duration::from_millis(args.tick_ms),
+        election_timeout: Duration::from_millis(args.election_timeout_ms),
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        snapshot_entries: args.snapshot_entries.max(1),
+        sync: !args.no_fsync,
+        sessions_max: args.max_sessions,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(server::run(config, shutdown_signal())).map_err(|e| format!("{e:#}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Run(args) => {
+            init_logging();
+            run_node(args)
+        }
+        Cmd::Cluster(args) => {
+            if args.nodes == 0 || args.nodes > 9 {
+                Err(format!("--nodes must be between 1 and 9, got {}", args.nodes))
+            } else {
+                let options = ClusterOptions {
+                    nodes: args.nodes,
+                    base_port: args.base_port,
+                    data_dir: args.data_dir,
+                    fresh: args.fresh || args.scenario.is_some(),
+                };
+                let scenario = args.scenario.map(|s| match s {
+                    ScenarioArg::LeaderCrash => Scenario::LeaderCrash,
+                    ScenarioArg::FollowerCrash => Scenario::FollowerCrash,
+                });
+                cluster::main(options, scenario)
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raft-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_peers;
+
+    #[test]
+    fn peers_parse_and_bad_specs_say_why() {
+        let peers = parse_peers("2=127.0.0.1:8002, 3=127.0.0.1:8003").unwrap();
+        assert_eq!(peers.len(), 2);
+        assert_eq!(peers[&3], "127.0.0.1:8003");
+        assert!(parse_peers("2:127.0.0.1:8002").unwrap_err().contains("ID=HOST:PORT"));
+        assert!(parse_peers("x=127.0.0.1:8002").unwrap_err().contains("positive integer"));
+        assert!(parse_peers("2=a:1,2=b:2").unwrap_err().contains("twice"));
+        assert!(parse_peers("").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,729 @@
+//! Durable storage of a node: a write-ahead log of segment files plus
+//! snapshot files, in one data directory.
+//!
+//! # What it stores
+//!
+//! Exactly what `raft-core` hands out in [`PersistBatch`]es and what
+//! [`RaftNode::restart`](raft_core::RaftNode::restart) needs back as a
+//! [`DurableState`]: the hard state, the snapshot, and the log entries after it.
+//!
+//! # On-disk format
+//!
+//! - `wal-<seq:016x>.log`: WAL segments, numbered from 1 without gaps (older
+//!   ones are deleted from the front only). A segment is a sequence of records
+//!   `[len: u32 LE][crc32c(payload): u32 LE][payload]`, the payload being
+//!   [`codec::encode`](raft_net::codec::encode) of a `WalRecord`:
+//!   `Begin { format_version, seq }` (always first), `Entries(Vec<Entry>)`
+//!   (discard entries `>=` the first one's index, then append), `HardState`
+//!   (replace), `InstallSnapshot(meta)` (replace the snapshot, discard every
+//!   entry) and `Compact(meta)` (replace the snapshot, discard entries `<=`
+//!   its index). Every segment starts with `Begin`, the current hard state and
+//!   the current snapshot (as `Compact`), so deleting older segments never
+//!   loses them.
+//! - `snap-<index:016x>.bin`: one record (same framing) whose payload is the
+//!   encoded [`Snapshot`]. Written to `snap-<index:016x>.bin.tmp`, fsynced,
+//!   renamed, directory fsynced, and only then referenced from the WAL. Only
+//!   the snapshot the durable WAL refers to is kept; older ones are deleted
+//!   once a newer one is referenced durably.
+//!
+//! # Writing
+//!
+//! [`Storage::append`] encodes a whole batch into one reusable buffer and
+//! writes it with one `write_all` to the active segment (no fsync);
+//! [`Storage::sync`] makes everything appended so far durable with one
+//! `fdatasync` (group commit). When the active segment has reached
+//! [`StorageOptions::segment_bytes_max`], the next append first fsyncs it and
+//! starts a new one. A failed write or fsync stops the storage: every later
+//! write is refused with [`StorageError::Stopped`] (fail-stop; an fsync
+//! failure cannot be retried safely).
+//!
+//! # Recovery
+//!
+//! [`Storage::open`] replays every segment in order.
+//! - A bad record at the tail of the **last** segment with nothing valid after
+//!   it (a short header, a short payload, a checksum mismatch, a length over
+//!   the maximum that runs past the end, zero fill) is a write torn by a crash:
+//!   the file is truncated there and a warning names the file and offset.
+//! - A bad record anywhere else (followed by a valid record, or in an earlier
+//!   segment, or a record with a good checksum that does not decode), a
+//!   missing segment, a hole in the log or a missing snapshot file stops
+//!   start-up with [`StorageError::Corrupt`], naming the file and byte offset.
+//!
+//! Then it starts a fresh segment, so the segment it recovered from is never
+//! written again.
+
+mod error;
+mod index;
+mod record;
+mod recovery;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use raft_core::{DurableState, Entry, HardState, Index, PersistBatch, Snapshot, SnapshotMeta};
+use raft_net::codec;
+use tracing::{info, warn};
+
+pub use self::error::StorageError;
+use self::index::{Span, SpanIndex};
+use self::record::{
+    push_record, scan_segment, SegmentEnd, WalRecord, WalRecordRef, ENTRIES_RECORD_BYTES_TARGET,
+    FORMAT_VERSION, HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, SNAPSHOT_PAYLOAD_BYTES_MAX,
+};
+use self::recovery::Replay;
+
+/// How a [`Storage`] writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageOptions {
+    /// Start a new WAL segment once the active one has reached this many bytes
+    /// (default 64 MiB). A segment exceeds it by at most one batch.
+    pub segment_bytes_max: u64,
+    /// Whether to fsync at all (default `true`). `false` is **unsafe**: a crash
+    /// of the machine (not just the process) may lose or tear acknowledged
+    /// writes, breaking Raft's guarantees. Only for tests and benchmarks.
+    pub sync: bool,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions { segment_bytes_max: 64 << 20, sync: true }
+    }
+}
+
+/// The durable storage of one node: WAL segments and snapshot files in one
+/// directory. See the [module documentation](self) for the format and the
+/// recovery rules.
+///
+/// Only one `Storage` may use a directory at a time.
+#[derive(Debug)]
+pub struct Storage {
+    dir: PathBuf,
+    opts: StorageOptions,
+    /// Sequence numbers of the segments on disk, oldest first; the last one
+    /// is the active segment.
+    segments: VecDeque<u64>,
+    /// The active segment, opened for appending.
+    active: File,
+    /// Bytes written to the active segment so far.
+    active_bytes: u64,
+    /// Where the live entries are.
+    index: SpanIndex,
+    /// The hard state last appended.
+    hard_state: HardState,
+    /// The snapshot last appended or saved.
+    snapshot: Option<SnapshotMeta>,
+    /// Indexes of the snapshot files on disk.
+    snapshot_files: BTreeSet<Index>,
+    /// A snapshot was appended but not yet synced: older files may be deleted
+    /// after the next sync.
+    snapshot_cleanup_pending: bool,
+    /// A segment was created since the last directory fsync.
+    dir_sync_pending: bool,
+    /// The reusable encoding buffer of [`Storage::append`].
+    buf: Vec<u8>,
+    /// The first write failure, after which every write is refused.
+    failed: Option<String>,
+    #[cfg(test)]
+    failpoint: Option<tests::FailPoint>,
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("wal-{seq:016x}.log")
+}
+
+fn snapshot_name(index: Index) -> String {
+    format!("snap-{index:016x}.bin")
+}
+
+/// Parses `<prefix><16 hex digits><suffix>`.
+fn parse_name(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    let hex = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    (hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
+/// Fsyncs a directory, so that creations, renames and deletions in it are durable.
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(StorageError::io("fsync the directory", dir))
+}
+
+/// What a data directory holds.
+#[derive(Debug, Default)]
+struct Listing {
+    segments: Vec<u64>,
+    snapshots: BTreeSet<Index>,
+    temporaries: Vec<PathBuf>,
+}
+
+fn list_dir(dir: &Path) -> Result<Listing, StorageError> {
+    let mut listing = Listing::default();
+    for item in fs::read_dir(dir).map_err(StorageError::io("list", dir))? {
+        let item = item.map_err(StorageError::io("list", dir))?;
+        let name = item.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = parse_name(name, "wal-", ".log") {
+            listing.segments.push(seq);
+        } else if let Some(index) = parse_name(name, "snap-", ".bin") {
+            listing.snapshots.insert(index);
+        } else if parse_name(name, "snap-", ".bin.tmp").is_some() {
+            listing.temporaries.push(item.path());
+        }
+    }
+    listing.segments.sort_unstable();
+    Ok(listing)
+}
+
+impl Storage {
+    /// Opens (creating if absent) the data directory and recovers from it:
+    /// returns the storage, ready for appends, and what
+    /// [`RaftNode::restart`](raft_core::RaftNode::restart) needs.
+    ///
+    /// A torn write at the tail of the last segment is cut off (with a
+    /// warning); any other damage is a [`StorageError::Corrupt`]. See the
+    /// [module documentation](self) for the rules. On success a new segment
+    /// is started.
+    pub fn open(dir: &Path, opts: StorageOptions) -> Result<(Storage, DurableState), StorageError> {
+        if !dir.is_dir() {
+            fs::create_dir_all(dir).map_err(StorageError::io("create the directory", dir))?;
+            if opts.sync {
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    sync_dir(parent)?;
+                }
+            }
+        }
+        let listing = list_dir(dir)?;
+        let segment_path = |seq: u64| dir.join(segment_name(seq));
+        for pair in listing.segments.windows(2) {
+            if pair[1] != pair[0] + 1 {
+                return Err(StorageError::Corrupt {
+                    path: segment_path(pair[1]),
+                    offset: 0,
+                    reason: format!(
+                        "the segments before it end at {}, so {} through {} are missing",
+                        segment_name(pair[0]),
+                        segment_name(pair[0] + 1),
+                        segment_name(pair[1] - 1)
+                    ),
+                });
+            }
+        }
+
+        let mut replay = Replay::default();
+        for (k, &seq) in listing.segments.iter().enumerate() {
+            let path = segment_path(seq);
+            let data = fs::read(&path).map_err(StorageError::io("read", &path))?;
+            let is_last = k + 1 == listing.segments.len();
+            let end = scan_segment(&path, &data, is_last, |offset, record| {
+                replay.apply(&path, seq, offset, record)
+            })?;
+            if let SegmentEnd::TornTail { offset, bad } = end {
+                warn!(
+                    file = %path.display(),
+                    offset,
+                    dropped_bytes = data.len() as u64 - offset,
+                    "cutting off a torn write at the tail of the WAL: {}",
+                    bad.describe("the record")
+                );
+                let file =
+                    OpenOptions::new().write(true).open(&path).map_err(StorageError::io("open", &path))?;
+                file.set_len(offset).map_err(StorageError::io("truncate", &path))?;
+                if opts.sync {
+                    file.sync_all().map_err(StorageError::io("fsync", &path))?;
+                }
+            }
+        }
+        let recovered = replay.finish(segment_path)?;
+
+        let snapshot = match &recovered.snapshot {
+            Some(meta) => Some(read_snapshot_file(dir, meta)?),
+            None => None,
+        };
+        let next_seq = listing.segments.last().map_or(1, |s| s + 1);
+        let new_segment = segment_path(next_seq);
+        let active = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&new_segment)
+            .map_err(StorageError::io("create", &new_segment))?;
+        let mut storage = Storage {
+            dir: dir.to_path_buf(),
+            opts,
+            segments: listing.segments.iter().copied().chain([next_seq]).collect(),
+            active,
+            active_bytes: 0,
+            index: recovered.index,
+            hard_state: recovered.hard_state,
+            snapshot: recovered.snapshot,
+            snapshot_files: listing.snapshots,
+            snapshot_cleanup_pending: true,
+            dir_sync_pending: true,
+            buf: Vec::new(),
+            failed: None,
+            #[cfg(test)]
+            failpoint: None,
+        };
+        let mut header = Vec::new();
+        storage.push_segment_header(&mut header, next_seq)?;
+        storage.write_active(&header)?;
+        storage.sync()?;
+        for path in &listing.temporaries {
+            if let Err(e) = fs::remove_file(path) {
+                warn!(file = %path.display(), error = %e, "could not remove a leftover temporary file");
+            }
+        }
+        info!(
+            dir = %dir.display(),
+            segments = storage.segments.len(),
+            term = storage.hard_state.term,
+            snapshot_index = storage.snapshot_index(),
+            last_index = storage.last_index(),
+            "storage recovered"
+        );
+        let durable = DurableState { hard_state: recovered.hard_state, snapshot, entries: recovered.entries };
+        Ok((storage, durable))
+    }
+
+    /// Appends one [`PersistBatch`] to the WAL, buffered in the operating
+    /// system but **not** synced (call [`Storage::sync`]), in the order the
+    /// batch documents: the snapshot first (written to its own file durably —
+    /// temp file, fsync, rename, fsync directory — then recorded in the WAL;
+    /// it discards every earlier entry), then the entries (replacing every
+    /// entry at or after `entries[0].index`), then the hard state.
+    ///
+    /// One `write_all` per batch. A batch that would leave a hole in the log
+    /// is refused with [`StorageError::InvalidBatch`] and nothing is written.
+    /// After an I/O error the storage is stopped.
+    pub fn append(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
+        self.check_running()?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.validate(batch)?;
+        let result = self.append_unchecked(batch);
+        self.stop_on_fatal(result)
+    }
+
+    /// Makes everything appended so far durable: one `fdatasync` of the
+    /// active segment, plus an fsync of the directory when a segment was
+    /// created since the last sync. Group commit: append many batches, then
+    /// sync once. After an I/O error the storage is stopped.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.check_running()?;
+        let result = self.sync_unchecked();
+        self.stop_on_fatal(result)?;
+        if self.snapshot_cleanup_pending {
+            self.snapshot_cleanup_pending = false;
+            self.delete_old_snapshot_files();
+        }
+        Ok(())
+    }
+
+    /// Records a snapshot the driver took of its state machine at
+    /// `snapshot.meta.index` (already applied, at most the durable commit
+    /// index), and compacts the log up to it: writes the snapshot file durably
+    /// (temp file, fsync, rename, fsync directory), appends a record of it to
+    /// the WAL and syncs the WAL (this also makes every earlier append
+    /// durable), then deletes the oldest WAL segments whose live entries are
+    /// all at or below the index (never the active segment, which restates
+    /// the hard state) and the older snapshot files.
+    ///
+    /// A snapshot at or below the current one is refused with
+    /// [`StorageError::StaleSnapshot`]. After an I/O error the storage is stopped.
+    pub fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.check_running()?;
+        let current = self.snapshot_index();
+        if snapshot.meta.index <= current {
+            return Err(StorageError::StaleSnapshot { index: snapshot.meta.index, current });
+        }
+        let file_bytes = encode_snapshot_file(snapshot)?;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        push_record(
+            &mut buf,
+            &WalRecordRef::Compact(&snapshot.meta),
+            "a WAL record",
+            RECORD_PAYLOAD_BYTES_MAX,
+        )?;
+        let result = self.write_snapshot_file(snapshot.meta.index, &file_bytes).and_then(|()| {
+            self.write_active(&buf)?;
+            self.sync_unchecked()
+        });
+        self.buf = buf;
+        self.stop_on_fatal(result)?;
+        self.index.compact_to(snapshot.meta.index);
+        self.snapshot = Some(snapshot.meta.clone());
+        self.snapshot_cleanup_pending = false;
+        let result = self.delete_covered_segments();
+        self.stop_on_fatal(result)?;
+        self.delete_old_snapshot_files();
+        Ok(())
+    }
+
+    /// Loads the latest snapshot (the one the WAL refers to last; its file is
+    /// durable), or `None` if there is none.
+    pub fn load_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        self.snapshot.as_ref().map(|meta| read_snapshot_file(&self.dir, meta)).transpose()
+    }
+
+    /// The entries from `lo` through `hi` inclusive that the log still holds
+    /// (those outside `first_index()..=last_index()` are skipped), read back
+    /// from the segments. For the `log` view of a node: correct, not fast.
+    pub fn entries(&self, lo: Index, hi: Index) -> Result<Vec<Entry>, StorageError> {
+        let mut out = Vec::new();
+        let mut open: Option<(u64, File)> = None;
+        let mut data = Vec::new();
+        for span in self.index.overlapping(lo, hi) {
+            let path = self.segment_path(span.seq);
+            if !matches!(&open, Some((seq, _)) if *seq == span.seq) {
+                open = Some((span.seq, File::open(&path).map_err(StorageError::io("open", &path))?));
+            }
+            let (_, file) = open.as_mut().expect("just opened");
+            read_record_at(file, &path, span.offset, &mut data)?;
+            let corrupt =
+                |reason: String| StorageError::Corrupt { path: path.clone(), offset: span.offset, reason };
+            match record::parse_wal_record(&data, 0) {
+                Ok((WalRecord::Entries(entries), _)) => out.extend(
+                    entries
+                        .into_iter()
+                        .filter(|e| e.index >= lo.max(span.first) && e.index <= hi.min(span.last)),
+                ),
+                Ok((other, _)) => {
+                    return Err(corrupt(format!("expected an entries record, found {other:?}")));
+                }
+                Err(bad) => return Err(corrupt(bad.describe("the WAL record"))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The hard state last appended.
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    /// The metadata of the latest snapshot, if any.
+    pub fn snapshot_meta(&self) -> Option<&SnapshotMeta> {
+        self.snapshot.as_ref()
+    }
+
+    /// The index of the latest snapshot (0 if none).
+    pub fn snapshot_index(&self) -> Index {
+        self.snapshot.as_ref().map_or(0, |s| s.index)
+    }
+
+    /// The first index the log holds: one past the snapshot.
+    pub fn first_index(&self) -> Index {
+        self.index.first_index().unwrap_or(self.snapshot_index() + 1)
+    }
+
+    /// The last index appended (the snapshot index if the log is empty).
+    pub fn last_index(&self) -> Index {
+        self.index.last_index().unwrap_or(self.snapshot_index())
+    }
+
+    /// The number of WAL segment files, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn active_seq(&self) -> u64 {
+        *self.segments.back().expect("there is always an active segment")
+    }
+
+    fn segment_path(&self, seq: u64) -> PathBuf {
+        self.dir.join(segment_name(seq))
+    }
+
+    fn check_running(&self) -> Result<(), StorageError> {
+        match &self.failed {
+            Some(cause) => Err(StorageError::Stopped { cause: cause.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the storage if `result` is an I/O error (fail-stop).
+    fn stop_on_fatal<T>(&mut self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(e) = &result {
+            if e.is_fatal() && self.failed.is_none() {
+                self.failed = Some(e.to_string());
+            }
+        }
+        result
+    }
+
+    /// Refuses a batch that would leave a hole or disorder in the log.
+    fn validate(&self, batch: &PersistBatch) -> Result<(), StorageError> {
+        let Some(first) = batch.entries.first().map(|e| e.index) else { return Ok(()) };
+        let (snapshot_index, last_index) = match &batch.snapshot {
+            Some(s) => (s.meta.index, s.meta.index),
+            None => (self.snapshot_index(), self.last_index()),
+        };
+        let invalid = |reason: String| Err(StorageError::InvalidBatch { reason });
+        if first <= snapshot_index {
+            return invalid(format!(
+                "entries start at {first}, at or below the snapshot at {snapshot_index}"
+            ));
+        }
+        if first > last_index + 1 {
+            return invalid(format!(
+                "entries start at {first}, leaving a hole after the last index {last_index}"
+            ));
+        }
+        for (expected, entry) in (first..).zip(&batch.entries) {
+            if entry.index != expected {
+                return invalid(format!("entry index {} where {expected} belongs", entry.index));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Storage::append`] after the checks: encode everything (no side
+    /// effects yet), then write.
+    fn append_unchecked(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
+        let rotate = self.active_bytes >= self.opts.segment_bytes_max;
+        let seq = if rotate { self.active_seq() + 1 } else { self.active_seq() };
+        let base = if rotate { 0 } else { self.active_bytes };
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut spans = Vec::new();
+        let encoded = (|| {
+            if rotate {
+                self.push_segment_header(&mut buf, seq)?;
+            }
+            let snapshot_file = match &batch.snapshot {
+                Some(snapshot) => {
+                    push_wal_record(&mut buf, &WalRecordRef::InstallSnapshot(&snapshot.meta))?;
+                    Some(encode_snapshot_file(snapshot)?)
+                }
+                None => None,
+            };
+            let mut rest = &batch.entries[..];
+            while !rest.is_empty() {
+                let mut bytes = 0;
+                let n = rest
+                    .iter()
+                    .take_while(|e| {
+                        bytes += e.size_bytes();
+                        bytes <= ENTRIES_RECORD_BYTES_TARGET
+                    })
+                    .count()
+                    .max(1);
+                let (chunk, tail) = rest.split_at(n);
+                let offset = base + buf.len() as u64;
+                push_wal_record(&mut buf, &WalRecordRef::Entries(chunk))?;
+                spans.push(Span { first: chunk[0].index, last: chunk[n - 1].index, seq, offset });
+                rest = tail;
+            }
+            if let Some(hard_state) = &batch.hard_state {
+                push_wal_record(&mut buf, &WalRecordRef::HardState(hard_state))?;
+            }
+            Ok::<_, StorageError>(snapshot_file)
+        })();
+        let result = encoded.and_then(|snapshot_file| {
+            if rotate {
+                self.rotate(seq)?;
+            }
+            if let (Some(snapshot), Some(bytes)) = (&batch.snapshot, snapshot_file) {
+                self.write_snapshot_file(snapshot.meta.index, &bytes)?;
+            }
+            self.write_active(&buf)
+        });
+        self.buf = buf;
+        result?;
+        if let Some(snapshot) = &batch.snapshot {
+            self.index.clear();
+            self.snapshot = Some(snapshot.meta.clone());
+            self.snapshot_cleanup_pending = true;
+        }
+        for span in spans {
+            self.index.append(span);
+        }
+        if let Some(hard_state) = batch.hard_state {
+            self.hard_state = hard_state;
+        }
+        debug_assert_eq!(self.index.check(true), Ok(()));
+        Ok(())
+    }
+
+    /// Encodes the records every segment starts with: `Begin`, the current
+    /// hard state and the current snapshot.
+    fn push_segment_header(&self, buf: &mut Vec<u8>, seq: u64) -> Result<(), StorageError> {
+        push_wal_record(buf, &WalRecordRef::Begin { format_version: FORMAT_VERSION, seq })?;
+        push_wal_record(buf, &WalRecordRef::HardState(&self.hard_state))?;
+        if let Some(meta) = &self.snapshot {
+            push_wal_record(buf, &WalRecordRef::Compact(meta))?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the active segment (fsync, so that only the last segment can
+    /// ever have a torn tail) and creates segment `seq` as the new active one.
+    fn rotate(&mut self, seq: u64) -> Result<(), StorageError> {
+        let old = self.segment_path(self.active_seq());
+        if self.opts.sync {
+            self.active.sync_data().map_err(StorageError::io("fdatasync", &old))?;
+        }
+        let path = self.segment_path(seq);
+        self.active = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(StorageError::io("create", &path))?;
+        self.segments.push_back(seq);
+        self.active_bytes = 0;
+        self.dir_sync_pending = true;
+        Ok(())
+    }
+
+    fn write_active(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        let path = self.segment_path(self.active_seq());
+        #[cfg(test)]
+        self.fail_if_writing(tests::FailPoint::Write, "write", &path, bytes)?;
+        // Counted before the write: after a partial write the size is unknown,
+        // and the storage stops anyway.
+        self.active_bytes += bytes.len() as u64;
+        self.active.write_all(bytes).map_err(StorageError::io("write", &path))
+    }
+
+    fn sync_unchecked(&mut self) -> Result<(), StorageError> {
+        if !self.opts.sync {
+            return Ok(());
+        }
+        let path = self.segment_path(self.active_seq());
+        #[cfg(test)]
+        self.fail_if(tests::FailPoint::Sync, "fdatasync", &path)?;
+        self.active.sync_data().map_err(StorageError::io("fdatasync", &path))?;
+        if self.dir_sync_pending {
+            sync_dir(&self.dir)?;
+            self.dir_sync_pending = false;
+        }
+        Ok(())
+    }
+
+    /// Writes a snapshot file durably: temp file, fsync, rename, fsync directory.
+    fn write_snapshot_file(&mut self, index: Index, bytes: &[u8]) -> Result<(), StorageError> {
+        let path = self.dir.join(snapshot_name(index));
+        let temp = self.dir.join(format!("{}.tmp", snapshot_name(index)));
+        let mut file = File::create(&temp).map_err(StorageError::io("create", &temp))?;
+        file.write_all(bytes).map_err(StorageError::io("write", &temp))?;
+        if self.opts.sync {
+            file.sync_all().map_err(StorageError::io("fsync", &temp))?;
+        }
+        drop(file);
+        fs::rename(&temp, &path).map_err(StorageError::io("rename into place", &temp))?;
+        if self.opts.sync {
+            sync_dir(&self.dir)?;
+        }
+        self.snapshot_files.insert(index);
+        Ok(())
+    }
+
+    /// Deletes the oldest segments while all their live entries are covered by
+    /// the snapshot, oldest first with a directory fsync after each, so that
+    /// a crash leaves a prefix deleted and never a hole. Never the active one.
+    fn delete_covered_segments(&mut self) -> Result<(), StorageError> {
+        let upto = self.snapshot_index();
+        while self.segments.len() > 1 {
+            let seq = self.segments[0];
+            if self.index.last_in_segment(seq).is_some_and(|last| last > upto) {
+                break;
+            }
+            let path = self.segment_path(seq);
+            if let Err(e) = fs::remove_file(&path) {
+                warn!(file = %path.display(), error = %e, "could not delete a WAL segment covered by the snapshot");
+                break;
+            }
+            self.segments.pop_front();
+            if self.opts.sync {
+                sync_dir(&self.dir)?;
+            }
+            info!(file = %path.display(), snapshot_index = upto, "deleted a WAL segment covered by the snapshot");
+        }
+        Ok(())
+    }
+
+    /// Deletes every snapshot file but the current one. Only called once the
+    /// WAL refers to the current one durably.
+    fn delete_old_snapshot_files(&mut self) {
+        let current = self.snapshot.as_ref().map(|s| s.index);
+        let old: Vec<Index> = self.snapshot_files.iter().copied().filter(|&i| Some(i) != current).collect();
+        for index in old {
+            let path = self.dir.join(snapshot_name(index));
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    self.snapshot_files.remove(&index);
+                }
+                Err(e) => warn!(file = %path.display(), error = %e, "could not delete an old snapshot file"),
+            }
+        }
+    }
+}
+
+fn push_wal_record(buf: &mut Vec<u8>, record: &WalRecordRef<'_>) -> Result<(), StorageError> {
+    push_record(buf, record, "a WAL record", RECORD_PAYLOAD_BYTES_MAX)
+}
+
+fn encode_snapshot_file(snapshot: &Snapshot) -> Result<Vec<u8>, StorageError> {
+    let mut bytes = Vec::with_capacity(snapshot.data.len() + 64);
+    push_record(&mut bytes, snapshot, "a snapshot", SNAPSHOT_PAYLOAD_BYTES_MAX)?;
+    Ok(bytes)
+}
+
+/// Reads and checks the snapshot file for `meta`.
+fn read_snapshot_file(dir: &Path, meta: &SnapshotMeta) -> Result<Snapshot, StorageError> {
+    let path = dir.join(snapshot_name(meta.index));
+    let corrupt = |offset: u64, reason: String| StorageError::Corrupt { path: path.clone(), offset, reason };
+    let data = match fs::read(&path) {
+        Ok(data) => data,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(corrupt(
+                0,
+                format!("the snapshot file the WAL refers to (index {}) is missing", meta.index),
+            ));
+        }
+        Err(e) => return Err(StorageError::io("read", &path)(e)),
+    };
+    let (payload, end) = record::parse_frame(&data, 0, SNAPSHOT_PAYLOAD_BYTES_MAX)
+        .map_err(|bad| corrupt(0, bad.describe("the snapshot record")))?;
+    if end != data.len() {
+        return Err(corrupt(
+            end as u64,
+            format!("{} unexpected bytes follow the snapshot", data.len() - end),
+        ));
+    }
+    let snapshot: Snapshot = codec::decode(payload)
+        .map_err(|e| corrupt(HEADER_BYTES as u64, format!("the snapshot does not decode ({e})")))?;
+    if snapshot.meta != *meta {
+        return Err(corrupt(
+            HEADER_BYTES as u64,
+            format!("the snapshot holds {:?} but the WAL recorded {meta:?}", snapshot.meta),
+        ));
+    }
+    Ok(snapshot)
+}
+
+/// Reads the whole framed record at `offset` of `file` into `data`.
+fn read_record_at(file: &mut File, path: &Path, offset: u64, data: &mut Vec<u8>) -> Result<(), StorageError> {
+    let io = |e| StorageError::io("read", path)(e);
+    let mut header = [0u8; HEADER_BYTES];
+    file.seek(SeekFrom::Start(offset)).map_err(io)?;
+    file.read_exact(&mut header).map_err(io)?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    data.clear();
+    data.extend_from_slice(&header);
+    if len <= RECORD_PAYLOAD_BYTES_MAX {
+        data.resize(HEADER_BYTES + len, 0);
+        file.read_exact(&mut data[HEADER_BYTES..]).map_err(io)?;
+    }
+    Ok(())
+}

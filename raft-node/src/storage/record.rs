@@ -1,0 +1,270 @@
+//! Record framing for WAL segments and snapshot files, and the segment scanner
+//! that tells a torn tail from corruption.
+//!
+//! A record is `[len: u32 LE][crc32c(payload): u32 LE][payload]`, the payload
+//! being [`codec::encode`] of a value. A WAL payload is a [`WalRecord`]; a
+//! snapshot file holds exactly one record whose payload is a
+//! [`Snapshot`](raft_core::Snapshot).
+
+use std::path::Path;
+
+use raft_core::{Entry, HardState, SnapshotMeta};
+use raft_net::codec::{self, DECODE_LIMIT_BYTES};
+use serde::{Deserialize, Serialize};
+
+use super::error::StorageError;
+
+/// Bytes of the `[len][crc]` header in front of every payload.
+pub(crate) const HEADER_BYTES: usize = 8;
+
+/// The largest WAL record payload written or accepted. Half the codec's
+/// decode limit: the decoder counts in-memory sizes (8 bytes per integer), so
+/// a record of this many encoded bytes always decodes again.
+pub(crate) const RECORD_PAYLOAD_BYTES_MAX: usize = DECODE_LIMIT_BYTES / 2;
+
+/// The largest snapshot-file payload written or accepted (the snapshot data is
+/// one byte string, which the decoder counts one for one).
+pub(crate) const SNAPSHOT_PAYLOAD_BYTES_MAX: usize = DECODE_LIMIT_BYTES - (1 << 20);
+
+/// Target size (by [`Entry::size_bytes`]) of one `Entries` record: a batch
+/// larger than this is split into several records, so that no record comes
+/// near the decode limit.
+pub(crate) const ENTRIES_RECORD_BYTES_TARGET: usize = 1 << 20;
+
+/// The on-disk format version, written in the first record of every segment.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+/// One WAL record, as decoded. Replay applies them in order.
+///
+/// The variant order is the format: never reorder, only append.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum WalRecord {
+    /// The first record of every segment.
+    Begin {
+        /// [`FORMAT_VERSION`] of the writer.
+        format_version: u32,
+        /// The segment's sequence number (the one in its file name).
+        seq: u64,
+    },
+    /// Log entries, contiguous: every entry at or after the first one's index
+    /// is discarded, then these are appended.
+    Entries(Vec<Entry>),
+    /// The hard state replaces the previous one.
+    HardState(HardState),
+    /// A snapshot received from the leader (its file is already durable): it
+    /// replaces the snapshot and discards **every** entry.
+    InstallSnapshot(SnapshotMeta),
+    /// A snapshot taken locally, or the current snapshot restated at the start
+    /// of a segment: it replaces the snapshot and discards the entries at or
+    /// below its index.
+    Compact(SnapshotMeta),
+}
+
+/// The borrowing twin of [`WalRecord`], for writing without cloning entries.
+/// serde encodes `&[T]` like `Vec<T>` and `&T` like `T`, so the bytes are the
+/// same (a unit test pins it).
+#[derive(Serialize)]
+#[serde(rename = "WalRecord")]
+pub(crate) enum WalRecordRef<'a> {
+    /// See [`WalRecord::Begin`].
+    Begin {
+        /// See [`WalRecord::Begin`].
+        format_version: u32,
+        /// See [`WalRecord::Begin`].
+        seq: u64,
+    },
+    /// See [`WalRecord::Entries`].
+    Entries(&'a [Entry]),
+    /// See [`WalRecord::HardState`].
+    HardState(&'a HardState),
+    /// See [`WalRecord::InstallSnapshot`].
+    InstallSnapshot(&'a SnapshotMeta),
+    /// See [`WalRecord::Compact`].
+    Compact(&'a SnapshotMeta),
+}
+
+/// Appends one framed record holding `value` to `out`. On error `out` is left
+/// as it was.
+pub(crate) fn push_record<T: Serialize>(
+    out: &mut Vec<u8>,
+    value: &T,
+    what: &'static str,
+    payload_bytes_max: usize,
+) -> Result<(), StorageError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_BYTES]);
+    if let Err(e) = codec::encode_into(value, out) {
+        out.truncate(start);
+        return Err(StorageError::Encode { what, reason: e.to_string() });
+    }
+    let len = out.len() - start - HEADER_BYTES;
+    if len > payload_bytes_max {
+        out.truncate(start);
+        return Err(StorageError::TooLarge { what, bytes: len as u64, max: payload_bytes_max as u64 });
+    }
+    let crc = crc32c::crc32c(&out[start + HEADER_BYTES..]);
+    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    out[start + 4..start + HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Why the bytes at some offset are not a valid record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum BadRecord {
+    /// Fewer than [`HEADER_BYTES`] bytes remain.
+    ShortHeader { available: usize },
+    /// A zero length: no encoded value is empty, so this is zero fill.
+    ZeroLength,
+    /// A length above the maximum.
+    TooLong { len: usize },
+    /// The payload runs past the end of the file.
+    PastEnd { len: usize, available: usize },
+    /// The payload does not match its checksum.
+    Checksum { stored: u32, computed: u32 },
+    /// The checksum matches but the payload is not a valid value.
+    Undecodable { error: String },
+}
+
+impl BadRecord {
+    /// Whether a crash in the middle of writing this record could explain it.
+    /// An undecodable payload with a good checksum was written whole: never torn.
+    pub(crate) fn may_be_torn(&self) -> bool {
+        !matches!(self, BadRecord::Undecodable { .. })
+    }
+
+    /// Describes the problem as a clause, for [`StorageError::Corrupt`].
+    pub(crate) fn describe(&self, what: &str) -> String {
+        match self {
+            BadRecord::ShortHeader { available } => {
+                format!("{what} there is cut short ({available} of its {HEADER_BYTES} header bytes)")
+            }
+            BadRecord::ZeroLength => format!("{what} there has length 0 (zero-filled space)"),
+            BadRecord::TooLong { len } => {
+                format!("{what} there declares {len} bytes, above the sane maximum")
+            }
+            BadRecord::PastEnd { len, available } => {
+                format!("{what} there declares {len} bytes but only {available} remain in the file")
+            }
+            BadRecord::Checksum { stored, computed } => {
+                format!("{what} there failed its checksum (stored {stored:#010x}, computed {computed:#010x})")
+            }
+            BadRecord::Undecodable { error } => {
+                format!("{what} there has a valid checksum but does not decode ({error})")
+            }
+        }
+    }
+}
+
+/// Checks the frame at `pos` of `data`: returns the payload and the offset just
+/// after the record. Does not decode the payload.
+pub(crate) fn parse_frame(
+    data: &[u8],
+    pos: usize,
+    payload_bytes_max: usize,
+) -> Result<(&[u8], usize), BadRecord> {
+    let available = data.len().saturating_sub(pos);
+    if available < HEADER_BYTES {
+        return Err(BadRecord::ShortHeader { available });
+    }
+    let len = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+    let stored = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().expect("4 bytes"));
+    if len == 0 {
+        return Err(BadRecord::ZeroLength);
+    }
+    let available = available - HEADER_BYTES;
+    if len > available {
+        return Err(if len > payload_bytes_max {
+            BadRecord::TooLong { len }
+        } else {
+            BadRecord::PastEnd { len, available }
+        });
+    }
+    if len > payload_bytes_max {
+        return Err(BadRecord::TooLong { len });
+    }
+    let payload = &data[pos + HEADER_BYTES..pos + HEADER_BYTES + len];
+    let computed = crc32c::crc32c(payload);
+    if computed != stored {
+        return Err(BadRecord::Checksum { stored, computed });
+    }
+    Ok((payload, pos + HEADER_BYTES + len))
+}
+
+/// Parses and decodes the WAL record at `pos`.
+pub(crate) fn parse_wal_record(data: &[u8], pos: usize) -> Result<(WalRecord, usize), BadRecord> {
+    let (payload, next) = parse_frame(data, pos, RECORD_PAYLOAD_BYTES_MAX)?;
+    let record =
+        codec::decode::<WalRecord>(payload).map_err(|e| BadRecord::Undecodable { error: e.to_string() })?;
+    Ok((record, next))
+}
+
+/// The first offset at or after `from` where a complete, valid WAL record
+/// starts, if any. Scans byte by byte, so it also finds records after a
+/// damaged length field. Only called on the error path.
+fn find_valid_record(data: &[u8], from: usize) -> Option<usize> {
+    (from..data.len().saturating_sub(HEADER_BYTES) + 1).find(|&q| parse_wal_record(data, q).is_ok())
+}
+
+/// How a segment ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SegmentEnd {
+    /// Every byte belongs to a valid record.
+    Clean,
+    /// A torn record starts at `offset`; everything from there is to be cut.
+    TornTail { offset: u64, bad: BadRecord },
+}
+
+/// Reads every record of one segment, in order, handing each to `apply` with
+/// its offset. In the last segment a bad record with nothing valid after it
+/// is a torn tail (a crash during an unsynced write); anywhere else a bad
+/// record is corruption.
+pub(crate) fn scan_segment(
+    path: &Path,
+    data: &[u8],
+    is_last: bool,
+    mut apply: impl FnMut(u64, WalRecord) -> Result<(), StorageError>,
+) -> Result<SegmentEnd, StorageError> {
+    let mut pos = 0;
+    while pos < data.len() {
+        match parse_wal_record(data, pos) {
+            Ok((record, next)) => {
+                apply(pos as u64, record)?;
+                pos = next;
+            }
+            Err(bad) => {
+                let corrupt = |reason: String| StorageError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset: pos as u64,
+                    reason,
+                };
+                let what = "the WAL record";
+                if !is_last {
+                    return Err(corrupt(format!(
+                        "{}, in a segment that is not the last one, where no torn write can happen",
+                        bad.describe(what)
+                    )));
+                }
+                if !bad.may_be_torn() {
+                    return Err(corrupt(bad.describe(what)));
+                }
+                // If the length field is intact, a valid record can only start
+                // after the claimed end; if it is damaged, anywhere after `pos`.
+                let resume_at = match bad {
+                    BadRecord::Checksum { .. } => {
+                        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4 bytes"));
+                        pos + HEADER_BYTES + len as usize
+                    }
+                    _ => pos + 1,
+                };
+                if let Some(valid) = find_valid_record(data, resume_at) {
+                    return Err(corrupt(format!(
+                        "{}, and a valid record follows at byte {valid}, so this is not a torn tail",
+                        bad.describe(what)
+                    )));
+                }
+                return Ok(SegmentEnd::TornTail { offset: pos as u64, bad });
+            }
+        }
+    }
+    Ok(SegmentEnd::Clean)
+}

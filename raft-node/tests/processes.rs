@@ -1,0 +1,463 @@
+//! Real `raft-node` processes on 127.0.0.1: SIGKILL, restart from the data
+//! directory, damaged WALs, hostile bytes on the port. Every wait is a
+//! condition polled until a deadline.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use raft_client::{Client, ClientConfig};
+use raft_core::{NodeId, Role};
+use raft_net::transport;
+use raft_net::wire::{
+    ClientRequest, ClientResponse, Command as WireCommand, NodeStatus, RequestKind, ResponseKind, Sender,
+    WriteOp, WriteResult,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_raft-node");
+const CLUSTER_ID: &str = "raft-lite";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    addrs: BTreeMap<NodeId, String>,
+    children: BTreeMap<NodeId, Child>,
+    extra: Vec<String>,
+}
+
+impl Cluster {
+    fn start(n: u64, extra: &[&str]) -> Cluster {
+        let addrs = (1..=n).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
+        let mut c = Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            addrs,
+            children: BTreeMap::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    fn data_dir(&self, id: NodeId) -> PathBuf {
+        self.dir.path().join(id.to_string())
+    }
+
+    fn command(&self, id: NodeId) -> Command {
+        let peers: Vec<String> =
+            self.addrs.iter().filter(|(&p, _)| p != id).map(|(p, a)| format!("{p}={a}")).collect();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{id}.log")))
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            .args(["--id", &id.to_string(), "--listen", &self.addrs[&id], "--peers", &peers.join(",")])
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        cmd
+    }
+
+    fn spawn(&mut self, id: NodeId) {
+        let child = self.command(id).spawn().unwrap();
+        self.children.insert(id, child);
+    }
+
+    fn kill(&mut self, id: NodeId) {
+        let mut child = self.children.remove(&id).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn client(&self, timeout: Duration) -> Client {
+        let addrs: Vec<String> = self.addrs.values().cloned().collect();
+        Client::new(ClientConfig::new(&addrs.join(","), CLUSTER_ID, timeout)).unwrap()
+    }
+
+    fn client_of(&self, id: NodeId) -> Client {
+        Client::new(ClientConfig::new(&self.addrs[&id], CLUSTER_ID, Duration::from_secs(10))).unwrap()
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for id in self.addrs.keys() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            out += &format!("--- node {id} (last 40 lines)\n");
+            for line in tail.into_iter().rev() {
+                out += line;
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+async fn wait_until<T>(what: &str, deadline: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn statuses(c: &Cluster) -> Vec<NodeStatus> {
+    let client = c.client(Duration::from_millis(300));
+    client.status_all().await.into_iter().filter_map(|(_, s)| s.ok()).collect()
+}
+
+async fn leader(c: &Cluster) -> Option<NodeStatus> {
+    let all = statuses(c).await;
+    let leaders: Vec<&NodeStatus> = all.iter().filter(|s| s.role == Role::Leader).collect();
+    // Two nodes may both believe they lead for a moment (different terms);
+    // take the one every other live node follows.
+    leaders
+        .into_iter()
+        .find(|l| {
+            all.iter().filter(|s| s.leader == Some(l.id) && s.term == l.term).count() * 2 > c.addrs.len()
+        })
+        .cloned()
+}
+
+async fn status_of(c: &Cluster, id: NodeId) -> Option<NodeStatus> {
+    let client = c.client(Duration::from_millis(300));
+    match client.ask(&c.addrs[&id], RequestKind::Status).await {
+        Ok(ResponseKind::Status(s)) => Some(s),
+        _ => None,
+    }
+}
+
+#[test]
+fn three_and_five_node_clusters_elect_one_leader_and_serve_writes_through_any_node() {
+    for n in [3, 5] {
+        let c = Cluster::start(n, &[]);
+        runtime().block_on(async {
+            let l = wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+            let all = statuses(&c).await;
+            assert_eq!(all.iter().filter(|s| s.role == Role::Leader && s.term == l.term).count(), 1);
+            // A client that knows only one node finds the leader through hints.
+            for id in 1..=n {
+                let mut client = c.client_of(id);
+                let value = format!("from-{id}");
+                client.put(b"k", value.as_bytes()).await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+                assert_eq!(client.get(b"k", false).await.unwrap(), Some(value.into_bytes()));
+            }
+        });
+    }
+}
+
+#[test]
+fn leader_sigkill_elects_a_new_leader_and_the_old_one_catches_up_after_restart() {
+    let mut c = Cluster::start(3, &[]);
+    let rt = runtime();
+    let old = rt.block_on(async {
+        let l = wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+        let mut client = c.client(Duration::from_secs(10));
+        for i in 0..10 {
+            client.put(format!("a{i}").as_bytes(), b"1").await.unwrap();
+        }
+        l
+    });
+    c.kill(old.id);
+    rt.block_on(async {
+        let new = wait_until("a new leader", Duration::from_secs(15), async || {
+            leader(&c).await.filter(|l| l.id != old.id)
+        })
+        .await;
+        assert!(new.term > old.term);
+        let mut client = c.client(Duration::from_secs(10));
+        for i in 0..10 {
+            client.put(format!("b{i}").as_bytes(), b"2").await.unwrap();
+        }
+    });
+    c.spawn(old.id);
+    rt.block_on(async {
+        let target = wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await.commit;
+        wait_until("the old leader to catch up", Duration::from_secs(15), async || {
+            status_of(&c, old.id).await.filter(|s| s.applied >= target && s.role == Role::Follower)
+        })
+        .await;
+        let mut client = c.client(Duration::from_secs(10));
+        for i in 0..10 {
+            assert_eq!(client.get(format!("a{i}").as_bytes(), false).await.unwrap(), Some(b"1".to_vec()));
+            assert_eq!(client.get(format!("b{i}").as_bytes(), false).await.unwrap(), Some(b"2".to_vec()));
+        }
+    });
+}
+
+#[test]
+fn a_killed_follower_catches_up_by_snapshot_after_the_log_was_compacted() {
+    let mut c = Cluster::start(3, &["--snapshot-entries", "10"]);
+    let rt = runtime();
+    let l = rt
+        .block_on(async { wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await });
+    let follower = (1..=3).find(|&id| id != l.id).unwrap();
+    c.kill(follower);
+    rt.block_on(async {
+        let mut client = c.client(Duration::from_secs(10));
+        for i in 0..60 {
+            client.put(format!("k{i}").as_bytes(), format!("v{i}").as_bytes()).await.unwrap();
+        }
+        let l = wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+        assert!(l.snapshot_index > 0, "the leader compacted its log: {l:?}");
+    });
+    c.spawn(follower);
+    rt.block_on(async {
+        let target = wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await.commit;
+        let s = wait_until("the follower to catch up", Duration::from_secs(15), async || {
+            status_of(&c, follower).await.filter(|s| s.applied >= target)
+        })
+        .await;
+        assert!(s.snapshot_index > 0, "caught up through a snapshot: {s:?}");
+        assert_eq!(s.keys, 60);
+        // The follower's own state answers stale reads: check it directly.
+        let mut direct = c.client_of(follower);
+        assert_eq!(direct.get(b"k59", true).await.unwrap(), Some(b"v59".to_vec()));
+    });
+}
+
+#[test]
+fn whole_cluster_sigkill_and_restart_keeps_every_acknowledged_write() {
+    let mut c = Cluster::start(3, &["--snapshot-entries", "25"]);
+    let rt = runtime();
+    let acked = rt.block_on(async {
+        wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+        let mut client = c.client(Duration::from_secs(10));
+        let mut acked = Vec::new();
+        for i in 0..40 {
+            client.put(format!("k{i}").as_bytes(), format!("v{i}").as_bytes()).await.unwrap();
+            acked.push(i);
+        }
+        acked
+    });
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    for id in 1..=3 {
+        c.spawn(id);
+    }
+    rt.block_on(async {
+        wait_until("a leader after restart", Duration::from_secs(15), async || leader(&c).await).await;
+        let mut client = c.client(Duration::from_secs(10));
+        for i in acked {
+            let got = client.get(format!("k{i}").as_bytes(), false).await.unwrap();
+            assert_eq!(got, Some(format!("v{i}").into_bytes()), "acknowledged write k{i} lost\n{}", c.logs());
+        }
+    });
+}
+
+fn wal_segments(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("wal-"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_torn_wal_tail_is_cut_and_the_node_rejoins() {
+    let mut c = Cluster::start(3, &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+        let mut client = c.client(Duration::from_secs(10));
+        for i in 0..5 {
+            client.put(format!("k{i}").as_bytes(), b"v").await.unwrap();
+        }
+    });
+    c.kill(3);
+    let last = wal_segments(&c.data_dir(3)).pop().unwrap();
+    // A crash in the middle of a write: half a record at the end.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&last).unwrap();
+    f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]).unwrap();
+    drop(f);
+    c.spawn(3);
+    rt.block_on(async {
+        let target = wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await.commit;
+        wait_until("node 3 to rejoin", Duration::from_secs(15), async || {
+            status_of(&c, 3).await.filter(|s| s.applied >= target)
+        })
+        .await;
+    });
+    let log = std::fs::read_to_string(c.dir.path().join("node-3.log")).unwrap();
+    assert!(log.to_lowercase().contains("torn"), "the cut is logged:\n{log}");
+}
+
+#[test]
+fn a_corrupt_wal_record_before_the_tail_refuses_to_start_naming_file_and_offset() {
+    let mut c = Cluster::start(3, &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+        let mut client = c.client(Duration::from_secs(10));
+        for i in 0..20 {
+            client.put(format!("k{i}").as_bytes(), b"some value").await.unwrap();
+        }
+        let target = wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await.commit;
+        wait_until("node 3 to hold everything", Duration::from_secs(15), async || {
+            status_of(&c, 3).await.filter(|s| s.applied >= target)
+        })
+        .await;
+    });
+    c.kill(3);
+    let first = wal_segments(&c.data_dir(3)).remove(0);
+    let mut bytes = std::fs::read(&first).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::fs::write(&first, &bytes).unwrap();
+    let output = c.command(3).stderr(Stdio::piped()).output().unwrap();
+    assert!(!output.status.success(), "a corrupt WAL must stop start-up");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let name = first.file_name().unwrap().to_string_lossy().to_string();
+    assert!(stderr.contains(&name), "the error names the file {name}:\n{stderr}");
+    assert!(stderr.contains("byte"), "the error names the offset:\n{stderr}");
+}
+
+#[test]
+fn hostile_bytes_on_the_port_do_not_stop_the_node_from_serving() {
+    let c = Cluster::start(1, &[]);
+    let addr = c.addrs[&1].clone();
+    runtime().block_on(async {
+        wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+        use tokio::io::AsyncWriteExt;
+        // Random bytes.
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(&[0x13, 0x37, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8]).await.unwrap();
+        drop(s);
+        // A length prefix of 4 GiB - 1.
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]).await.unwrap();
+        drop(s);
+        // A well-formed hello from another cluster.
+        let Err(err) = transport::connect(&addr, "someone-else", Sender::Client).await else {
+            panic!("a hello with a foreign cluster id was accepted")
+        };
+        assert!(err.to_string().contains("cluster id"), "{err}");
+        // A hello claiming to be a peer that is not one.
+        assert!(transport::connect(&addr, CLUSTER_ID, Sender::Peer(42)).await.is_err());
+        // The node still serves.
+        let mut client = c.client(Duration::from_secs(10));
+        client.put(b"still", b"alive").await.unwrap();
+        assert_eq!(client.get(b"still", false).await.unwrap(), Some(b"alive".to_vec()));
+    });
+}
+
+#[test]
+fn a_retried_write_with_the_same_session_and_sequence_is_applied_once() {
+    let c = Cluster::start(3, &[]);
+    runtime().block_on(async {
+        let l = wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+        let (mut conn, _) = transport::connect(&l.address, CLUSTER_ID, Sender::Client).await.unwrap();
+        let mut send = async |id, client_id, value: &str| {
+            let command = WireCommand {
+                client_id,
+                seq: 1,
+                op: WriteOp::Put { key: b"x".to_vec(), value: value.as_bytes().to_vec() },
+            };
+            transport::send_frame(&mut conn, &ClientRequest { id, kind: RequestKind::Write(command) })
+                .await
+                .unwrap();
+            let r: ClientResponse = transport::recv_frame(&mut conn).await.unwrap();
+            r.result
+        };
+        let first = send(1, 1001, "1").await;
+        assert_eq!(first, ResponseKind::Written(WriteResult::Done { previous: None }));
+        let other = send(2, 2002, "2").await;
+        assert_eq!(other, ResponseKind::Written(WriteResult::Done { previous: Some(b"1".to_vec()) }));
+        // The retry of client 1001's first write: same answer, no effect.
+        let retry = send(3, 1001, "1").await;
+        assert_eq!(retry, first);
+        let mut client = c.client(Duration::from_secs(10));
+        assert_eq!(client.get(b"x", false).await.unwrap(), Some(b"2".to_vec()));
+    });
+}
+
+#[test]
+fn sigterm_stops_a_node_cleanly() {
+    let mut c = Cluster::start(1, &[]);
+    runtime().block_on(async {
+        wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+    });
+    let child = c.children.remove(&1).unwrap();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "exit status {:?}", output.status);
+}
+
+#[test]
+fn bad_flags_fail_with_one_clear_sentence() {
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:1",
+            "--peers",
+            "2:127.0.0.1:2",
+            "--data-dir",
+            "/tmp/x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ID=HOST:PORT"), "{stderr}");
+}
+
+fn run_scenario(name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    // Ten consecutive free-looking ports: the cluster uses base+1..base+3.
+    let base = free_port().saturating_sub(10).max(20_000);
+    let out = Command::new(BIN)
+        .args(["cluster", "--scenario", name, "--base-port", &base.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stdout.contains("[scenario] PASS"), "{stdout}\n{stderr}");
+}
+
+#[test]
+fn the_leader_crash_scenario_passes() {
+    run_scenario("leader-crash");
+}
+
+#[test]
+fn the_follower_crash_scenario_passes() {
+    run_scenario("follower-crash");
+}

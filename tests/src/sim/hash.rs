@@ -1,0 +1,279 @@
+//! A stable hash (64-bit FNV-1a) and a manual encoding of the core's actions
+//! into it. Unlike `std`'s `RandomState`, the result is the same in every run
+//! and on every platform, so it can fingerprint a whole simulation trace.
+
+use raft_core::{Action, AppendResponse, Entry, EntryPayload, Message, MessageBody, Snapshot};
+
+const FNV_OFFSET: u64 = 0xCBF2_9CE4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01B3;
+
+/// 64-bit FNV-1a over whatever is written into it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StableHasher {
+    state: u64,
+}
+
+impl Default for StableHasher {
+    fn default() -> Self {
+        StableHasher::new()
+    }
+}
+
+impl StableHasher {
+    /// A hasher in its initial state.
+    pub fn new() -> StableHasher {
+        StableHasher { state: FNV_OFFSET }
+    }
+
+    /// Mixes in raw bytes.
+    pub fn write_bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.state ^= u64::from(b);
+            self.state = self.state.wrapping_mul(FNV_PRIME);
+        }
+    }
+
+    /// Mixes in one byte (used as a tag that separates variants).
+    pub fn write_u8(&mut self, v: u8) {
+        self.write_bytes(&[v]);
+    }
+
+    /// Mixes in a `u64`, little-endian.
+    pub fn write_u64(&mut self, v: u64) {
+        self.write_bytes(&v.to_le_bytes());
+    }
+
+    /// Mixes in a length-prefixed byte string (so `"ab","c"` differs from `"a","bc"`).
+    pub fn write_len_bytes(&mut self, bytes: &[u8]) {
+        self.write_u64(bytes.len() as u64);
+        self.write_bytes(bytes);
+    }
+
+    /// Mixes in an `Option<u64>`.
+    pub fn write_opt(&mut self, v: Option<u64>) {
+        match v {
+            None => self.write_u8(0),
+            Some(v) => {
+                self.write_u8(1);
+                self.write_u64(v);
+            }
+        }
+    }
+
+    /// The hash of everything written so far.
+    pub fn finish(&self) -> u64 {
+        self.state
+    }
+}
+
+/// FNV-1a of a byte string.
+pub fn digest_bytes(bytes: &[u8]) -> u64 {
+    let mut h = StableHasher::new();
+    h.write_bytes(bytes);
+    h.finish()
+}
+
+/// A digest of an entry's term, index and payload: two entries have the same
+/// digest iff (with overwhelming probability) they are equal.
+pub fn digest_entry(entry: &Entry) -> u64 {
+    let mut h = StableHasher::new();
+    write_entry(&mut h, entry);
+    h.finish()
+}
+
+/// A digest of an entry's payload alone.
+pub fn digest_payload(payload: &EntryPayload) -> u64 {
+    let mut h = StableHasher::new();
+    write_payload(&mut h, payload);
+    h.finish()
+}
+
+fn write_payload(h: &mut StableHasher, payload: &EntryPayload) {
+    match payload {
+        EntryPayload::Blank => h.write_u8(0),
+        EntryPayload::Command(data) => {
+            h.write_u8(1);
+            h.write_len_bytes(data);
+        }
+    }
+}
+
+fn write_entry(h: &mut StableHasher, entry: &Entry) {
+    h.write_u64(entry.term);
+    h.write_u64(entry.index);
+    write_payload(h, &entry.payload);
+}
+
+fn write_entries(h: &mut StableHasher, entries: &[Entry]) {
+    h.write_u64(entries.len() as u64);
+    for e in entries {
+        write_entry(h, e);
+    }
+}
+
+fn write_snapshot(h: &mut StableHasher, snapshot: &Snapshot) {
+    h.write_u64(snapshot.meta.index);
+    h.write_u64(snapshot.meta.term);
+    h.write_u64(snapshot.meta.voters.len() as u64);
+    for v in &snapshot.meta.voters {
+        h.write_u64(*v);
+    }
+    h.write_len_bytes(&snapshot.data);
+}
+
+fn write_message(h: &mut StableHasher, m: &Message) {
+    h.write_u64(m.from);
+    h.write_u64(m.to);
+    h.write_u64(m.term);
+    match &m.body {
+        MessageBody::VoteRequest { pre_vote, last_log_index, last_log_term, transfer } => {
+            h.write_u8(1);
+            h.write_u8(u8::from(*pre_vote));
+            h.write_u64(*last_log_index);
+            h.write_u64(*last_log_term);
+            h.write_u8(u8::from(*transfer));
+        }
+        MessageBody::VoteResponse { pre_vote, granted } => {
+            h.write_u8(2);
+            h.write_u8(u8::from(*pre_vote));
+            h.write_u8(u8::from(*granted));
+        }
+        MessageBody::Append { prev_log_index, prev_log_term, entries, leader_commit } => {
+            h.write_u8(3);
+            h.write_u64(*prev_log_index);
+            h.write_u64(*prev_log_term);
+            write_entries(h, entries);
+            h.write_u64(*leader_commit);
+        }
+        MessageBody::AppendResponse(AppendResponse::Accepted { match_index }) => {
+            h.write_u8(4);
+            h.write_u64(*match_index);
+        }
+        MessageBody::AppendResponse(AppendResponse::Rejected {
+            rejected_index,
+            conflict_term,
+            conflict_index,
+        }) => {
+            h.write_u8(5);
+            h.write_u64(*rejected_index);
+            h.write_opt(*conflict_term);
+            h.write_u64(*conflict_index);
+        }
+        MessageBody::Heartbeat { commit, read_round } => {
+            h.write_u8(6);
+            h.write_u64(*commit);
+            h.write_u64(*read_round);
+        }
+        MessageBody::HeartbeatResponse { read_round } => {
+            h.write_u8(7);
+            h.write_u64(*read_round);
+        }
+        MessageBody::Snapshot { meta, offset, data, done } => {
+            h.write_u8(8);
+            h.write_u64(meta.index);
+            h.write_u64(meta.term);
+            h.write_u64(*offset);
+            h.write_len_bytes(data);
+            h.write_u8(u8::from(*done));
+        }
+        MessageBody::SnapshotResponse { index, next_offset } => {
+            h.write_u8(9);
+            h.write_u64(*index);
+            h.write_u64(*next_offset);
+        }
+        MessageBody::TimeoutNow => h.write_u8(10),
+    }
+}
+
+/// Mixes one action, emitted by `node` at simulation step `step`, into `h`.
+pub fn hash_action(h: &mut StableHasher, step: u64, node: u64, action: &Action) {
+    h.write_u64(step);
+    h.write_u64(node);
+    match action {
+        Action::Persist(batch) => {
+            h.write_u8(1);
+            h.write_u64(batch.id);
+            match &batch.snapshot {
+                None => h.write_u8(0),
+                Some(s) => {
+                    h.write_u8(1);
+                    write_snapshot(h, s);
+                }
+            }
+            write_entries(h, &batch.entries);
+            match batch.hard_state {
+                None => h.write_u8(0),
+                Some(hs) => {
+                    h.write_u8(1);
+                    h.write_u64(hs.term);
+                    h.write_opt(hs.vote);
+                    h.write_u64(hs.commit);
+                }
+            }
+        }
+        Action::Send(m) => {
+            h.write_u8(2);
+            write_message(h, m);
+        }
+        Action::Apply(entries) => {
+            h.write_u8(3);
+            write_entries(h, entries);
+        }
+        Action::ApplySnapshot(s) => {
+            h.write_u8(4);
+            write_snapshot(h, s);
+        }
+        Action::ReadReady { ctx, index } => {
+            h.write_u8(5);
+            h.write_u64(*ctx);
+            h.write_u64(*index);
+        }
+        Action::ReadFailed { ctx, leader } => {
+            h.write_u8(6);
+            h.write_u64(*ctx);
+            h.write_opt(*leader);
+        }
+        Action::RoleChanged { role, term, leader } => {
+            h.write_u8(7);
+            h.write_u8(*role as u8);
+            h.write_u64(*term);
+            h.write_opt(*leader);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_matches_the_published_test_vectors() {
+        assert_eq!(digest_bytes(b""), 0xCBF2_9CE4_8422_2325);
+        assert_eq!(digest_bytes(b"a"), 0xAF63_DC4C_8601_EC8C);
+        assert_eq!(digest_bytes(b"foobar"), 0x8594_4171_F739_67E8);
+    }
+
+    #[test]
+    fn length_prefixes_separate_adjacent_fields() {
+        let mut a = StableHasher::new();
+        a.write_len_bytes(b"ab");
+        a.write_len_bytes(b"c");
+        let mut b = StableHasher::new();
+        b.write_len_bytes(b"a");
+        b.write_len_bytes(b"bc");
+        assert_ne!(a.finish(), b.finish());
+    }
+
+    #[test]
+    fn entry_digests_tell_term_index_and_payload_apart() {
+        let e =
+            |term, index, data: &[u8]| Entry { term, index, payload: EntryPayload::Command(data.to_vec()) };
+        let base = digest_entry(&e(1, 1, b"x"));
+        assert_eq!(base, digest_entry(&e(1, 1, b"x")));
+        assert_ne!(base, digest_entry(&e(2, 1, b"x")));
+        assert_ne!(base, digest_entry(&e(1, 2, b"x")));
+        assert_ne!(base, digest_entry(&e(1, 1, b"y")));
+        let blank = Entry { term: 1, index: 1, payload: EntryPayload::Blank };
+        assert_ne!(base, digest_entry(&blank));
+    }
+}
