@@ -5,6 +5,8 @@
 //! and keeps one session (`client_id`, increasing `seq`) so that a retried
 //! write is applied exactly once.
 
+pub mod bench;
+
 use std::time::{Duration, Instant};
 
 use raft_net::transport::{self, FramedStream, NetError};
@@ -79,7 +81,7 @@ pub struct Client {
     conn: Option<(String, FramedStream)>,
 }
 
-fn fresh_client_id() -> u64 {
+pub(crate) fn fresh_client_id() -> u64 {
     // Unique enough across processes: time, pid and an address-space nonce.
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);

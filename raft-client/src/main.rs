@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use raft_client::{Client, ClientConfig, DEFAULT_CLUSTER, DEFAULT_CLUSTER_ID};
+use raft_client::{bench, Client, ClientConfig, DEFAULT_CLUSTER, DEFAULT_CLUSTER_ID};
 use raft_net::wire::{parse_text_command, TextCommand, WriteResult};
 
 #[derive(Parser, Debug)]
@@ -58,6 +58,76 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         limit: u64,
     },
+    /// Benchmark W1 (puts) or R1 (linearizable gets) against the leader.
+    Bench {
+        /// Closed-loop logical clients, one request in flight each.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Connections to the leader the clients share (requests are pipelined on each).
+        #[arg(long, default_value_t = 2)]
+        conns: usize,
+        /// Measured time, e.g. `10s`, `500ms` or `10`.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Unmeasured warm-up before it.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        warmup: Duration,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+        /// Keys drawn uniformly from this many.
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+        /// Operation: put (W1) or get (R1, linearizable).
+        #[arg(long, value_enum, default_value = "put")]
+        op: OpArg,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// F1: write under load, SIGKILL the leader, report the failover time and
+    /// whether any acknowledged write went missing (nodes must run on this machine).
+    Failover {
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Load before the kill.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        before: Duration,
+        /// Load after the kill.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        after: Duration,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OpArg {
+    Put,
+    Get,
+}
+
+/// `10s`, `250ms`, `2m` or a plain number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let bad = || format!("'{s}' is not a duration; write e.g. 10s, 500ms, 2m or 10");
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(bad()),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn show(value: Option<Vec<u8>>) -> String {
@@ -79,7 +149,7 @@ fn show_write(result: WriteResult) -> String {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = ClientConfig::new(&cli.cluster, &cli.cluster_id, Duration::from_millis(cli.timeout_ms));
-    let mut client = Client::new(config)?;
+    let mut client = Client::new(config.clone())?;
     match cli.command {
         Cmd::Set { key, value } => {
             println!("{}", show_write(client.put(key.as_bytes(), value.as_bytes()).await?))
@@ -153,6 +223,58 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let state = if e.committed { "committed" } else { "pending" };
                 println!("{:>8} {:>6} {:<10} {}", e.index, e.term, state, e.command);
             }
+        }
+        Cmd::Bench { clients, conns, duration, warmup, value_size, keys, op, json } => {
+            let spec = bench::LoadSpec {
+                clients,
+                conns,
+                duration,
+                warmup,
+                value_size,
+                keys,
+                op: match op {
+                    OpArg::Put => bench::BenchOp::Put,
+                    OpArg::Get => bench::BenchOp::Get,
+                },
+                request_timeout: Duration::from_millis(cli.timeout_ms),
+            };
+            let r = bench::run_load(&config, &spec).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                let errors: u64 = r.errors.values().sum();
+                println!(
+                    "op={:?} clients={} conns={} leader={} ops={} ops_per_s={:.0} p50_us={} p90_us={} p99_us={} \
+                     p999_us={} max_us={} mean_us={:.0} errors={} {:?}",
+                    r.op,
+                    r.clients,
+                    r.conns,
+                    r.leader,
+                    r.ops,
+                    r.ops_per_s,
+                    r.p50_us,
+                    r.p90_us,
+                    r.p99_us,
+                    r.p999_us,
+                    r.max_us,
+                    r.mean_us,
+                    errors,
+                    r.errors
+                );
+            }
+        }
+        Cmd::Failover { clients, before, after, json } => {
+            let r = bench::run_failover(&config, clients, before, after).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "killed leader {} (pid {}); new leader {}; first write acknowledged by the new leader \
+                     {:.0} ms after the kill; {} writes acknowledged, {} missing",
+                    r.killed_leader, r.killed_pid, r.new_leader, r.failover_ms, r.acknowledged, r.missing
+                );
+            }
+            anyhow::ensure!(r.missing == 0, "{} acknowledged writes are missing", r.missing);
         }
     }
     Ok(())

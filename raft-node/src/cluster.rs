@@ -108,6 +108,35 @@ impl LocalCluster {
         self.children.get(&id).map(Child::id)
     }
 
+    /// The first node whose process exited on its own, with its exit status.
+    pub fn exited(&mut self) -> Option<(NodeId, String)> {
+        self.children.iter_mut().find_map(|(&id, c)| c.try_wait().ok().flatten().map(|s| (id, s.to_string())))
+    }
+
+    /// Waits until every node answers a status request; fails early, naming
+    /// the node, if one exits (a port in use, a damaged data directory...).
+    pub async fn wait_ready(&mut self, deadline: Duration) -> Result<(), String> {
+        let probe = Client::new(ClientConfig::new(
+            &self.addrs(),
+            raft_client::DEFAULT_CLUSTER_ID,
+            Duration::from_millis(300),
+        ))
+        .map_err(|e| e.to_string())?;
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some((id, status)) = self.exited() {
+                return Err(format!("node {id} exited during start-up ({status}); see its log lines above"));
+            }
+            if probe.status_all().await.iter().all(|(_, s)| s.is_ok()) {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                return Err(format!("not every node answered within {deadline:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Reports children that exited on their own.
     pub fn reap(&mut self) {
         let exited: Vec<(NodeId, String)> = self
@@ -251,6 +280,7 @@ async fn run_scenario(options: ClusterOptions, scenario: Scenario) -> Result<(),
         .map_err(|e| e.to_string())?;
     let mut client = Client::new(config).map_err(|e| e.to_string())?;
 
+    cluster.wait_ready(Duration::from_secs(10)).await?;
     say(format!("started {} nodes at {}", cluster.options.nodes, cluster.addrs()));
     let first =
         wait_for("a leader", Duration::from_secs(10), async || leader(&status_client, None).await).await?;
@@ -296,6 +326,7 @@ async fn run_scenario(options: ClusterOptions, scenario: Scenario) -> Result<(),
     say(format!("wrote k6..k40 with node {victim} down ({} ms after the kill)", acked_at.as_millis()));
 
     cluster.spawn(victim)?;
+    cluster.wait_ready(Duration::from_secs(10)).await?;
     say(format!("restarted node {victim} from its data directory"));
     let leader_now =
         wait_for("a leader", Duration::from_secs(10), async || leader(&status_client, None).await).await?;

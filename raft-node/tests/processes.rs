@@ -20,8 +20,27 @@ use raft_net::wire::{
 const BIN: &str = env!("CARGO_BIN_EXE_raft-node");
 const CLUSTER_ID: &str = "raft-lite";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `n` consecutive ports that are free now, below the kernel's ephemeral
+/// range (32768+), so that no outgoing connection of a parallel test can take
+/// one between this check and the node's bind. Each test process starts at
+/// its own pid-derived offset and never hands out a port twice.
+fn free_ports(n: u16) -> Vec<u16> {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 600) as u16 * 16,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let first = NEXT.fetch_add(n, Ordering::SeqCst);
+        assert!(first < 32_000, "ran out of test ports");
+        let ports: Vec<u16> = (first..first + n).collect();
+        if ports.iter().all(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return ports;
+        }
+    }
 }
 
 struct Cluster {
@@ -33,7 +52,8 @@ struct Cluster {
 
 impl Cluster {
     fn start(n: u64, extra: &[&str]) -> Cluster {
-        let addrs = (1..=n).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
+        let ports = free_ports(n as u16);
+        let addrs = (1..=n).map(|id| (id, format!("127.0.0.1:{}", ports[id as usize - 1]))).collect();
         let mut c = Cluster {
             dir: tempfile::tempdir().unwrap(),
             addrs,
@@ -439,8 +459,8 @@ fn bad_flags_fail_with_one_clear_sentence() {
 
 fn run_scenario(name: &str) {
     let dir = tempfile::tempdir().unwrap();
-    // Ten consecutive free-looking ports: the cluster uses base+1..base+3.
-    let base = free_port().saturating_sub(10).max(20_000);
+    // The cluster uses base+1..base+3.
+    let base = free_ports(4)[0];
     let out = Command::new(BIN)
         .args(["cluster", "--scenario", name, "--base-port", &base.to_string()])
         .arg("--data-dir")

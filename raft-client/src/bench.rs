@@ -1,0 +1,453 @@
+//! Load generation for the benchmark workloads of BENCH.md.
+//!
+//! - [`run_load`]: W1 (puts) and R1 (linearizable gets). `clients` closed-loop
+//!   logical clients (one request in flight each) share `conns` connections to
+//!   the leader; requests are pipelined on each connection and matched to
+//!   their answers by request id, as etcd's own benchmark tool does over gRPC.
+//! - [`run_failover`]: F1. Writes under load, SIGKILLs the leader (found by
+//!   its pid in `status`), measures the time to the first write acknowledged
+//!   by the new leader, then reads back every acknowledged write.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use raft_net::codec;
+use raft_net::transport::{self, NetError};
+use raft_net::wire::{ClientRequest, ClientResponse, Command, RequestKind, ResponseKind, Sender, WriteOp};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{fresh_client_id, Client, ClientConfig};
+
+/// Which operation a load run issues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchOp {
+    /// W1: puts of a random key.
+    Put,
+    /// R1: linearizable gets of a random key.
+    Get,
+}
+
+/// The shape of a load run.
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    /// Closed-loop logical clients.
+    pub clients: usize,
+    /// Connections they share (each to the leader).
+    pub conns: usize,
+    /// Measured duration, after the warm-up.
+    pub duration: Duration,
+    /// Warm-up (not measured).
+    pub warmup: Duration,
+    /// Bytes per value.
+    pub value_size: usize,
+    /// Keys are drawn uniformly from `0..keys`.
+    pub keys: u64,
+    /// Put or get.
+    pub op: BenchOp,
+    /// Give up on one request after this long (counted as an error).
+    pub request_timeout: Duration,
+}
+
+/// What a load run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadReport {
+    /// Put or get.
+    pub op: BenchOp,
+    /// Logical clients.
+    pub clients: usize,
+    /// Connections.
+    pub conns: usize,
+    /// The leader the load went to.
+    pub leader: String,
+    /// Measured seconds.
+    pub seconds: f64,
+    /// Successful operations in the measured window.
+    pub ops: u64,
+    /// `ops / seconds`.
+    pub ops_per_s: f64,
+    /// Latency percentiles of successful operations, microseconds.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Slowest.
+    pub max_us: u64,
+    /// Mean.
+    pub mean_us: f64,
+    /// Failed operations by kind (measured window only).
+    pub errors: std::collections::BTreeMap<String, u64>,
+}
+
+/// A pipelined connection: requests go out through a writer task that
+/// coalesces whatever is queued into one socket write; a reader task routes
+/// answers to their waiters by request id.
+#[derive(Clone)]
+struct Pipe {
+    tx: mpsc::Sender<(ClientRequest, oneshot::Sender<ResponseKind>)>,
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<ResponseKind>>>>;
+
+impl Pipe {
+    async fn open(addr: &str, cluster_id: &str) -> Result<Pipe, NetError> {
+        let (framed, _) = transport::connect(addr, cluster_id, Sender::Client).await?;
+        let (mut sink, mut stream) = framed.split();
+        let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
+        let (tx, mut rx) = mpsc::channel::<(ClientRequest, oneshot::Sender<ResponseKind>)>(65_536);
+        let w = waiters.clone();
+        tokio::spawn(async move {
+            while let Some((request, waiter)) = rx.recv().await {
+                let mut batch = vec![(request, waiter)];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                    if batch.len() >= 1024 {
+                        break;
+                    }
+                }
+                for (request, waiter) in batch {
+                    let Ok(frame) = codec::encode(&request) else { continue };
+                    w.lock().expect("waiter map").insert(request.id, waiter);
+                    if sink.feed(Bytes::from(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = stream.next().await {
+                let Ok(response) = codec::decode::<ClientResponse>(&frame) else { break };
+                if let Some(waiter) = waiters.lock().expect("waiter map").remove(&response.id) {
+                    let _ = waiter.send(response.result);
+                }
+            }
+            // Connection gone: dropping the waiters tells every caller.
+            waiters.lock().expect("waiter map").clear();
+        });
+        Ok(Pipe { tx })
+    }
+
+    async fn call(&self, request: ClientRequest) -> Result<ResponseKind, &'static str> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send((request, tx)).await.map_err(|_| "disconnected")?;
+        rx.await.map_err(|_| "disconnected")
+    }
+}
+
+/// A tiny xorshift PRNG per logical client (the load needs no quality, only speed).
+struct FastRng(u64);
+
+impl FastRng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
+
+fn key_bytes(k: u64) -> Vec<u8> {
+    format!("{k:08}").into_bytes()
+}
+
+fn error_kind(answer: &ResponseKind) -> String {
+    match answer {
+        ResponseKind::NotLeader { .. } => "not_leader".into(),
+        ResponseKind::Unknown { .. } => "unknown_outcome".into(),
+        ResponseKind::Error { message } => {
+            if message.contains("backpressure") || message.contains("Backpressure") {
+                "backpressure".into()
+            } else {
+                "server_error".into()
+            }
+        }
+        other => format!("unexpected_answer_{}", variant_name(other)),
+    }
+}
+
+fn variant_name(answer: &ResponseKind) -> &'static str {
+    match answer {
+        ResponseKind::Written(_) => "written",
+        ResponseKind::Value(_) => "value",
+        ResponseKind::NotLeader { .. } => "not_leader",
+        ResponseKind::Unknown { .. } => "unknown",
+        ResponseKind::Status(_) => "status",
+        ResponseKind::Log(_) => "log",
+        ResponseKind::Error { .. } => "error",
+    }
+}
+
+/// Finds the leader, retrying until `deadline`.
+pub async fn wait_for_leader(config: &ClientConfig, deadline: Duration) -> anyhow::Result<String> {
+    let client = Client::new(ClientConfig { timeout: Duration::from_millis(500), ..config.clone() })?;
+    let start = Instant::now();
+    loop {
+        if let Some((addr, _)) = client.find_leader().await {
+            return Ok(addr);
+        }
+        if start.elapsed() > deadline {
+            anyhow::bail!("no node reports itself leader after {deadline:?}; is the cluster running?");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs W1 or R1 against the leader of `config`'s cluster.
+pub async fn run_load(config: &ClientConfig, spec: &LoadSpec) -> anyhow::Result<LoadReport> {
+    anyhow::ensure!(spec.clients > 0, "--clients must be at least 1");
+    anyhow::ensure!(spec.keys > 0, "--keys must be at least 1");
+    let leader = wait_for_leader(config, Duration::from_secs(10)).await?;
+    let conns = spec.conns.clamp(1, spec.clients);
+    let mut pipes = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        pipes.push(
+            Pipe::open(&leader, &config.cluster_id).await.map_err(|e| anyhow::anyhow!("{leader}: {e}"))?,
+        );
+    }
+    if spec.op == BenchOp::Get {
+        // Reads of absent keys are as costly as any other read, but fill the
+        // key space first so that reads return values as in etcd's run.
+        prefill(&pipes, spec).await?;
+    }
+    let start = Instant::now();
+    let measure_from = start + spec.warmup;
+    let measure_until = measure_from + spec.duration;
+    let mut tasks = Vec::with_capacity(spec.clients);
+    for c in 0..spec.clients {
+        let pipe = pipes[c % conns].clone();
+        let spec = spec.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
+            let client_id = fresh_client_id() ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut rng = FastRng(client_id | 1);
+            let mut value = vec![0u8; spec.value_size];
+            let mut seq = 0u64;
+            let mut request_id = (c as u64) << 40;
+            loop {
+                let now = Instant::now();
+                if now >= measure_until {
+                    break;
+                }
+                let key = key_bytes(rng.next() % spec.keys);
+                request_id += 1;
+                let kind = match spec.op {
+                    BenchOp::Put => {
+                        seq += 1;
+                        for chunk in value.chunks_mut(8) {
+                            let r = rng.next().to_le_bytes();
+                            chunk.copy_from_slice(&r[..chunk.len()]);
+                        }
+                        RequestKind::Write(Command {
+                            client_id,
+                            seq,
+                            op: WriteOp::Put { key, value: value.clone() },
+                        })
+                    }
+                    BenchOp::Get => RequestKind::Get { key, stale: false },
+                };
+                let sent = Instant::now();
+                let answer = tokio::time::timeout(
+                    spec.request_timeout,
+                    pipe.call(ClientRequest { id: request_id, kind }),
+                )
+                .await;
+                let done = Instant::now();
+                let measured = sent >= measure_from && done <= measure_until;
+                let outcome: Result<(), String> = match answer {
+                    Err(_) => Err("timeout".into()),
+                    Ok(Err(e)) => Err(e.into()),
+                    Ok(Ok(ResponseKind::Written(_) | ResponseKind::Value(_))) => Ok(()),
+                    Ok(Ok(other)) => Err(error_kind(&other)),
+                };
+                match outcome {
+                    Ok(()) if measured => {
+                        let us = done.duration_since(sent).as_micros().max(1) as u64;
+                        hist.saturating_record(us);
+                    }
+                    Ok(()) => {}
+                    Err(kind) => {
+                        if measured {
+                            *errors.entry(kind.clone()).or_default() += 1;
+                        }
+                        if kind == "disconnected" {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            (hist, errors)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
+    for task in tasks {
+        let (h, e) = task.await?;
+        hist.add(&h).expect("same bounds");
+        for (k, v) in e {
+            *errors.entry(k).or_default() += v;
+        }
+    }
+    let seconds = spec.duration.as_secs_f64();
+    Ok(LoadReport {
+        op: spec.op,
+        clients: spec.clients,
+        conns,
+        leader,
+        seconds,
+        ops: hist.len(),
+        ops_per_s: hist.len() as f64 / seconds,
+        p50_us: hist.value_at_quantile(0.50),
+        p90_us: hist.value_at_quantile(0.90),
+        p99_us: hist.value_at_quantile(0.99),
+        p999_us: hist.value_at_quantile(0.999),
+        max_us: hist.max(),
+        mean_us: hist.mean(),
+        errors,
+    })
+}
+
+/// Writes every key once (R1 reads existing keys).
+async fn prefill(pipes: &[Pipe], spec: &LoadSpec) -> anyhow::Result<()> {
+    let client_id = fresh_client_id();
+    let value = vec![b'v'; spec.value_size];
+    let keys: Vec<u64> = (0..spec.keys).collect();
+    for (chunk_no, chunk) in keys.chunks(256).enumerate() {
+        let mut calls = Vec::with_capacity(chunk.len());
+        for (i, &k) in chunk.iter().enumerate() {
+            let pipe = pipes[i % pipes.len()].clone();
+            let seq = k + 1;
+            let request = ClientRequest {
+                id: (1 << 62) + (chunk_no * 256 + i) as u64,
+                kind: RequestKind::Write(Command {
+                    client_id,
+                    seq,
+                    op: WriteOp::Put { key: key_bytes(k), value: value.clone() },
+                }),
+            };
+            calls.push(async move { pipe.call(request).await });
+        }
+        for answer in futures::future::join_all(calls).await {
+            match answer {
+                Ok(ResponseKind::Written(_)) => {}
+                Ok(other) => anyhow::bail!("prefill write failed: {}", error_kind(&other)),
+                Err(e) => anyhow::bail!("prefill write failed: {e}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a failover run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailoverReport {
+    /// The leader that was killed.
+    pub killed_leader: String,
+    /// Its pid.
+    pub killed_pid: u32,
+    /// The leader that took over.
+    pub new_leader: String,
+    /// From the SIGKILL to the first write acknowledged by the new leader.
+    pub failover_ms: f64,
+    /// Writes acknowledged over the whole run.
+    pub acknowledged: u64,
+    /// Acknowledged writes not found (with their value) afterwards. Must be 0.
+    pub missing: u64,
+}
+
+/// F1: `clients` closed-loop writers of unique keys; after `before` the
+/// leader is SIGKILLed; writing goes on for `after`; then every acknowledged
+/// write is read back (linearizably) from the new leader.
+pub async fn run_failover(
+    config: &ClientConfig,
+    clients: usize,
+    before: Duration,
+    after: Duration,
+) -> anyhow::Result<FailoverReport> {
+    let leader_addr = wait_for_leader(config, Duration::from_secs(10)).await?;
+    let probe = Client::new(ClientConfig { timeout: Duration::from_millis(500), ..config.clone() })?;
+    let status = match probe.ask(&leader_addr, RequestKind::Status).await? {
+        ResponseKind::Status(s) => s,
+        other => anyhow::bail!("unexpected status answer {other:?}"),
+    };
+    let run_id = fresh_client_id();
+    let stop = Arc::new(AtomicBool::new(false));
+    // (key, value, when acknowledged, by which node)
+    type Acked = Vec<(Vec<u8>, Vec<u8>, Instant, String)>;
+    let acked: Arc<Mutex<Acked>> = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut client = Client::new(ClientConfig { timeout: Duration::from_secs(10), ..config.clone() })?;
+        let stop = stop.clone();
+        let acked = acked.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let key = format!("f1-{run_id:x}-{c}-{n}").into_bytes();
+                let value = format!("v{n}").into_bytes();
+                if client.put(&key, &value).await.is_ok() {
+                    let by = client.target().to_string();
+                    acked.lock().expect("acked list").push((key, value, Instant::now(), by));
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(before).await;
+    let killed_at = Instant::now();
+    kill_pid(status.pid)?;
+    tokio::time::sleep(after).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await?;
+    }
+    let acked = Arc::try_unwrap(acked).map_err(|_| anyhow::anyhow!("writers still running"))?;
+    let acked = acked.into_inner().expect("acked list");
+    let remaining: Vec<String> = config.cluster.iter().filter(|a| **a != leader_addr).cloned().collect();
+    let survivors = ClientConfig { cluster: remaining, ..config.clone() };
+    let new_leader = wait_for_leader(&survivors, Duration::from_secs(10)).await?;
+    // The first write acknowledged by another node than the killed leader.
+    let first_after = acked
+        .iter()
+        .filter(|(_, _, at, by)| *at > killed_at && *by != leader_addr)
+        .map(|(_, _, at, _)| *at)
+        .min();
+    let failover_ms = first_after.map_or(f64::NAN, |at| at.duration_since(killed_at).as_secs_f64() * 1e3);
+    let mut reader = Client::new(ClientConfig { timeout: Duration::from_secs(10), ..survivors.clone() })?;
+    let mut missing = 0;
+    for (key, value, _, _) in &acked {
+        match reader.get(key, false).await {
+            Ok(Some(v)) if v == *value => {}
+            _ => missing += 1,
+        }
+    }
+    Ok(FailoverReport {
+        killed_leader: leader_addr,
+        killed_pid: status.pid,
+        new_leader,
+        failover_ms,
+        acknowledged: acked.len() as u64,
+        missing,
+    })
+}
+
+fn kill_pid(pid: u32) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status()?;
+    anyhow::ensure!(status.success(), "kill -9 {pid} failed; is the leader on this machine?");
+    Ok(())
+}
