@@ -272,7 +272,7 @@ pub fn parse_text_command(text: &str) -> Result<TextCommand, String> {
 
 /// Renders a replicated command for logs and the `log` view.
 pub fn describe_command(command: &Command) -> String {
-    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let s = |b: &[u8]| describe_bytes(b);
     match &command.op {
         WriteOp::Put { key, value } => format!("SET {}={}", s(key), s(value)),
         WriteOp::Delete { key } => format!("DEL {}", s(key)),
@@ -282,9 +282,35 @@ pub fn describe_command(command: &Command) -> String {
     }
 }
 
+/// Renders a key or value for logs and the log view: printable UTF-8 of at
+/// most 40 characters as it is, anything else as its length (and the start,
+/// when printable), so that logging stays cheap and readable for binary values.
+pub fn describe_bytes(b: &[u8]) -> String {
+    const SHOWN: usize = 40;
+    let printable = |s: &str| s.chars().all(|c| !c.is_control());
+    match std::str::from_utf8(b) {
+        Ok(s) if s.len() <= SHOWN && printable(s) => s.to_string(),
+        Ok(s) if printable(s) => {
+            let cut = (0..=SHOWN).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+            format!("{}…({} bytes)", &s[..cut], b.len())
+        }
+        _ => format!("<{} bytes>", b.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_render_short_text_as_is_and_the_rest_by_length() {
+        assert_eq!(describe_bytes(b"x"), "x");
+        assert_eq!(describe_bytes(&[0, 159, 146, 150]), "<4 bytes>");
+        assert_eq!(describe_bytes("é".repeat(30).as_bytes()), format!("{}…(60 bytes)", "é".repeat(20)));
+        let cmd =
+            Command { client_id: 1, seq: 1, op: WriteOp::Put { key: b"k".to_vec(), value: vec![7; 100] } };
+        assert_eq!(describe_command(&cmd), "SET k=<100 bytes>");
+    }
 
     #[test]
     fn lab_syntax_parses() {

@@ -164,8 +164,7 @@ fn run_node(args: RunArgs) -> Result<(), String> {
         sync: !args.no_fsync,
         sessions_max: args.max_sessions,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
