@@ -2,7 +2,7 @@
 //! processes, and the classic failure experiments as scripted scenarios.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -191,7 +191,9 @@ fn prefix_lines(id: NodeId, stream: Option<impl Read + Send + 'static>) {
     if let Some(stream) = stream {
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                eprintln!("[node {id}] {line}");
+                // One write per line, so lines of different nodes never interleave.
+                let line = format!("[node {id}] {line}\n");
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
             }
         });
     }
@@ -244,7 +246,9 @@ fn serve(options: ClusterOptions, runtime: &tokio::runtime::Runtime) -> Result<(
 }
 
 fn say(line: String) {
-    println!("[scenario] {line}");
+    let line = format!("[scenario] {line}\n");
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
 }
 
 async fn wait_for<T>(

@@ -424,7 +424,7 @@ impl Server {
                         debug!(node = self.config.id, index = entry.index, cmd = %describe_command(&command), "applied");
                         let result = self.kv.apply(entry.index, &command);
                         commands += 1;
-                        last_command = Some((entry.term, command));
+                        last_command = Some((entry.index, command));
                         Some(result)
                     }
                     Err(e) => {
@@ -447,9 +447,10 @@ impl Server {
         }
         // One line per batch the leader commits (per command when they come one
         // at a time, as in interactive use); every command at debug level.
-        if let (true, Some((term, command))) = (leader, last_command) {
+        if let (true, Some((index, command))) = (leader, last_command) {
+            let term = self.node.term();
             if commands == 1 {
-                info!(node = self.config.id, role = %Role::Leader, term, index = last, cmd = %describe_command(&command), "committed");
+                info!(node = self.config.id, role = %Role::Leader, term, index, cmd = %describe_command(&command), "committed");
             } else {
                 info!(
                     node = self.config.id, role = %Role::Leader, term, index = %format_args!("{first}..={last}"),
