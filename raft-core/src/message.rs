@@ -74,6 +74,7 @@ pub enum MessageBody {
         /// Byte offset of `data` within the snapshot.
         offset: u64,
         /// The chunk.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         /// True on the last chunk.
         done: bool,

@@ -17,7 +17,7 @@ pub enum EntryPayload {
     /// (Raft paper §5.4.2, dissertation §6.4). The state machine ignores it.
     Blank,
     /// An opaque command for the state machine.
-    Command(Vec<u8>),
+    Command(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// One entry of the replicated log.
@@ -73,6 +73,7 @@ pub struct Snapshot {
     /// Where the snapshot sits in the log.
     pub meta: SnapshotMeta,
     /// The state machine's serialized state at `meta.index`.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 

@@ -59,22 +59,28 @@ pub enum WriteOp {
     /// Set `key` to `value`.
     Put {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Remove `key`.
     Delete {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// Set `key` to `new` if its value is `expected` (`None`: absent).
     Cas {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The value the key must hold now.
+        #[serde(with = "serde_bytes")]
         expected: Option<Vec<u8>>,
         /// The value to set.
+        #[serde(with = "serde_bytes")]
         new: Vec<u8>,
     },
 }
@@ -97,6 +103,7 @@ pub enum WriteResult {
     /// Put or delete done; `previous` is the value before.
     Done {
         /// The value before the write.
+        #[serde(with = "serde_bytes")]
         previous: Option<Vec<u8>>,
     },
     /// Compare-and-swap: whether it swapped, and the value found.
@@ -104,6 +111,7 @@ pub enum WriteResult {
         /// True if the value was swapped.
         swapped: bool,
         /// The value found before the operation.
+        #[serde(with = "serde_bytes")]
         current: Option<Vec<u8>>,
     },
     /// The sequence number is older than the session's last write: the
@@ -133,6 +141,7 @@ pub enum RequestKind {
     /// `stale`, in which case any node answers from its own state.
     Get {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// Accept a possibly stale answer from any node.
         stale: bool,
@@ -163,7 +172,7 @@ pub enum ResponseKind {
     /// A write was applied (exactly once).
     Written(WriteResult),
     /// A read's value.
-    Value(Option<Vec<u8>>),
+    Value(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     /// This node is not the leader; try `leader` if known.
     NotLeader {
         /// The leader's id and client address, if known.

@@ -5,7 +5,7 @@
 //! here must be deterministic: sessions are evicted by the index at which
 //! they were last used, never by wall-clock time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use raft_core::Index;
 use raft_net::codec::{self, CodecError};
@@ -23,13 +23,33 @@ struct Session {
 }
 
 /// The key-value map plus the session table.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The map is a `HashMap` (point reads and writes only; a `BTreeMap` of byte
+/// keys cost a dozen `memcmp` calls per write); snapshots write it sorted, so
+/// every replica's snapshot of the same state is the same bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStore {
-    data: BTreeMap<Vec<u8>, Vec<u8>>,
+    data: HashMap<Vec<u8>, Vec<u8>>,
     sessions: BTreeMap<u64, Session>,
     /// Sessions by the index of their last write, for eviction.
     sessions_by_index: BTreeMap<Index, u64>,
     sessions_max: usize,
+    applied: Index,
+}
+
+/// The snapshot format, borrowed for writing...
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    data: Vec<(&'a serde_bytes::Bytes, &'a serde_bytes::Bytes)>,
+    sessions: &'a BTreeMap<u64, Session>,
+    applied: Index,
+}
+
+/// ...and owned for reading.
+#[derive(Deserialize)]
+struct SnapshotOwned {
+    data: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
+    sessions: BTreeMap<u64, Session>,
     applied: Index,
 }
 
@@ -112,17 +132,29 @@ impl KvStore {
         }
     }
 
-    /// Serializes the whole state (data and sessions).
+    /// Serializes the whole state (data sorted by key, and sessions).
     pub fn snapshot(&self) -> Result<Vec<u8>, CodecError> {
-        codec::encode(self)
+        let mut data: Vec<(&serde_bytes::Bytes, &serde_bytes::Bytes)> = self
+            .data
+            .iter()
+            .map(|(k, v)| (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v)))
+            .collect();
+        data.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        codec::encode(&SnapshotRef { data, sessions: &self.sessions, applied: self.applied })
     }
 
     /// Replaces the state with a snapshot produced by [`KvStore::snapshot`].
     /// The session bound stays this node's own.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), CodecError> {
-        let sessions_max = self.sessions_max;
-        *self = codec::decode(bytes)?;
-        self.sessions_max = sessions_max;
+        let snapshot: SnapshotOwned = codec::decode(bytes)?;
+        let sessions_by_index = snapshot.sessions.iter().map(|(&client, s)| (s.last_index, client)).collect();
+        *self = KvStore {
+            data: snapshot.data.into_iter().map(|(k, v)| (k.into_vec(), v.into_vec())).collect(),
+            sessions: snapshot.sessions,
+            sessions_by_index,
+            sessions_max: self.sessions_max,
+            applied: snapshot.applied,
+        };
         Ok(())
     }
 }
@@ -201,5 +233,27 @@ mod tests {
         // The restored session still deduplicates.
         assert_eq!(other.apply(2, &put(7, 1, "x", "9")), WriteResult::Done { previous: None });
         assert_eq!(other.get(b"x"), Some(&b"5".to_vec()));
+    }
+
+    #[test]
+    fn replicas_with_the_same_state_write_the_same_snapshot_bytes() {
+        // Same commands, so same sessions; the map's insertion history differs.
+        let mut a = KvStore::new(10);
+        let mut b = KvStore::new(10);
+        for k in 0..200 {
+            a.apply(k + 1, &put(1, k + 1, &format!("k{k}"), "v"));
+        }
+        for k in (0..200).rev() {
+            b.data.insert(format!("k{k}").into_bytes(), b"v".to_vec());
+        }
+        b.apply(200, &put(1, 200, "k199", "v"));
+        b.applied = a.applied;
+        b.sessions = a.sessions.clone();
+        b.sessions_by_index = a.sessions_by_index.clone();
+        assert_eq!(a, b);
+        assert_eq!(a.snapshot().unwrap(), b.snapshot().unwrap());
+        let mut c = KvStore::new(10);
+        c.restore(&a.snapshot().unwrap()).unwrap();
+        assert_eq!(c, a);
     }
 }
