@@ -55,7 +55,7 @@ struct RunArgs {
     #[arg(long, env = "RAFT_HEARTBEAT_MS", default_value_t = 50)]
     heartbeat_ms: u64,
     /// Take a snapshot and compact the log every this many applied entries.
-    #[arg(long, env = "RAFT_SNAPSHOT_ENTRIES", default_value_t = 10_000)]
+    #[arg(long, env = "RAFT_SNAPSHOT_ENTRIES", default_value_t = 100_000)]
     snapshot_entries: u64,
     /// Bound of the client session table (exactly-once writes).
     #[arg(long, env = "RAFT_MAX_SESSIONS", default_value_t = raft_node::kv::SESSIONS_MAX_DEFAULT)]
