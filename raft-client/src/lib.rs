@@ -165,7 +165,9 @@ impl Client {
     /// Sends `kind` to the leader, retrying until a final answer or the deadline.
     async fn call(&mut self, kind: RequestKind) -> Result<ResponseKind, ClientError> {
         let deadline = Instant::now() + self.config.timeout;
-        let mut backoff = Duration::from_millis(10);
+        // Short and capped low: an election takes 150-300 ms by default, and a
+        // client that sleeps long past it adds its sleep to every failover.
+        let mut backoff = Duration::from_millis(5);
         let mut last = String::from("no attempt made");
         while Instant::now() < deadline {
             match self.attempt(&kind, deadline).await {
@@ -192,7 +194,7 @@ impl Client {
             }
             let sleep = backoff.min(deadline.saturating_duration_since(Instant::now()));
             tokio::time::sleep(sleep).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
+            backoff = (backoff * 2).min(Duration::from_millis(40));
         }
         Err(ClientError::Timeout { timeout: self.config.timeout, last })
     }
