@@ -9,7 +9,7 @@
 #   scripts/bench.sh core      # C1: raft-core alone, in memory
 #   scripts/bench.sh all       # all of the above
 #
-# Env: RUNS (3), DURATION (10, seconds measured per row, after a 2 s warm-up), ROOT (/tmp/raft-bench:
+# Env: SKIP_BUILD (use the binaries in target/release as they are), RUNS (3), DURATION (10, seconds measured per row, after a 2 s warm-up), ROOT (/tmp/raft-bench:
 # data directories, logs, raw results), CONNS (2, connections our load generator shares; etcd's
 # generator uses its own default of 1 gRPC connection, as etcd's tools/benchmark).
 # Needs: cargo, python3; for `compare`, etcd (Debian: apt-get install etcd-server etcd-client
@@ -28,7 +28,7 @@ PEERS=(127.0.0.1:7101 127.0.0.1:7102 127.0.0.1:7103)
 CLUSTER=$(IFS=,; echo "${PEERS[*]}")
 mkdir -p "$ROOT"
 
-build_ours() { cargo build --release -q -p raft-node -p raft-client -p raft-tests --bins; }
+build_ours() { [ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p raft-node -p raft-client -p raft-tests --bins; }
 
 ensure_etcd() {
   if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null || ! command -v protoc >/dev/null; then
