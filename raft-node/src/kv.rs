@@ -134,11 +134,8 @@ impl KvStore {
 
     /// Serializes the whole state (data sorted by key, and sessions).
     pub fn snapshot(&self) -> Result<Vec<u8>, CodecError> {
-        let mut data: Vec<(&serde_bytes::Bytes, &serde_bytes::Bytes)> = self
-            .data
-            .iter()
-            .map(|(k, v)| (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v)))
-            .collect();
+        let mut data: Vec<(&serde_bytes::Bytes, &serde_bytes::Bytes)> =
+            self.data.iter().map(|(k, v)| (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v))).collect();
         data.sort_unstable_by(|a, b| a.0.cmp(b.0));
         codec::encode(&SnapshotRef { data, sessions: &self.sessions, applied: self.applied })
     }

@@ -354,7 +354,10 @@ fn a_corrupt_wal_record_before_the_tail_refuses_to_start_naming_file_and_offset(
     c.kill(3);
     let first = wal_segments(&c.data_dir(3)).remove(0);
     let mut bytes = std::fs::read(&first).unwrap();
-    let middle = bytes.len() / 2;
+    // Segments are preallocated with zeros: damage the middle of the records
+    // written so far, not of the file.
+    let written = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    let middle = written / 2;
     bytes[middle] ^= 0xFF;
     std::fs::write(&first, &bytes).unwrap();
     let output = c.command(3).stderr(Stdio::piped()).output().unwrap();
