@@ -10,7 +10,7 @@
 #   scripts/bench.sh all       # all of the above
 #
 # Env: SKIP_BUILD (use the binaries in target/release as they are), RUNS (3), DURATION (10, seconds measured per row, after a 2 s warm-up), ROOT (/tmp/raft-bench:
-# data directories, logs, raw results), CONNS (2, connections our load generator shares; etcd's
+# data directories, logs, raw results), CONNS (1, connections our load generator shares; etcd's
 # generator uses its own default of 1 gRPC connection, as etcd's tools/benchmark).
 # Needs: cargo, python3; for `compare`, etcd (Debian: apt-get install etcd-server etcd-client
 # protobuf-compiler; installed here automatically when running as root).
@@ -19,7 +19,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 RUNS=${RUNS:-3}
 DUR=${DURATION:-10}
-CONNS=${CONNS:-2}
+CONNS=${CONNS:-1}
 ROOT=${ROOT:-/tmp/raft-bench}
 BIN=$here/target/release
 ETCD_BENCH_DIR=$here/../shared/etcd-bench
