@@ -580,3 +580,38 @@ fn a_snapshot_restart_applies_only_entries_after_it() {
     assert_eq!(applies.len(), 1);
     assert_eq!(applies[0].iter().map(|e| e.index).collect::<Vec<_>>(), vec![6]);
 }
+
+/// Figure 2, AppendEntries step 5: `commitIndex = min(leaderCommit, index of
+/// last new entry)`. A follower whose log goes on past what the leader sent
+/// (stale entries of an older term) must not commit those.
+#[test]
+fn a_follower_commits_no_further_than_the_entries_the_leader_sent() {
+    let e = |index, term| Entry { index, term, payload: EntryPayload::Command(vec![index as u8]) };
+    // Entries 4 and 5 are from term 2, a leader whose entries were later replaced.
+    let durable = DurableState {
+        hard_state: raft_core::HardState { term: 3, vote: None, commit: 2 },
+        snapshot: None,
+        entries: vec![e(1, 1), e(2, 1), e(3, 1), e(4, 2), e(5, 2)],
+    };
+    let mut follower = RaftNode::restart(config(2, 3), durable).unwrap();
+    let _ = follower.take_actions();
+    // The term-3 leader has committed up to 5 (its own 4 and 5), but this
+    // append carries only entry 3.
+    follower.step(Message {
+        from: 1,
+        to: 2,
+        term: 3,
+        body: MessageBody::Append { prev_log_index: 2, prev_log_term: 1, entries: vec![e(3, 1)], leader_commit: 5 },
+    });
+    let applied: Vec<u64> = follower
+        .take_actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Apply(entries) => Some(entries.into_iter().map(|e| e.index).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(follower.commit_index(), 3, "commit stops at the last entry the leader vouched for");
+    assert!(applied.iter().all(|&i| i <= 3), "stale entries were applied: {applied:?}");
+}
