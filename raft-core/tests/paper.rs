@@ -601,7 +601,12 @@ fn a_follower_commits_no_further_than_the_entries_the_leader_sent() {
         from: 1,
         to: 2,
         term: 3,
-        body: MessageBody::Append { prev_log_index: 2, prev_log_term: 1, entries: vec![e(3, 1)], leader_commit: 5 },
+        body: MessageBody::Append {
+            prev_log_index: 2,
+            prev_log_term: 1,
+            entries: vec![e(3, 1)],
+            leader_commit: 5,
+        },
     });
     let applied: Vec<u64> = follower
         .take_actions()
