@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use raft_core::{
-    Action, Config, Entry, EntryPayload, Index, NodeId, ProposeError, RaftNode, Role, Snapshot, SnapshotMeta,
-    Term,
+    Action, Config, Entry, EntryPayload, Index, MessageBody, NodeId, ProposeError, RaftNode, Role, Snapshot,
+    SnapshotMeta, Term,
 };
 use raft_net::codec;
 use raft_net::transport::{self, Inbound, ListenerConfig, NetCounters, PeerLink};
@@ -367,6 +367,7 @@ impl Server {
                         self.wal.send(WalCmd::Persist(batch)).context("the WAL thread stopped")?;
                     }
                     Action::Send(m) => {
+                        self.log_send(&m);
                         if let Some(link) = self.links.get(&m.to) {
                             link.send(m);
                         }
@@ -403,6 +404,31 @@ impl Server {
             self.maybe_snapshot()?;
         }
         Ok(())
+    }
+
+    /// One line per message worth seeing: votes at info, appends and
+    /// heartbeats at debug (checked before any formatting).
+    fn log_send(&self, m: &raft_core::Message) {
+        let (node, role, term, to) = (self.config.id, self.role, m.term, m.to);
+        match &m.body {
+            MessageBody::VoteResponse { pre_vote: false, granted: true } => {
+                info!(node, role = %role, term, candidate = to, "granted vote")
+            }
+            MessageBody::VoteResponse { pre_vote, granted } => {
+                debug!(node, role = %role, term, candidate = to, pre_vote, granted, "vote answer")
+            }
+            MessageBody::VoteRequest { pre_vote, last_log_index, last_log_term, .. } => {
+                debug!(node, role = %role, term, to, pre_vote, last_log_index, last_log_term, "asking for a vote")
+            }
+            MessageBody::Append { prev_log_index, entries, leader_commit, .. } => debug!(
+                node, role = %role, term, to, prev = prev_log_index, entries = entries.len(),
+                commit = leader_commit, "append"
+            ),
+            MessageBody::Heartbeat { commit, .. } => {
+                debug!(node, role = %role, term, to, commit, "heartbeat")
+            }
+            _ => {}
+        }
     }
 
     fn apply(&mut self, entries: Vec<Entry>) {
