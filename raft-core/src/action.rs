@@ -24,10 +24,7 @@ pub enum Action {
     /// Apply these committed entries to the state machine, in order, then
     /// report [`RaftNode::applied`](crate::RaftNode::applied). Each committed
     /// entry is handed out exactly once (again only after a restart).
-    /// Committed entries may come before this node's own copy is durable
-    /// (they are durable on a majority): a driver that snapshots its state
-    /// machine must write that snapshot after the persist batches it was
-    /// given earlier (in order, e.g. on the same queue).
+    /// Only entries durable on this node are handed out.
     Apply(Vec<Entry>),
     /// Replace the state machine with this snapshot (already made durable by an
     /// earlier `Persist`), then report `applied(snapshot.meta.index)`.

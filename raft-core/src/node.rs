@@ -488,12 +488,12 @@ impl RaftNode {
             // be applied before it.
             return;
         }
-        // Committed means durable on a majority, so an entry may be applied
-        // before this node's own copy is durable (the leader's fsync then
-        // stays off the client's path, thesis §10.2.1): a crash that loses
-        // the local copy loses nothing the cluster does not still hold, and
-        // a restart rebuilds the state machine from the snapshot and log.
-        let upto = self.log.commit();
+        // Apply only what is committed *and* durable here, so that a restart
+        // never finds the state machine ahead of the log. (Applying committed
+        // entries before the local copy is durable would be safe too, since
+        // committed means durable on a majority; measured, it did not make
+        // W1 faster, so the simpler invariant stays.)
+        let upto = self.log.commit().min(self.log.stable());
         if upto > self.apply_emitted {
             let entries = self.log.slice(self.apply_emitted + 1, upto, usize::MAX);
             self.apply_emitted = upto;
