@@ -210,7 +210,12 @@ impl Client {
     }
 
     async fn attempt(&mut self, kind: &RequestKind, deadline: Instant) -> Result<ResponseKind, NetError> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        // One node that accepts connections but never answers (paused, or
+        // stuck) must not eat the whole deadline: each attempt gets a fifth of
+        // it (at least 200 ms), then the client tries elsewhere. A retried
+        // write keeps its sequence number, so it still applies once.
+        let per_attempt = (self.config.timeout / 5).max(Duration::from_millis(200));
+        let remaining = deadline.saturating_duration_since(Instant::now()).min(per_attempt);
         let target = self.target.clone();
         let fut = async {
             if self.conn.as_ref().is_none_or(|(addr, _)| *addr != target) {

@@ -235,6 +235,64 @@ fn leader_sigkill_elects_a_new_leader_and_the_old_one_catches_up_after_restart()
     });
 }
 
+fn signal(c: &Cluster, id: NodeId, sig: &str) {
+    let pid = c.children[&id].id().to_string();
+    assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success(), "kill {sig} {pid}");
+}
+
+/// A leader that stops answering without dying (SIGSTOP: a long GC pause, a
+/// stuck disk): the others elect a new leader and clients move on; when it
+/// resumes it learns the newer term, steps down, and catches up. No
+/// acknowledged write is lost.
+#[test]
+fn a_paused_leader_is_replaced_and_steps_down_when_it_resumes() {
+    let c = Cluster::start(3, &[]);
+    let rt = runtime();
+    let old = rt.block_on(async {
+        let l = wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+        let mut client = c.client(Duration::from_secs(10));
+        for i in 0..5 {
+            client.put(format!("a{i}").as_bytes(), b"1").await.unwrap();
+        }
+        l
+    });
+    signal(&c, old.id, "-STOP");
+    rt.block_on(async {
+        let new = wait_until("a new leader", Duration::from_secs(15), async || {
+            leader(&c).await.filter(|l| l.id != old.id)
+        })
+        .await;
+        assert!(new.term > old.term);
+        // The client knows every node and tries the paused one first; the
+        // paused node accepts the connection and never answers. Each write
+        // must still succeed within the client's 3 s deadline.
+        let mut addrs = vec![c.addrs[&old.id].clone()];
+        addrs.extend(c.addrs.iter().filter(|(&id, _)| id != old.id).map(|(_, a)| a.clone()));
+        let mut client =
+            Client::new(ClientConfig::new(&addrs.join(","), CLUSTER_ID, Duration::from_secs(3))).unwrap();
+        for i in 0..10 {
+            client.put(format!("b{i}").as_bytes(), b"2").await.unwrap();
+        }
+    });
+    signal(&c, old.id, "-CONT");
+    rt.block_on(async {
+        let target = wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await.commit;
+        let back =
+            wait_until("the resumed node to follow and catch up", Duration::from_secs(15), async || {
+                status_of(&c, old.id).await.filter(|s| s.applied >= target && s.role == Role::Follower)
+            })
+            .await;
+        assert!(back.term > old.term, "it learned the newer term");
+        let mut client = c.client(Duration::from_secs(10));
+        for i in 0..5 {
+            assert_eq!(client.get(format!("a{i}").as_bytes(), false).await.unwrap(), Some(b"1".to_vec()));
+        }
+        for i in 0..10 {
+            assert_eq!(client.get(format!("b{i}").as_bytes(), false).await.unwrap(), Some(b"2".to_vec()));
+        }
+    });
+}
+
 #[test]
 fn a_killed_follower_catches_up_by_snapshot_after_the_log_was_compacted() {
     let mut c = Cluster::start(3, &["--snapshot-entries", "10"]);
