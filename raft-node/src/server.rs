@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use raft_core::{
     Action, Config, Entry, EntryPayload, Index, MessageBody, NodeId, ProposeError, RaftNode, Role, Snapshot,
-    SnapshotMeta, Term,
+    Term,
 };
 use raft_net::codec;
 use raft_net::transport::{self, Inbound, ListenerConfig, NetCounters, PeerLink};
@@ -534,16 +534,16 @@ impl Server {
         if applied < self.last_snapshot_index + self.config.snapshot_entries {
             return Ok(());
         }
-        let Some(term) = self.node.term_at(applied) else { return Ok(()) };
         let data = self.kv.snapshot().context("cannot serialize the state machine")?;
-        let mut voters: Vec<NodeId> = self.config.peers.keys().copied().collect();
-        voters.push(self.config.id);
-        voters.sort_unstable();
-        let snapshot = Snapshot { meta: SnapshotMeta { index: applied, term, voters }, data };
-        let data = snapshot.data.clone();
-        self.wal.send(WalCmd::Snapshot(snapshot)).context("the WAL thread stopped")?;
-        if let Err(e) = self.node.snapshot_taken(applied, data) {
-            warn!(node = self.config.id, error = %e, "snapshot not taken by the core");
+        // The core compacts its log and records the snapshot's metadata (term
+        // at `applied`, voters); the WAL thread saves the same snapshot after
+        // every persist batch handed to it before.
+        match self.node.snapshot_taken(applied, data.clone()) {
+            Ok(()) => {
+                let snapshot = Snapshot { meta: self.node.snapshot_meta(), data };
+                self.wal.send(WalCmd::Snapshot(snapshot)).context("the WAL thread stopped")?;
+            }
+            Err(e) => warn!(node = self.config.id, error = %e, "snapshot not taken by the core"),
         }
         self.last_snapshot_index = applied;
         info!(node = self.config.id, index = applied, "took snapshot; log compacted");
