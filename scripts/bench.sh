@@ -71,6 +71,9 @@ stop_ours() {
   rm -f "$ROOT/raft/pids"
 }
 
+# Adds system, round and workload to the JSON object on stdin.
+tag() { python3 -c "import json,sys; r=json.load(sys.stdin); r.update(system='$1', round=$2, workload='$3'); print(json.dumps(r))"; }
+
 ours_bench() {   # op clients
   "$BIN/raft-client" --cluster "$CLUSTER" bench --op "$1" --clients "$2" --conns "$CONNS" \
     --duration "${DUR}s" --warmup 2s --value-size 100 --keys 10000 --json
@@ -90,9 +93,9 @@ compare() {
     echo "== round $run/$RUNS: Raft Lite" >&2
     start_ours
     for c in 1 16 64 256; do
-      ours_bench put "$c" | python3 -c "import json,sys; r=json.load(sys.stdin); r.update(system='raft-lite', round=$run, workload='W1'); print(json.dumps(r))" | tee -a "$raw" >&2
+      ours_bench put "$c" | tag raft-lite "$run" W1 | tee -a "$raw" >&2
     done
-    ours_bench get 64 | python3 -c "import json,sys; r=json.load(sys.stdin); r.update(system='raft-lite', round=$run, workload='R1'); print(json.dumps(r))" | tee -a "$raw" >&2
+    ours_bench get 64 | tag raft-lite "$run" R1 | tee -a "$raw" >&2
     stop_ours
     echo "== round $run/$RUNS: etcd" >&2
     etcd_run stop >/dev/null 2>&1 || true
