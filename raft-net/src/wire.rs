@@ -100,11 +100,12 @@ pub struct Command {
 /// The outcome of an applied write.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteResult {
-    /// Put or delete done; `previous` is the value before.
+    /// Put or delete done. The value before the write is not returned (as
+    /// etcd by default): reading it would cost every replica a copy of a
+    /// cold value per write; `existed` says whether there was one.
     Done {
-        /// The value before the write.
-        #[serde(with = "serde_bytes")]
-        previous: Option<Vec<u8>>,
+        /// True if the key held a value before the write.
+        existed: bool,
     },
     /// Compare-and-swap: whether it swapped, and the value found.
     Cas {

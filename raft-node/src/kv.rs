@@ -92,7 +92,8 @@ impl KvStore {
     /// Applies the command at `index`. A command whose sequence number the
     /// session has already applied is not applied again: its first result is
     /// returned (exactly-once). An older sequence number gets `StaleSequence`.
-    pub fn apply(&mut self, index: Index, command: &Command) -> WriteResult {
+    /// The command is taken by value: its key and value move into the map.
+    pub fn apply(&mut self, index: Index, command: Command) -> WriteResult {
         self.applied = self.applied.max(index);
         if let Some(session) = self.sessions.get(&command.client_id) {
             if command.seq == session.last_seq {
@@ -102,30 +103,29 @@ impl KvStore {
                 return WriteResult::StaleSequence { last_seq: session.last_seq };
             }
         }
-        let result = match &command.op {
-            WriteOp::Put { key, value } => {
-                WriteResult::Done { previous: self.data.insert(key.clone(), value.clone()) }
-            }
-            WriteOp::Delete { key } => WriteResult::Done { previous: self.data.remove(key) },
+        let Command { client_id, seq, op } = command;
+        let result = match op {
+            WriteOp::Put { key, value } => WriteResult::Done { existed: self.data.insert(key, value).is_some() },
+            WriteOp::Delete { key } => WriteResult::Done { existed: self.data.remove(&key).is_some() },
             WriteOp::Cas { key, expected, new } => {
-                let current = self.data.get(key).cloned();
-                let swapped = current == *expected;
+                let current = self.data.get(&key).cloned();
+                let swapped = current == expected;
                 if swapped {
-                    self.data.insert(key.clone(), new.clone());
+                    self.data.insert(key, new);
                 }
                 WriteResult::Cas { swapped, current }
             }
         };
-        self.record_session(index, command, result.clone());
+        self.record_session(index, client_id, seq, result.clone());
         result
     }
 
-    fn record_session(&mut self, index: Index, command: &Command, result: WriteResult) {
-        let session = Session { last_seq: command.seq, last_result: result, last_index: index };
-        if let Some(old) = self.sessions.insert(command.client_id, session) {
+    fn record_session(&mut self, index: Index, client_id: u64, seq: u64, result: WriteResult) {
+        let session = Session { last_seq: seq, last_result: result, last_index: index };
+        if let Some(old) = self.sessions.insert(client_id, session) {
             self.sessions_by_index.remove(&old.last_index);
         }
-        self.sessions_by_index.insert(index, command.client_id);
+        self.sessions_by_index.insert(index, client_id);
         while self.sessions.len() > self.sessions_max {
             let (_, client) = self.sessions_by_index.pop_first().expect("index has every session");
             self.sessions.remove(&client);
@@ -171,9 +171,9 @@ mod tests {
     #[test]
     fn a_retried_write_is_applied_once_and_returns_its_first_result() {
         let mut kv = KvStore::new(10);
-        let first = kv.apply(1, &put(7, 1, "x", "5"));
-        kv.apply(2, &put(8, 1, "x", "6"));
-        let retry = kv.apply(3, &put(7, 1, "x", "5"));
+        let first = kv.apply(1, put(7, 1, "x", "5"));
+        kv.apply(2, put(8, 1, "x", "6"));
+        let retry = kv.apply(3, put(7, 1, "x", "5"));
         assert_eq!(first, retry);
         assert_eq!(kv.get(b"x"), Some(&b"6".to_vec()), "the retry must not overwrite the later write");
     }
@@ -181,8 +181,8 @@ mod tests {
     #[test]
     fn an_old_sequence_number_is_refused() {
         let mut kv = KvStore::new(10);
-        kv.apply(1, &put(7, 2, "x", "5"));
-        assert_eq!(kv.apply(2, &put(7, 1, "x", "1")), WriteResult::StaleSequence { last_seq: 2 });
+        kv.apply(1, put(7, 2, "x", "5"));
+        assert_eq!(kv.apply(2, put(7, 1, "x", "1")), WriteResult::StaleSequence { last_seq: 2 });
         assert_eq!(kv.get(b"x"), Some(&b"5".to_vec()));
     }
 
@@ -198,9 +198,9 @@ mod tests {
                 new: new.as_bytes().to_vec(),
             },
         };
-        assert_eq!(kv.apply(1, &cas(1, None, "a")), WriteResult::Cas { swapped: true, current: None });
+        assert_eq!(kv.apply(1, cas(1, None, "a")), WriteResult::Cas { swapped: true, current: None });
         assert_eq!(
-            kv.apply(2, &cas(2, Some("b"), "c")),
+            kv.apply(2, cas(2, Some("b"), "c")),
             WriteResult::Cas { swapped: false, current: Some(b"a".to_vec()) }
         );
         assert_eq!(kv.get(b"k"), Some(&b"a".to_vec()));
@@ -209,26 +209,26 @@ mod tests {
     #[test]
     fn the_session_table_is_bounded_and_evicts_the_least_recent() {
         let mut kv = KvStore::new(2);
-        kv.apply(1, &put(1, 1, "a", "1"));
-        kv.apply(2, &put(2, 1, "a", "2"));
-        kv.apply(3, &put(1, 2, "a", "3"));
-        kv.apply(4, &put(3, 1, "a", "4"));
+        kv.apply(1, put(1, 1, "a", "1"));
+        kv.apply(2, put(2, 1, "a", "2"));
+        kv.apply(3, put(1, 2, "a", "3"));
+        kv.apply(4, put(3, 1, "a", "4"));
         assert_eq!(kv.sessions(), 2);
         // Client 2 was least recently used: its session is gone, so a late
         // retry of its write applies again (the documented cost of the bound).
-        assert_eq!(kv.apply(5, &put(2, 1, "a", "2")), WriteResult::Done { previous: Some(b"4".to_vec()) });
+        assert_eq!(kv.apply(5, put(2, 1, "a", "2")), WriteResult::Done { existed: true });
     }
 
     #[test]
     fn a_snapshot_restores_data_and_sessions() {
         let mut kv = KvStore::new(10);
-        kv.apply(1, &put(7, 1, "x", "5"));
+        kv.apply(1, put(7, 1, "x", "5"));
         let bytes = kv.snapshot().unwrap();
         let mut other = KvStore::new(10);
         other.restore(&bytes).unwrap();
         assert_eq!(other, kv);
         // The restored session still deduplicates.
-        assert_eq!(other.apply(2, &put(7, 1, "x", "9")), WriteResult::Done { previous: None });
+        assert_eq!(other.apply(2, put(7, 1, "x", "9")), WriteResult::Done { existed: false });
         assert_eq!(other.get(b"x"), Some(&b"5".to_vec()));
     }
 
@@ -238,12 +238,12 @@ mod tests {
         let mut a = KvStore::new(10);
         let mut b = KvStore::new(10);
         for k in 0..200 {
-            a.apply(k + 1, &put(1, k + 1, &format!("k{k}"), "v"));
+            a.apply(k + 1, put(1, k + 1, &format!("k{k}"), "v"));
         }
         for k in (0..200).rev() {
             b.data.insert(format!("k{k}").into_bytes(), b"v".to_vec());
         }
-        b.apply(200, &put(1, 200, "k199", "v"));
+        b.apply(200, put(1, 200, "k199", "v"));
         b.applied = a.applied;
         b.sessions = a.sessions.clone();
         b.sessions_by_index = a.sessions_by_index.clone();

@@ -436,10 +436,9 @@ impl Server {
         else {
             return;
         };
-        let leader = self.node.is_leader();
         let mut last_command = None;
         let mut commands = 0usize;
-        for entry in entries {
+        for entry in &entries {
             let result = match &entry.payload {
                 EntryPayload::Blank => {
                     self.kv.apply_blank(entry.index);
@@ -447,11 +446,12 @@ impl Server {
                 }
                 EntryPayload::Command(data) => match codec::decode::<Command>(data) {
                     Ok(command) => {
-                        debug!(node = self.config.id, index = entry.index, cmd = %describe_command(&command), "applied");
-                        let result = self.kv.apply(entry.index, &command);
+                        if tracing::enabled!(tracing::Level::DEBUG) {
+                            debug!(node = self.config.id, index = entry.index, cmd = %describe_command(&command), "applied");
+                        }
                         commands += 1;
-                        last_command = Some((entry.index, command));
-                        Some(result)
+                        last_command = Some(entry);
+                        Some(self.kv.apply(entry.index, command))
                     }
                     Err(e) => {
                         // Every replica sees the same bytes and skips them alike.
@@ -473,14 +473,14 @@ impl Server {
         }
         // One line per batch the leader commits (per command when they come one
         // at a time, as in interactive use); every command at debug level.
-        if let (true, Some((index, command))) = (leader, last_command) {
-            let term = self.node.term();
+        if let (true, Some(entry)) = (self.node.is_leader(), last_command) {
+            let (term, index, cmd) = (self.node.term(), entry.index, describe_entry(entry));
             if commands == 1 {
-                info!(node = self.config.id, role = %Role::Leader, term, index, cmd = %describe_command(&command), "committed");
+                info!(node = self.config.id, role = %Role::Leader, term, index, cmd = %cmd, "committed");
             } else {
                 info!(
                     node = self.config.id, role = %Role::Leader, term, index = %format_args!("{first}..={last}"),
-                    commands, last_cmd = %describe_command(&command), "committed"
+                    commands, last_cmd = %cmd, "committed"
                 );
             }
         }

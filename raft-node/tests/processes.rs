@@ -474,9 +474,9 @@ fn a_retried_write_with_the_same_session_and_sequence_is_applied_once() {
             r.result
         };
         let first = send(1, 1001, "1").await;
-        assert_eq!(first, ResponseKind::Written(WriteResult::Done { previous: None }));
+        assert_eq!(first, ResponseKind::Written(WriteResult::Done { existed: false }));
         let other = send(2, 2002, "2").await;
-        assert_eq!(other, ResponseKind::Written(WriteResult::Done { previous: Some(b"1".to_vec()) }));
+        assert_eq!(other, ResponseKind::Written(WriteResult::Done { existed: true }));
         // The retry of client 1001's first write: same answer, no effect.
         let retry = send(3, 1001, "1").await;
         assert_eq!(retry, first);
