@@ -105,7 +105,9 @@ impl KvStore {
         }
         let Command { client_id, seq, op } = command;
         let result = match op {
-            WriteOp::Put { key, value } => WriteResult::Done { existed: self.data.insert(key, value).is_some() },
+            WriteOp::Put { key, value } => {
+                WriteResult::Done { existed: self.data.insert(key, value).is_some() }
+            }
             WriteOp::Delete { key } => WriteResult::Done { existed: self.data.remove(&key).is_some() },
             WriteOp::Cas { key, expected, new } => {
                 let current = self.data.get(&key).cloned();
