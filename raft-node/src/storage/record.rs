@@ -5,6 +5,11 @@
 //! being [`codec::encode`] of a value. A WAL payload is a [`WalRecord`]; a
 //! snapshot file holds exactly one record whose payload is a
 //! [`Snapshot`](raft_core::Snapshot).
+//!
+//! No record has length 0 (no value encodes to nothing, and [`push_record`]
+//! refuses one that would), so an all-zero header is never a record: WAL
+//! segments are preallocated with zeros, and the first all-zero header
+//! followed by nothing but zeros is where the written data ends.
 
 use std::path::Path;
 
@@ -98,6 +103,12 @@ pub(crate) fn push_record<T: Serialize>(
         return Err(StorageError::Encode { what, reason: e.to_string() });
     }
     let len = out.len() - start - HEADER_BYTES;
+    if len == 0 {
+        // Cannot happen (every encoding holds at least a tag or a field), but
+        // a zero length would read back as the zero fill that ends a segment.
+        out.truncate(start);
+        return Err(StorageError::Encode { what, reason: "the value encodes to no bytes".into() });
+    }
     if len > payload_bytes_max {
         out.truncate(start);
         return Err(StorageError::TooLarge { what, bytes: len as u64, max: payload_bytes_max as u64 });
@@ -200,24 +211,61 @@ pub(crate) fn parse_wal_record(data: &[u8], pos: usize) -> Result<(WalRecord, us
 
 /// The first offset at or after `from` where a complete, valid WAL record
 /// starts, if any. Scans byte by byte, so it also finds records after a
-/// damaged length field. Only called on the error path.
+/// damaged length field, but skips zero fill quickly: a record's length field
+/// is never all zeros, so none starts more than 3 bytes before a non-zero
+/// byte. Only called on the error path.
 fn find_valid_record(data: &[u8], from: usize) -> Option<usize> {
-    (from..data.len().saturating_sub(HEADER_BYTES) + 1).find(|&q| parse_wal_record(data, q).is_ok())
+    let last_start = data.len().checked_sub(HEADER_BYTES)?;
+    let mut q = from;
+    while q <= last_start {
+        let nonzero = q + data[q..].iter().position(|&b| b != 0)?;
+        q = q.max(nonzero.saturating_sub(3));
+        if q > last_start {
+            return None;
+        }
+        if parse_wal_record(data, q).is_ok() {
+            return Some(q);
+        }
+        q += 1;
+    }
+    None
 }
 
 /// How a segment ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum SegmentEnd {
-    /// Every byte belongs to a valid record.
-    Clean,
-    /// A torn record starts at `offset`; everything from there is to be cut.
-    TornTail { offset: u64, bad: BadRecord },
+    /// The valid records end at `offset`, and only zeros follow, if anything:
+    /// preallocated space not written yet.
+    Clean { offset: u64 },
+    /// A write torn by a crash starts at `offset` (the end of the valid
+    /// records) and its last non-zero byte is just before `written_end`:
+    /// everything from `offset` on is to be cut.
+    TornTail { offset: u64, written_end: u64, bad: BadRecord },
+}
+
+impl SegmentEnd {
+    /// Where the valid records end: the next record belongs here.
+    pub(crate) fn offset(&self) -> u64 {
+        match *self {
+            SegmentEnd::Clean { offset } | SegmentEnd::TornTail { offset, .. } => offset,
+        }
+    }
 }
 
 /// Reads every record of one segment, in order, handing each to `apply` with
-/// its offset. In the last segment a bad record with nothing valid after it
-/// is a torn tail (a crash during an unsynced write); anywhere else a bad
-/// record is corruption.
+/// its offset, and finds where the records end.
+///
+/// Segments are preallocated with zeros, so the records normally end at an
+/// all-zero header followed by nothing but zeros (or at the end of the file):
+/// a clean end, in any segment. Anything else that is not a valid record is:
+/// - in the last segment, a torn tail (a crash during an unsynced write) if
+///   nothing valid follows it and it is either a bad record right where the
+///   records end followed by anything that is not a valid record (zeros, or
+///   later pages of the same unsynced write that reached the disk before its
+///   first page, inside or past the preallocated space);
+/// - otherwise corruption: a bad record followed by a valid one, any bad
+///   record in an earlier segment (only the last one can have been written
+///   when a crash happened).
 pub(crate) fn scan_segment(
     path: &Path,
     data: &[u8],
@@ -232,20 +280,26 @@ pub(crate) fn scan_segment(
                 pos = next;
             }
             Err(bad) => {
-                let corrupt = |reason: String| StorageError::Corrupt {
+                if data[pos..].iter().all(|&b| b == 0) {
+                    return Ok(SegmentEnd::Clean { offset: pos as u64 });
+                }
+                let corrupt = |offset: usize, reason: String| StorageError::Corrupt {
                     path: path.to_path_buf(),
-                    offset: pos as u64,
+                    offset: offset as u64,
                     reason,
                 };
                 let what = "the WAL record";
                 if !is_last {
-                    return Err(corrupt(format!(
-                        "{}, in a segment that is not the last one, where no torn write can happen",
-                        bad.describe(what)
-                    )));
+                    return Err(corrupt(
+                        pos,
+                        format!(
+                            "{}, in a segment that is not the last one, where no torn write can happen",
+                            bad.describe(what)
+                        ),
+                    ));
                 }
                 if !bad.may_be_torn() {
-                    return Err(corrupt(bad.describe(what)));
+                    return Err(corrupt(pos, bad.describe(what)));
                 }
                 // If the length field is intact, a valid record can only start
                 // after the claimed end; if it is damaged, anywhere after `pos`.
@@ -257,14 +311,21 @@ pub(crate) fn scan_segment(
                     _ => pos + 1,
                 };
                 if let Some(valid) = find_valid_record(data, resume_at) {
-                    return Err(corrupt(format!(
-                        "{}, and a valid record follows at byte {valid}, so this is not a torn tail",
-                        bad.describe(what)
-                    )));
+                    return Err(corrupt(
+                        pos,
+                        format!(
+                            "{}, and a valid record follows at byte {valid}, so this is not a torn tail",
+                            bad.describe(what)
+                        ),
+                    ));
                 }
-                return Ok(SegmentEnd::TornTail { offset: pos as u64, bad });
+                // Non-zero bytes further on in the zero fill, with no valid
+                // record among them, are the later pages of the same unsynced
+                // write reaching the disk before its first page: still torn.
+                let written_end = data.iter().rposition(|&b| b != 0).map_or(pos, |k| k + 1);
+                return Ok(SegmentEnd::TornTail { offset: pos as u64, written_end: written_end as u64, bad });
             }
         }
     }
-    Ok(SegmentEnd::Clean)
+    Ok(SegmentEnd::Clean { offset: pos as u64 })
 }

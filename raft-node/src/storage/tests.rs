@@ -1,15 +1,18 @@
 //! Unit tests that need the storage's insides: injected write and fsync
-//! failures, and the byte format of records. The behaviour seen through the
-//! public API is tested in `raft-node/tests/storage.rs`.
+//! failures, the byte format of records, and recovery from preallocated
+//! segments (zero fill, torn tails, corruption, rollover). Crashes of whole
+//! nodes are tested in `raft-node/tests/processes.rs`.
 
+use std::fs;
 use std::io;
-use std::path::Path;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 use raft_core::{Entry, EntryPayload, HardState, PersistBatch, SnapshotMeta};
 use raft_net::codec;
 
-use super::record::{WalRecord, WalRecordRef};
-use super::{Storage, StorageError, StorageOptions};
+use super::record::{push_record, WalRecord, WalRecordRef, RECORD_PAYLOAD_BYTES_MAX};
+use super::{segment_name, Storage, StorageError, StorageOptions};
 
 /// A failure to inject into the next matching operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,8 +46,9 @@ impl Storage {
             return Ok(());
         }
         self.failpoint = None;
-        use std::io::Write;
-        self.active.write_all(&bytes[..bytes.len() / 2]).expect("the half write itself succeeds");
+        self.active
+            .write_all_at(&bytes[..bytes.len() / 2], self.active_bytes)
+            .expect("the half write itself succeeds");
         let source = match point {
             FailPoint::Write => io::Error::from_raw_os_error(28), // ENOSPC
             FailPoint::Sync => io::Error::from_raw_os_error(5),   // EIO
@@ -141,4 +145,291 @@ fn a_refused_batch_writes_nothing_and_does_not_stop_the_storage() {
     drop(storage);
     let (_, durable) = Storage::open(dir.path(), opts()).unwrap();
     assert_eq!(durable.entries, vec![entry(1, 1), entry(2, 1)]);
+}
+
+fn segment(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(segment_name(seq))
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().len()
+}
+
+fn all_zero_from(path: &Path, from: u64) -> bool {
+    fs::read(path).unwrap()[from as usize..].iter().all(|&b| b == 0)
+}
+
+/// Appends entries `from..=to` of term 1, one per batch, and syncs.
+fn append_range(storage: &mut Storage, from: u64, to: u64, hard_state: Option<HardState>) {
+    for i in from..=to {
+        storage.append(&batch(i, vec![entry(i, 1)], hard_state)).unwrap();
+    }
+    storage.sync().unwrap();
+}
+
+fn entries(from: u64, to: u64) -> Vec<Entry> {
+    (from..=to).map(|i| entry(i, 1)).collect()
+}
+
+#[test]
+fn a_new_segment_is_preallocated_and_appends_continue_in_it_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = segment(dir.path(), 1);
+    let (mut storage, durable) = Storage::open(dir.path(), opts()).unwrap();
+    assert!(durable.entries.is_empty());
+    assert_eq!(file_len(&wal), opts().segment_bytes_max, "preallocated to the segment limit");
+    let hs = HardState { term: 1, vote: Some(2), commit: 3 };
+    append_range(&mut storage, 1, 10, Some(hs));
+    let end = storage.active_bytes;
+    assert_eq!(file_len(&wal), opts().segment_bytes_max, "appends do not change the file's length");
+    assert!(all_zero_from(&wal, end), "zeros after the records");
+    drop(storage);
+
+    let (mut storage, durable) = Storage::open(dir.path(), opts()).unwrap();
+    assert_eq!(durable.entries, entries(1, 10));
+    assert_eq!(durable.hard_state, hs);
+    assert_eq!(storage.segment_count(), 1, "the last segment is continued");
+    assert_eq!(storage.active_bytes, end, "right at the end of the records");
+    assert_eq!(file_len(&wal), opts().segment_bytes_max);
+    let hs2 = HardState { term: 2, vote: None, commit: 12 };
+    append_range(&mut storage, 11, 12, Some(hs2));
+    assert_eq!(storage.entries(1, 12).unwrap(), entries(1, 12));
+    drop(storage);
+
+    let (storage, durable) = Storage::open(dir.path(), opts()).unwrap();
+    assert_eq!(durable.entries, entries(1, 12));
+    assert_eq!(durable.hard_state, hs2);
+    assert_eq!(storage.segment_count(), 1);
+}
+
+#[test]
+fn a_torn_record_before_the_zero_fill_is_cut_and_appends_overwrite_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = segment(dir.path(), 1);
+    let (mut storage, _) = Storage::open(dir.path(), opts()).unwrap();
+    let hs = HardState { term: 1, vote: Some(1), commit: 2 };
+    append_range(&mut storage, 1, 5, Some(hs));
+    let end = storage.active_bytes;
+    drop(storage);
+    // A crash in the middle of a write: the start of a record (length 200,
+    // some checksum, 2 payload bytes), then the preallocated zeros.
+    let file = fs::OpenOptions::new().write(true).open(&wal).unwrap();
+    file.write_all_at(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9], end).unwrap();
+    drop(file);
+
+    let (mut storage, durable) = Storage::open(dir.path(), opts()).unwrap();
+    assert_eq!(durable.entries, entries(1, 5));
+    assert_eq!(durable.hard_state, hs);
+    assert_eq!(storage.active_bytes, end);
+    assert_eq!(file_len(&wal), opts().segment_bytes_max, "still preallocated");
+    assert!(all_zero_from(&wal, end), "the torn bytes are zeroed");
+    // A shorter record than the torn one now starts where it started.
+    storage.append(&batch(6, vec![Entry { term: 1, index: 6, payload: EntryPayload::Blank }], None)).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+
+    let (storage, durable) = Storage::open(dir.path(), opts()).unwrap();
+    let mut expected = entries(1, 5);
+    expected.push(Entry { term: 1, index: 6, payload: EntryPayload::Blank });
+    assert_eq!(durable.entries, expected);
+    assert_eq!(storage.segment_count(), 1);
+}
+
+#[test]
+fn stray_bytes_after_the_last_record_with_no_valid_record_among_them_are_a_torn_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = segment(dir.path(), 1);
+    let (mut storage, _) = Storage::open(dir.path(), opts()).unwrap();
+    append_range(&mut storage, 1, 3, None);
+    let end = storage.active_bytes;
+    drop(storage);
+
+    // A write that ran past the preallocated space, whose start was lost.
+    let mut file = fs::OpenOptions::new().append(true).open(&wal).unwrap();
+    io::Write::write_all(&mut file, &[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]).unwrap();
+    drop(file);
+    let (storage, durable) = Storage::open(dir.path(), opts()).unwrap();
+    assert_eq!(durable.entries, entries(1, 3));
+    assert_eq!(file_len(&wal), opts().segment_bytes_max, "cut back to the preallocated length");
+    assert!(all_zero_from(&wal, end));
+    drop(storage);
+
+    // A later page of an unsynced write reached the disk, its first page did
+    // not: a byte in the middle of the zero fill, no valid record around it.
+    let middle = opts().segment_bytes_max / 2;
+    let file = fs::OpenOptions::new().write(true).open(&wal).unwrap();
+    file.write_all_at(&[0xff], middle).unwrap();
+    drop(file);
+    let (storage, durable) = Storage::open(dir.path(), opts()).unwrap();
+    assert_eq!(durable.entries, entries(1, 3));
+    assert!(all_zero_from(&wal, end), "the stray byte was cut");
+    drop(storage);
+}
+
+#[test]
+fn a_corrupt_record_followed_by_valid_ones_refuses_to_open_naming_file_and_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = segment(dir.path(), 1);
+    let (mut storage, _) = Storage::open(dir.path(), opts()).unwrap();
+    storage.append(&batch(1, vec![entry(1, 1)], None)).unwrap();
+    let record = storage.index.spans()[0].offset;
+    append_range(&mut storage, 2, 6, None);
+    drop(storage);
+    // Flip a byte of the first entries record's payload.
+    let file = fs::OpenOptions::new().read(true).write(true).open(&wal).unwrap();
+    let mut byte = [0];
+    file.read_exact_at(&mut byte, record + 12).unwrap();
+    file.write_all_at(&[byte[0] ^ 0xff], record + 12).unwrap();
+    drop(file);
+
+    let err = Storage::open(dir.path(), opts()).unwrap_err();
+    assert!(matches!(err, StorageError::Corrupt { offset, .. } if offset == record), "{err}");
+    let message = err.to_string();
+    assert!(message.contains(&wal.display().to_string()), "{message}");
+    assert!(message.contains("byte") && message.contains("valid record follows"), "{message}");
+}
+
+#[test]
+fn the_log_rolls_over_many_small_segments_and_recovers_all_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = StorageOptions { segment_bytes_max: 4096, sync: true };
+    let (mut storage, _) = Storage::open(dir.path(), small.clone()).unwrap();
+    let mut hs = HardState::default();
+    for i in 1..=1000 {
+        hs = HardState { term: 1, vote: Some(1), commit: i - 1 };
+        storage.append(&batch(i, vec![entry(i, 1)], Some(hs))).unwrap();
+        // Half full: the next segment is being prepared in the background.
+        assert_eq!(storage.next.is_some(), storage.active_bytes >= 2048, "{}", storage.active_bytes);
+        if i % 7 == 0 {
+            storage.sync().unwrap();
+        }
+    }
+    storage.sync().unwrap();
+    let count = storage.segment_count();
+    assert!(count >= 5, "{count} segments");
+    let active_bytes = storage.active_bytes;
+    assert_eq!(storage.entries(1, 1000).unwrap(), entries(1, 1000));
+    drop(storage);
+    for seq in 1..count as u64 {
+        // Rolled over once their records reached the limit: no zero fill.
+        let len = file_len(&segment(dir.path(), seq));
+        assert!(len >= 4096 && !all_zero_from(&segment(dir.path(), seq), len - 1), "segment {seq}: {len}");
+    }
+    let last = segment(dir.path(), count as u64);
+    assert_eq!(file_len(&last), active_bytes.max(4096));
+    let names: Vec<String> =
+        fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    assert!(names.iter().all(|n| n.starts_with("wal-")), "no prepared segment left behind: {names:?}");
+    // A segment prepared in the background when the process died is removed.
+    fs::write(dir.path().join(super::next_segment_name(count as u64 + 1)), [0; 16]).unwrap();
+
+    let (mut storage, durable) = Storage::open(dir.path(), small.clone()).unwrap();
+    assert_eq!(durable.entries, entries(1, 1000));
+    assert_eq!(durable.hard_state, hs);
+    assert_eq!(storage.segment_count(), count);
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), count);
+    append_range(&mut storage, 1001, 1200, None);
+    assert!(storage.segment_count() > count);
+    drop(storage);
+    let (_, durable) = Storage::open(dir.path(), small).unwrap();
+    assert_eq!(durable.entries, entries(1, 1200));
+    assert_eq!(durable.hard_state, hs);
+}
+
+/// Writes a segment `seq` by hand: its first records, then zero fill.
+fn write_segment(dir: &Path, seq: u64, hard_state: &HardState, zero_fill: usize) {
+    let mut bytes = Vec::new();
+    let begin = WalRecordRef::Begin { format_version: super::record::FORMAT_VERSION, seq };
+    push_record(&mut bytes, &begin, "test", RECORD_PAYLOAD_BYTES_MAX).unwrap();
+    push_record(&mut bytes, &WalRecordRef::HardState(hard_state), "test", RECORD_PAYLOAD_BYTES_MAX).unwrap();
+    bytes.resize(bytes.len() + zero_fill, 0);
+    fs::write(segment(dir, seq), bytes).unwrap();
+}
+
+#[test]
+fn an_earlier_segment_ends_at_its_zero_fill_but_junk_in_it_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = Storage::open(dir.path(), opts()).unwrap();
+    let hs = HardState { term: 3, vote: Some(1), commit: 4 };
+    append_range(&mut storage, 1, 4, Some(hs));
+    let end = storage.active_bytes;
+    drop(storage);
+    // As if a crash came right after the next segment was started.
+    write_segment(dir.path(), 2, &hs, 4096);
+
+    let (mut storage, durable) = Storage::open(dir.path(), opts()).unwrap();
+    assert_eq!(durable.entries, entries(1, 4));
+    assert_eq!(durable.hard_state, hs);
+    assert_eq!(storage.segment_count(), 2);
+    append_range(&mut storage, 5, 6, None);
+    drop(storage);
+    let (_, durable) = Storage::open(dir.path(), opts()).unwrap();
+    assert_eq!(durable.entries, entries(1, 6));
+
+    let first = segment(dir.path(), 1);
+    let file = fs::OpenOptions::new().write(true).open(&first).unwrap();
+    file.write_all_at(&[1, 2, 3], end).unwrap();
+    drop(file);
+    let err = Storage::open(dir.path(), opts()).unwrap_err();
+    assert!(matches!(err, StorageError::Corrupt { offset, .. } if offset == end), "{err}");
+    assert!(err.to_string().contains(&first.display().to_string()), "{err}");
+}
+
+#[test]
+fn a_last_segment_torn_before_its_first_record_gets_a_new_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = Storage::open(dir.path(), opts()).unwrap();
+    let hs = HardState { term: 2, vote: Some(3), commit: 1 };
+    append_range(&mut storage, 1, 2, Some(hs));
+    drop(storage);
+    // Segment 2 was created and preallocated, but its first record is torn.
+    let second = segment(dir.path(), 2);
+    let mut bytes = vec![0; 8192];
+    bytes[..6].copy_from_slice(&[40, 0, 0, 0, 7, 7]);
+    fs::write(&second, bytes).unwrap();
+
+    let (mut storage, durable) = Storage::open(dir.path(), opts()).unwrap();
+    assert_eq!(durable.entries, entries(1, 2));
+    assert_eq!(durable.hard_state, hs);
+    assert_eq!(file_len(&second), opts().segment_bytes_max);
+    append_range(&mut storage, 3, 3, None);
+    drop(storage);
+    let (storage, durable) = Storage::open(dir.path(), opts()).unwrap();
+    assert_eq!(durable.entries, entries(1, 3));
+    assert_eq!(durable.hard_state, hs);
+    assert_eq!(storage.segment_count(), 2);
+}
+
+#[test]
+fn no_record_has_length_zero() {
+    let mut out = Vec::new();
+    push_record(&mut out, &(), "a unit", RECORD_PAYLOAD_BYTES_MAX).unwrap_err();
+    assert!(out.is_empty());
+    push_record(&mut out, &WalRecordRef::Entries(&[]), "test", RECORD_PAYLOAD_BYTES_MAX).unwrap();
+    assert_ne!(out[..4], [0; 4]);
+}
+
+#[test]
+fn a_new_log_starts_with_a_small_segment_and_each_next_one_is_twice_as_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let four_mib = StorageOptions { segment_bytes_max: 4 << 20, sync: true };
+    let (mut storage, _) = Storage::open(dir.path(), four_mib.clone()).unwrap();
+    assert_eq!(file_len(&segment(dir.path(), 1)), 1 << 20, "a first start zero-fills 1 MiB, not 4");
+    // Entries of ~64 KiB: a segment fills after a handful of batches.
+    let big = |index| Entry { term: 1, index, payload: EntryPayload::Command(vec![index as u8; 64 << 10]) };
+    let mut index = 0;
+    while storage.segment_count() < 5 {
+        index += 1;
+        storage.append(&batch(index, vec![big(index)], None)).unwrap();
+        storage.sync().unwrap();
+    }
+    let lens: Vec<u64> = (1..=5).map(|seq| file_len(&segment(dir.path(), seq))).collect();
+    // Each is preallocated to its capacity; the last batch may run past it.
+    for (len, capacity) in lens.iter().zip([1u64 << 20, 2 << 20, 4 << 20, 4 << 20, 4 << 20]) {
+        assert!((capacity..capacity + (65 << 10)).contains(len), "doubling up to the maximum: {lens:?}");
+    }
+    drop(storage);
+    let (storage, durable) = Storage::open(dir.path(), four_mib).unwrap();
+    assert_eq!(durable.entries, (1..=index).map(big).collect::<Vec<_>>());
+    assert_eq!(storage.segment_count(), 5);
 }
