@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use raft_net::codec;
 use raft_net::transport::{self, NetError};
@@ -212,87 +212,30 @@ pub async fn run_load(config: &ClientConfig, spec: &LoadSpec) -> anyhow::Result<
     anyhow::ensure!(spec.keys > 0, "--keys must be at least 1");
     let leader = wait_for_leader(config, Duration::from_secs(10)).await?;
     let conns = spec.conns.clamp(1, spec.clients);
-    let mut pipes = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        pipes.push(
-            Pipe::open(&leader, &config.cluster_id).await.map_err(|e| anyhow::anyhow!("{leader}: {e}"))?,
-        );
-    }
     if spec.op == BenchOp::Get {
         // Reads of absent keys are as costly as any other read, but fill the
         // key space first so that reads return values as in etcd's run.
+        let mut pipes = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            pipes.push(
+                Pipe::open(&leader, &config.cluster_id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{leader}: {e}"))?,
+            );
+        }
         prefill(&pipes, spec).await?;
     }
     let start = Instant::now();
-    let measure_from = start + spec.warmup;
-    let measure_until = measure_from + spec.duration;
-    let mut tasks = Vec::with_capacity(spec.clients);
-    for c in 0..spec.clients {
-        let pipe = pipes[c % conns].clone();
-        let spec = spec.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-            let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
-            let client_id = fresh_client_id() ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            let mut rng = FastRng(client_id | 1);
-            let mut value = vec![0u8; spec.value_size];
-            let mut seq = 0u64;
-            let mut request_id = (c as u64) << 40;
-            loop {
-                let now = Instant::now();
-                if now >= measure_until {
-                    break;
-                }
-                let key = key_bytes(rng.next() % spec.keys);
-                request_id += 1;
-                let kind = match spec.op {
-                    BenchOp::Put => {
-                        seq += 1;
-                        for chunk in value.chunks_mut(8) {
-                            let r = rng.next().to_le_bytes();
-                            chunk.copy_from_slice(&r[..chunk.len()]);
-                        }
-                        RequestKind::Write(Command {
-                            client_id,
-                            seq,
-                            op: WriteOp::Put { key, value: value.clone() },
-                        })
-                    }
-                    BenchOp::Get => RequestKind::Get { key, stale: false },
-                };
-                let sent = Instant::now();
-                let answer = tokio::time::timeout(
-                    spec.request_timeout,
-                    pipe.call(ClientRequest { id: request_id, kind }),
-                )
-                .await;
-                let done = Instant::now();
-                let measured = sent >= measure_from && done <= measure_until;
-                let outcome: Result<(), String> = match answer {
-                    Err(_) => Err("timeout".into()),
-                    Ok(Err(e)) => Err(e.into()),
-                    Ok(Ok(ResponseKind::Written(_) | ResponseKind::Value(_))) => Ok(()),
-                    Ok(Ok(other)) => Err(error_kind(&other)),
-                };
-                match outcome {
-                    Ok(()) if measured => {
-                        let us = done.duration_since(sent).as_micros().max(1) as u64;
-                        hist.saturating_record(us);
-                    }
-                    Ok(()) => {}
-                    Err(kind) => {
-                        if measured {
-                            *errors.entry(kind.clone()).or_default() += 1;
-                        }
-                        if kind == "disconnected" {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-            }
-            (hist, errors)
-        }));
+    let window = Window { from: start + spec.warmup, until: start + spec.warmup + spec.duration };
+    let mut tasks = Vec::with_capacity(conns);
+    for conn in 0..conns {
+        let framed = transport::connect(&leader, &config.cluster_id, Sender::Client)
+            .await
+            .map_err(|e| anyhow::anyhow!("{leader}: {e}"))?
+            .0;
+        // Logical clients conn, conn + conns, conn + 2 * conns, ... share this connection.
+        let clients: Vec<Logical> = (conn..spec.clients).step_by(conns).map(Logical::new).collect();
+        tasks.push(tokio::spawn(drive_connection(framed, clients, spec.clone(), window)));
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
@@ -320,6 +263,169 @@ pub async fn run_load(config: &ClientConfig, spec: &LoadSpec) -> anyhow::Result<
         mean_us: hist.mean(),
         errors,
     })
+}
+
+/// The measured part of a run.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    from: Instant,
+    until: Instant,
+}
+
+/// One closed-loop logical client: at most one request in flight.
+struct Logical {
+    client_id: u64,
+    rng: FastRng,
+    seq: u64,
+    request_id: u64,
+    /// When the request in flight was sent (`None`: none in flight).
+    sent: Option<Instant>,
+    /// After an error answer, the next request waits until then.
+    retry_at: Option<Instant>,
+}
+
+impl Logical {
+    fn new(c: usize) -> Logical {
+        let client_id = fresh_client_id() ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        Logical { client_id, rng: FastRng(client_id | 1), seq: 0, request_id: 0, sent: None, retry_at: None }
+    }
+
+    /// The next request of this client, number `slot` on its connection.
+    fn next_request(&mut self, slot: usize, spec: &LoadSpec, value: &mut [u8]) -> ClientRequest {
+        let key = key_bytes(self.rng.next() % spec.keys);
+        self.request_id += 1;
+        let kind = match spec.op {
+            BenchOp::Put => {
+                self.seq += 1;
+                for chunk in value.chunks_mut(8) {
+                    let r = self.rng.next().to_le_bytes();
+                    chunk.copy_from_slice(&r[..chunk.len()]);
+                }
+                let op = WriteOp::Put { key, value: value.to_vec() };
+                RequestKind::Write(Command { client_id: self.client_id, seq: self.seq, op })
+            }
+            BenchOp::Get => RequestKind::Get { key, stale: false },
+        };
+        // The slot in the top bits routes the answer back without a lookup.
+        ClientRequest { id: ((slot as u64) << 40) | self.request_id, kind }
+    }
+}
+
+/// Runs the logical clients of one connection from a single task: every
+/// answer read is matched to its client by the request id's top bits, and
+/// that client's next request is written at once; the answers that arrived
+/// together are handled together and their follow-ups go out in one socket
+/// write. (No task, channel or timer per request: the load generator costs
+/// little enough to stay out of the way of what it measures.)
+async fn drive_connection(
+    framed: transport::FramedStream,
+    mut clients: Vec<Logical>,
+    spec: LoadSpec,
+    window: Window,
+) -> (Histogram<u64>, std::collections::BTreeMap<String, u64>) {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
+    let (mut sink, mut stream) = framed.split();
+    let mut value = vec![0u8; spec.value_size];
+    let count = |errors: &mut std::collections::BTreeMap<String, u64>, kind: String, at: Instant| {
+        if at >= window.from && at <= window.until {
+            *errors.entry(kind).or_default() += 1;
+        }
+    };
+    let mut in_flight = 0usize;
+    'run: loop {
+        // Send what is due: first requests, and retries whose pause is over.
+        let now = Instant::now();
+        if now >= window.until {
+            break;
+        }
+        let mut wrote = false;
+        for (slot, client) in clients.iter_mut().enumerate() {
+            if client.sent.is_none() && client.retry_at.is_none_or(|at| at <= now) {
+                client.retry_at = None;
+                let request = client.next_request(slot, &spec, &mut value);
+                let Ok(frame) = codec::encode(&request) else { continue };
+                client.sent = Some(Instant::now());
+                in_flight += 1;
+                wrote = true;
+                if sink.feed(Bytes::from(frame)).await.is_err() {
+                    count(&mut errors, "disconnected".into(), now);
+                    break 'run;
+                }
+            }
+        }
+        if wrote && sink.flush().await.is_err() {
+            count(&mut errors, "disconnected".into(), now);
+            break;
+        }
+        // Wait for an answer, for the end of the run, or for the next retry.
+        let next_retry = clients.iter().filter_map(|c| c.retry_at).min();
+        let wake = next_retry.map_or(window.until, |at| at.min(window.until));
+        let deadline = if in_flight > 0 { wake.min(now + spec.request_timeout) } else { wake };
+        let first = match tokio::time::timeout_at(deadline.into(), stream.next()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                count(&mut errors, "disconnected".into(), Instant::now());
+                break;
+            }
+            Err(_) if in_flight > 0 && Instant::now() >= now + spec.request_timeout => {
+                for _ in 0..in_flight {
+                    count(&mut errors, "timeout".into(), Instant::now());
+                }
+                break;
+            }
+            Err(_) => continue,
+        };
+        // Handle this answer and every other one already received.
+        let mut next = Some(first);
+        let mut flush = false;
+        while let Some(frame) = next.take() {
+            let done = Instant::now();
+            let Ok(frame) = frame else {
+                count(&mut errors, "disconnected".into(), done);
+                break 'run;
+            };
+            let Ok(response) = codec::decode::<ClientResponse>(&frame) else {
+                count(&mut errors, "undecodable_answer".into(), done);
+                break 'run;
+            };
+            let slot = (response.id >> 40) as usize;
+            let Some(client) = clients.get_mut(slot).filter(|c| c.sent.is_some()) else { continue };
+            let sent = client.sent.take().expect("checked");
+            in_flight -= 1;
+            match response.result {
+                ResponseKind::Written(_) | ResponseKind::Value(_) => {
+                    if sent >= window.from && done <= window.until {
+                        hist.saturating_record(done.duration_since(sent).as_micros().max(1) as u64);
+                    }
+                    if done < window.until {
+                        let request = client.next_request(slot, &spec, &mut value);
+                        if let Ok(frame) = codec::encode(&request) {
+                            client.sent = Some(Instant::now());
+                            in_flight += 1;
+                            flush = true;
+                            if sink.feed(Bytes::from(frame)).await.is_err() {
+                                count(&mut errors, "disconnected".into(), done);
+                                break 'run;
+                            }
+                        }
+                    }
+                }
+                other => {
+                    if sent >= window.from && done <= window.until {
+                        *errors.entry(error_kind(&other)).or_default() += 1;
+                    }
+                    client.retry_at = Some(done + Duration::from_millis(5));
+                }
+            }
+            next = stream.next().now_or_never().flatten();
+        }
+        if flush && sink.flush().await.is_err() {
+            count(&mut errors, "disconnected".into(), Instant::now());
+            break;
+        }
+    }
+    (hist, errors)
 }
 
 /// Writes every key once (R1 reads existing keys).

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use raft_client::bench::{run_load, BenchOp, LoadSpec};
 use raft_client::{Client, ClientConfig};
 use raft_core::{NodeId, Role};
 use raft_net::transport;
@@ -541,4 +542,46 @@ fn the_leader_crash_scenario_passes() {
 #[test]
 fn the_follower_crash_scenario_passes() {
     run_scenario("follower-crash");
+}
+
+fn load_spec(op: BenchOp, clients: usize, conns: usize, duration: Duration) -> LoadSpec {
+    LoadSpec {
+        clients,
+        conns,
+        duration,
+        warmup: Duration::from_millis(200),
+        value_size: 100,
+        keys: 1000,
+        op,
+        request_timeout: Duration::from_secs(1),
+    }
+}
+
+#[test]
+fn the_load_generator_counts_only_answered_requests_and_ends_when_the_leader_dies() {
+    let c = Cluster::start(3, &[]);
+    let addrs: Vec<String> = c.addrs.values().cloned().collect();
+    let config = ClientConfig::new(&addrs.join(","), CLUSTER_ID, Duration::from_secs(5));
+    runtime().block_on(async {
+        wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+        // W1: every put counted was applied, so the log holds at least that many entries.
+        let report = run_load(&config, &load_spec(BenchOp::Put, 8, 2, Duration::from_secs(1))).await.unwrap();
+        assert!(report.ops > 0 && report.errors.is_empty(), "{report:?}\n{}", c.logs());
+        let l = leader(&c).await.unwrap();
+        assert!(l.applied >= report.ops, "counted {} puts, applied {}", report.ops, l.applied);
+        // R1 (the key space is filled first).
+        let report = run_load(&config, &load_spec(BenchOp::Get, 8, 1, Duration::from_secs(1))).await.unwrap();
+        assert!(report.ops > 0 && report.errors.is_empty(), "{report:?}");
+        // A leader killed mid-run: the run still ends on time, and reports the failures.
+        let pid = l.pid;
+        let killer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        });
+        let started = Instant::now();
+        let report = run_load(&config, &load_spec(BenchOp::Put, 8, 2, Duration::from_secs(2))).await.unwrap();
+        killer.await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(6), "the run hung: {:?}", started.elapsed());
+        assert!(!report.errors.is_empty(), "a dead leader must show as errors: {report:?}");
+    });
 }
