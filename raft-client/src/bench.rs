@@ -333,6 +333,7 @@ async fn drive_connection(
         }
     };
     let mut in_flight = 0usize;
+    let mut gave_up = false;
     'run: loop {
         // Send what is due: first requests, and retries whose pause is over.
         let now = Instant::now();
@@ -349,12 +350,14 @@ async fn drive_connection(
                 in_flight += 1;
                 wrote = true;
                 if sink.feed(Bytes::from(frame)).await.is_err() {
+                    gave_up = true;
                     count(&mut errors, "disconnected".into(), now);
                     break 'run;
                 }
             }
         }
         if wrote && sink.flush().await.is_err() {
+            gave_up = true;
             count(&mut errors, "disconnected".into(), now);
             break;
         }
@@ -365,11 +368,14 @@ async fn drive_connection(
         let first = match tokio::time::timeout_at(deadline.into(), stream.next()).await {
             Ok(Some(frame)) => frame,
             Ok(None) => {
+                gave_up = true;
                 count(&mut errors, "disconnected".into(), Instant::now());
                 break;
             }
             Err(_) if in_flight > 0 && Instant::now() >= now + spec.request_timeout => {
-                for _ in 0..in_flight {
+                // Nothing answered for a whole timeout: every request in flight timed out.
+                for client in clients.iter_mut().filter(|c| c.sent.is_some()) {
+                    client.sent = None;
                     count(&mut errors, "timeout".into(), Instant::now());
                 }
                 break;
@@ -382,10 +388,12 @@ async fn drive_connection(
         while let Some(frame) = next.take() {
             let done = Instant::now();
             let Ok(frame) = frame else {
+                gave_up = true;
                 count(&mut errors, "disconnected".into(), done);
                 break 'run;
             };
             let Ok(response) = codec::decode::<ClientResponse>(&frame) else {
+                gave_up = true;
                 count(&mut errors, "undecodable_answer".into(), done);
                 break 'run;
             };
@@ -405,6 +413,7 @@ async fn drive_connection(
                             in_flight += 1;
                             flush = true;
                             if sink.feed(Bytes::from(frame)).await.is_err() {
+                                gave_up = true;
                                 count(&mut errors, "disconnected".into(), done);
                                 break 'run;
                             }
@@ -421,8 +430,19 @@ async fn drive_connection(
             next = stream.next().now_or_never().flatten();
         }
         if flush && sink.flush().await.is_err() {
+            gave_up = true;
             count(&mut errors, "disconnected".into(), Instant::now());
             break;
+        }
+    }
+    // A request left unanswered past its timeout while others were answered
+    // (so the connection never went quiet) is a timeout too. (Not after a
+    // disconnection: those requests were counted as disconnected.)
+    for client in clients.iter().filter(|_| !gave_up) {
+        if let Some(sent) = client.sent {
+            if sent >= window.from && sent + spec.request_timeout <= window.until {
+                *errors.entry("timeout".into()).or_default() += 1;
+            }
         }
     }
     (hist, errors)
