@@ -83,34 +83,55 @@ ours_bench() {   # op clients
 etcd_run() { ROOT=$ROOT/etcd DURATION=$DUR CARGO_TARGET_DIR=$CARGO_TARGET_DIR_ETCD "$ETCD_BENCH_DIR/run.sh" "$@"; }
 
 # ---------------------------------------------------------------- workloads
-compare() {
-  build_ours
-  ensure_etcd
-  local raw=$ROOT/compare.jsonl
-  : >"$raw"
-  trap 'stop_ours; etcd_run stop >/dev/null 2>&1 || true' EXIT
-  for run in $(seq "$RUNS"); do
-    echo "== round $run/$RUNS: Raft Lite" >&2
-    start_ours
-    for c in 1 16 64 256; do
-      ours_bench put "$c" | tag raft-lite "$run" W1 | tee -a "$raw" >&2
-    done
-    ours_bench get 64 | tag raft-lite "$run" R1 | tee -a "$raw" >&2
-    stop_ours
-    echo "== round $run/$RUNS: etcd" >&2
-    etcd_run stop >/dev/null 2>&1 || true
-    rm -rf "$ROOT/etcd"
-    etcd_run start >/dev/null
-    etcd_run table | python3 -c "
+# Lets the disk settle before a measurement: the build, an apt install or the
+# previous system's run leave dirty pages whose writeback would otherwise
+# land on the next system's fsyncs (seen: a first round at a third of the
+# throughput of the next, right after building).
+settle() { sync; sleep 2; }
+
+compare_ours() {   # round
+  echo "== round $1/$RUNS: Raft Lite" >&2
+  settle
+  start_ours
+  for c in 1 16 64 256; do
+    ours_bench put "$c" | tag raft-lite "$1" W1 | tee -a "$raw" >&2
+  done
+  ours_bench get 64 | tag raft-lite "$1" R1 | tee -a "$raw" >&2
+  stop_ours
+}
+
+compare_etcd() {   # round
+  echo "== round $1/$RUNS: etcd" >&2
+  etcd_run stop >/dev/null 2>&1 || true
+  rm -rf "$ROOT/etcd"
+  settle
+  etcd_run start >/dev/null
+  etcd_run table | python3 -c "
 import json, sys
 for line in sys.stdin:
     if line.startswith('#') or '=' not in line: continue
     kv = dict(p.split('=', 1) for p in line.split() if '=' in p)
-    print(json.dumps(dict(system='etcd', round=$run, workload=kv['label'], op=kv['op'], clients=int(kv['clients']),
+    print(json.dumps(dict(system='etcd', round=$1, workload=kv['label'], op=kv['op'], clients=int(kv['clients']),
         ops_per_s=float(kv['ops_per_s']), p50_us=int(float(kv['p50_us'])), p90_us=int(float(kv['p90_us'])),
         p99_us=int(float(kv['p99_us'])), max_us=int(float(kv['max_us'])), errors=kv.get('errors', '0'))))
 " | tee -a "$raw" >&2
-    etcd_run stop >/dev/null
+  etcd_run stop >/dev/null
+}
+
+compare() {
+  build_ours
+  ensure_etcd
+  raw=$ROOT/compare.jsonl
+  : >"$raw"
+  trap 'stop_ours; etcd_run stop >/dev/null 2>&1 || true' EXIT
+  for run in $(seq "$RUNS"); do
+    # Odd rounds measure Raft Lite first, even rounds etcd first, so neither
+    # system always runs on a machine just warmed (or just dirtied) by the other.
+    if [ $((run % 2)) = 1 ]; then
+      compare_ours "$run"; compare_etcd "$run"
+    else
+      compare_etcd "$run"; compare_ours "$run"
+    fi
   done
   trap - EXIT
   python3 - "$raw" "$RUNS" "$DUR" <<'PY'
@@ -128,6 +149,22 @@ for w, c in [('W1', 1), ('W1', 16), ('W1', 64), ('W1', 256), ('R1', 64)]:
     print(f"| {w} {'put' if w == 'W1' else 'get'} | {c} | {o:,.0f} | {e:,.0f} | {o / e:.1f}x | "
           f"{med('raft-lite', w, c, 'p50_us'):,.0f} / {med('raft-lite', w, c, 'p99_us'):,.0f} | "
           f"{med('etcd', w, c, 'p50_us'):,.0f} / {med('etcd', w, c, 'p99_us'):,.0f} |")
+# Each round on its own: throughput ratio, and for C=1 the p50 ratio (the target is latency there).
+def one(system, workload, clients, rnd, field):
+    v = [r[field] for r in rows if r['system'] == system and r['workload'] == workload
+         and r['clients'] == clients and r['round'] == rnd]
+    return v[0] if v else float('nan')
+rounds = sorted({r['round'] for r in rows})
+print("\nEach round (Raft Lite / etcd, ratio):\n")
+print("| row | " + " | ".join(f"round {k}" for k in rounds) + " |")
+print("|---|" + "---|" * len(rounds))
+for w, c in [('W1', 1), ('W1', 16), ('W1', 64), ('W1', 256), ('R1', 64)]:
+    field = 'p50_us' if c == 1 else 'ops_per_s'
+    cells = []
+    for k in rounds:
+        o, e = one('raft-lite', w, c, k, field), one('etcd', w, c, k, field)
+        cells.append(f"{o:,.0f} / {e:,.0f} µs ({o / e:.2f})" if c == 1 else f"{o / 1000:,.1f}k / {e / 1000:,.2f}k ({o / e:.1f}x)")
+    print(f"| {w} C={c} {'p50' if c == 1 else 'ops/s'} | " + " | ".join(cells) + " |")
 PY
   echo "raw results: $raw" >&2
 }
