@@ -397,8 +397,15 @@ async fn drive_connection(
                 count(&mut errors, "undecodable_answer".into(), done);
                 break 'run;
             };
+            // The top bits name the client, the rest must be its request in
+            // flight: anything else (a duplicate, a stray id) is ignored.
             let slot = (response.id >> 40) as usize;
-            let Some(client) = clients.get_mut(slot).filter(|c| c.sent.is_some()) else { continue };
+            let Some(client) = clients
+                .get_mut(slot)
+                .filter(|c| c.sent.is_some() && response.id & ((1 << 40) - 1) == c.request_id)
+            else {
+                continue;
+            };
             let sent = client.sent.take().expect("checked");
             in_flight -= 1;
             match response.result {
@@ -437,7 +444,7 @@ async fn drive_connection(
     }
     // A request left unanswered past its timeout while others were answered
     // (so the connection never went quiet) is a timeout too. (Not after a
-    // disconnection: those requests were counted as disconnected.)
+    // disconnection, which counts once for the connection.)
     for client in clients.iter().filter(|_| !gave_up) {
         if let Some(sent) = client.sent {
             if sent >= window.from && sent + spec.request_timeout <= window.until {

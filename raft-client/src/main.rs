@@ -1,8 +1,8 @@
 //! `raft-client`: talk to a Raft Lite cluster from the command line.
 
-/// mimalloc: a node allocates and frees a few small buffers per write (requests,
-/// entries, map values); with glibc's allocator its free-list consolidation
-/// was 5-8% of a W1 profile.
+/// mimalloc, as in `raft-node`: `bench` allocates and frees a few small
+/// buffers per request (its frames, the decoded answers), where glibc's
+/// free-list consolidation showed in W1 profiles.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -34,11 +34,12 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
 }
 
-/// Serializes `value`, appending to `out`.
+/// Serializes `value`, appending to `out` (no intermediate buffer). On error
+/// `out` may hold part of the encoding after its old end: truncate it back.
 pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
-    let bytes = encode(value)?;
-    out.extend_from_slice(&bytes);
-    Ok(())
+    bincode::serde::encode_into_std_write(value, out, config())
+        .map(|_| ())
+        .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
 /// Deserializes a whole `T` from `bytes`; trailing bytes are an error.

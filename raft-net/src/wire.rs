@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 
 /// First four bytes of every hello: "RAFT".
 pub const MAGIC: u32 = 0x5241_4654;
-/// Bumped on any incompatible change of the wire types.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped on any incompatible change of the wire types. 2: a put or delete
+/// answers whether the key existed ([`WriteResult::Done`]), not the old value.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Who opens a connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -41,9 +41,10 @@
 //! writes it with one positioned write at the end of the active segment's
 //! records (no fsync); [`Storage::sync`] makes everything appended so far
 //! durable with one `fdatasync` (group commit). When the records of the
-//! active segment have reached [`StorageOptions::segment_bytes_max`] bytes
-//! (the bytes written, not the file's length, which is that from the start),
-//! the next append first fsyncs it and starts a new one, which a background
+//! active segment have reached its capacity (1 MiB for a new log's first
+//! segment, twice the previous one's for each next, up to
+//! [`StorageOptions::segment_bytes_max`]; the bytes written, not the file's
+//! length, which is the capacity from the start), the next append first fsyncs it and starts a new one, which a background
 //! thread has prepared (created, zero-filled and fsynced under the name
 //! `prealloc-<seq:016x>.tmp`, then renamed into place) since the active one
 //! was half full. A failed write or fsync stops the storage: every later
@@ -55,16 +56,21 @@
 //! [`Storage::open`] replays every segment in order.
 //! - Zero fill after the records (an all-zero header and only zeros up to the
 //!   end of the file) is the clean end of a segment, in any segment.
-//! - A bad record at the tail of the **last** segment with nothing valid after
-//!   it (a short header, a short payload, a checksum mismatch, a length over
-//!   the maximum that runs past the end), or bytes past the preallocated size
-//!   after zero fill, is a write torn by a crash: it is cut off (zeroed) and a
-//!   warning names the file and offset.
-//! - A bad record anywhere else (followed by a valid record, or in an earlier
-//!   segment, or a record with a good checksum that does not decode), non-zero
-//!   bytes inside the preallocated zero fill, a missing segment, a hole in the
-//!   log or a missing snapshot file stops start-up with
-//!   [`StorageError::Corrupt`], naming the file and byte offset.
+//! - A bad record in the **last** segment (a short header, a short payload, a
+//!   checksum mismatch, a length over the maximum that runs past the end) is
+//!   a write torn by a crash if nothing valid follows it (only zeros, or
+//!   stray bytes of the same unsynced write further on in the zero fill or
+//!   past the preallocated size), or if a whole sector of it is zeros (a
+//!   power loss kept later sectors of the unsynced writes and lost that one:
+//!   nothing after it was ever durable). It is cut off (zeroed) with
+//!   everything after it, and a warning names the file, the offset and the
+//!   bytes dropped.
+//! - A bad record anywhere else (followed by a valid record without an
+//!   unwritten sector in it, or in an earlier segment, or a record with a
+//!   good checksum that does not decode), junk in an earlier segment's zero
+//!   fill, a missing segment, a hole in the log or a missing snapshot file
+//!   stops start-up with [`StorageError::Corrupt`], naming the file and byte
+//!   offset.
 //!
 //! Then appends continue in the last segment, right at the end of its valid
 //! records, after its tail (torn bytes, zeros) has been cut off and it has
@@ -276,15 +282,19 @@ fn preallocate(
     Ok(())
 }
 
-/// Puts the calling thread's disk writes in the idle I/O class (Linux): the
-/// zeros of the next segment then queue behind the WAL's own writes. Best
+/// Puts the calling thread's disk writes at the lowest priority of the
+/// best-effort I/O class (Linux; honoured by the BFQ scheduler): the zeros of
+/// the next segment then give way to the WAL's own writes. Not the idle
+/// class: under BFQ that starves while any other I/O is queued, and a WAL
+/// that fills its segment before the next one is ready waits for it. Best
 /// effort; without it the zero fill is still paced.
 fn lower_io_priority() {
     #[cfg(target_os = "linux")]
     {
         const IOPRIO_WHO_PROCESS: libc::c_long = 1;
-        const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+        const IOPRIO_CLASS_BE: libc::c_long = 2;
         const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+        const IOPRIO_LEVEL_LOWEST: libc::c_long = 7;
         // SAFETY: ioprio_set takes three integers and touches no memory of ours;
         // `0` names the calling thread.
         let _ = unsafe {
@@ -292,7 +302,7 @@ fn lower_io_priority() {
                 libc::SYS_ioprio_set,
                 IOPRIO_WHO_PROCESS,
                 0,
-                IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+                (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | IOPRIO_LEVEL_LOWEST,
             )
         };
     }
@@ -484,6 +494,9 @@ impl Storage {
             storage.write_active(&header)?;
         }
         storage.sync()?;
+        // A reopened segment may be half full already: prepare its successor
+        // now, not on the first append after it fills.
+        storage.prepare_next_segment();
         info!(
             dir = %dir.display(),
             segments = storage.segments.len(),
@@ -503,7 +516,7 @@ impl Storage {
     /// it discards every earlier entry), then the entries (replacing every
     /// entry at or after `entries[0].index`), then the hard state.
     ///
-    /// One `write_all` per batch. A batch that would leave a hole in the log
+    /// One positioned write per batch. A batch that would leave a hole in the log
     /// is refused with [`StorageError::InvalidBatch`] and nothing is written.
     /// After an I/O error the storage is stopped.
     pub fn append(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {

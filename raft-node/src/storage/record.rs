@@ -37,7 +37,10 @@ pub(crate) const SNAPSHOT_PAYLOAD_BYTES_MAX: usize = DECODE_LIMIT_BYTES - (1 << 
 pub(crate) const ENTRIES_RECORD_BYTES_TARGET: usize = 1 << 20;
 
 /// The on-disk format version, written in the first record of every segment.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// A data directory of another version is refused at start-up, with both
+/// versions named. 2: a session's last put or delete result says whether the
+/// key existed instead of holding the old value (it is part of snapshots).
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// One WAL record, as decoded. Replay applies them in order.
 ///
@@ -231,6 +234,29 @@ fn find_valid_record(data: &[u8], from: usize) -> Option<usize> {
     None
 }
 
+/// The unit a disk writes atomically, at least: a write torn by a power loss
+/// leaves whole sectors unwritten.
+const SECTOR_BYTES: usize = 512;
+
+/// Whether `data[from..to]`, cut at sector boundaries (of the file), has a
+/// piece that is all zeros: a sector of a preallocated segment that the write
+/// of these bytes never reached. Pieces shorter than a record header (at the
+/// two ends of the range) do not count: a few zero bytes occur in written
+/// records, and taking damage for a torn write would drop records that may
+/// have been acknowledged, while the opposite mistake only refuses to start.
+fn holds_unwritten_sector(data: &[u8], from: usize, to: usize) -> bool {
+    let to = to.min(data.len());
+    let mut start = from;
+    while start < to {
+        let end = ((start / SECTOR_BYTES + 1) * SECTOR_BYTES).min(to);
+        if end - start >= HEADER_BYTES && data[start..end].iter().all(|&b| b == 0) {
+            return true;
+        }
+        start = end;
+    }
+    false
+}
+
 /// How a segment ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum SegmentEnd {
@@ -258,11 +284,13 @@ impl SegmentEnd {
 /// Segments are preallocated with zeros, so the records normally end at an
 /// all-zero header followed by nothing but zeros (or at the end of the file):
 /// a clean end, in any segment. Anything else that is not a valid record is:
-/// - in the last segment, a torn tail (a crash during an unsynced write) if
-///   nothing valid follows it and it is either a bad record right where the
-///   records end followed by anything that is not a valid record (zeros, or
-///   later pages of the same unsynced write that reached the disk before its
-///   first page, inside or past the preallocated space);
+/// - in the last segment, a torn tail (a crash during an unsynced write):
+///   a bad record followed by nothing valid (zeros, or later pages of the
+///   same unsynced write that reached the disk before its first page, inside
+///   or past the preallocated space), or a bad record with a whole unwritten
+///   (all-zero) sector in it, whatever follows: the disk kept later sectors
+///   of unsynced writes and lost that one, so nothing after it was durable;
+///   the tail is cut from the bad record on;
 /// - otherwise corruption: a bad record followed by a valid one, any bad
 ///   record in an earlier segment (only the last one can have been written
 ///   when a crash happened).
@@ -303,18 +331,37 @@ pub(crate) fn scan_segment(
                 }
                 // If the length field is intact, a valid record can only start
                 // after the claimed end; if it is damaged, anywhere after `pos`.
-                let resume_at = match bad {
+                let (resume_at, length_known) = match bad {
                     BadRecord::Checksum { .. } => {
                         let len = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4 bytes"));
-                        pos + HEADER_BYTES + len as usize
+                        (pos + HEADER_BYTES + len as usize, true)
                     }
-                    _ => pos + 1,
+                    _ => (pos + 1, false),
                 };
                 if let Some(valid) = find_valid_record(data, resume_at) {
+                    // Valid records after a bad one: corruption, unless part
+                    // of the bad record was never written. Segments are
+                    // preallocated, so the disk may keep the later sectors of
+                    // an unsynced write and lose an earlier one (a power
+                    // loss, not a process crash); then the zeros of a sector
+                    // show in the bad record, and the records after it were
+                    // never durable either (an fsync that covered them would
+                    // have covered it). As etcd's `isTornEntry`.
+                    let bad_end = if length_known { resume_at } else { valid };
+                    if holds_unwritten_sector(data, pos, bad_end) {
+                        let written_end = data.iter().rposition(|&b| b != 0).map_or(pos, |k| k + 1);
+                        return Ok(SegmentEnd::TornTail {
+                            offset: pos as u64,
+                            written_end: written_end as u64,
+                            bad,
+                        });
+                    }
                     return Err(corrupt(
                         pos,
                         format!(
-                            "{}, and a valid record follows at byte {valid}, so this is not a torn tail",
+                            "{}, and a valid record follows at byte {valid}, so this is not a torn tail: \
+                             the data on this disk is damaged; restore this node's data directory from a \
+                             backup",
                             bad.describe(what)
                         ),
                     ));

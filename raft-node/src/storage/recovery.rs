@@ -55,7 +55,7 @@ impl Replay {
                 if format_version != FORMAT_VERSION {
                     return Err(corrupt(format!(
                         "the segment has format version {format_version}, but this build reads version \
-                         {FORMAT_VERSION}"
+                         {FORMAT_VERSION}: run a build that reads version {format_version}"
                     )));
                 }
                 if recorded != seq {

@@ -289,6 +289,80 @@ fn a_corrupt_record_followed_by_valid_ones_refuses_to_open_naming_file_and_byte(
     assert!(message.contains("byte") && message.contains("valid record follows"), "{message}");
 }
 
+/// Appends entries `from..=to` of term 1 with `bytes`-byte payloads, one per
+/// batch, and syncs; returns each batch's record offset.
+fn append_large(storage: &mut Storage, from: u64, to: u64, bytes: usize) -> Vec<u64> {
+    let mut offsets = Vec::new();
+    for i in from..=to {
+        offsets.push(storage.active_bytes);
+        let payload = EntryPayload::Command(vec![(i % 250) as u8 + 1; bytes]);
+        storage.append(&batch(i, vec![Entry { term: 1, index: i, payload }], None)).unwrap();
+    }
+    storage.sync().unwrap();
+    offsets
+}
+
+#[test]
+fn a_lost_sector_inside_an_unsynced_write_is_a_torn_tail_even_with_valid_records_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = segment(dir.path(), 1);
+    let (mut storage, _) = Storage::open(dir.path(), opts()).unwrap();
+    append_range(&mut storage, 1, 3, None);
+    // Records of 1.5 KiB: each spans several sectors.
+    let offsets = append_large(&mut storage, 4, 8, 1536);
+    let end = storage.active_bytes;
+    drop(storage);
+    // A power loss: the disk kept the later sectors of the unsynced writes
+    // (entries 5..=8) but not one sector in the middle of entry 5's record.
+    let sector = (offsets[1] / 512 + 1) * 512;
+    assert!(sector + 512 < offsets[2], "the sector lies inside entry 5's record");
+    let file = fs::OpenOptions::new().write(true).open(&wal).unwrap();
+    file.write_all_at(&[0; 512], sector).unwrap();
+    drop(file);
+
+    let (storage, durable) = Storage::open(dir.path(), opts()).unwrap();
+    assert_eq!(durable.entries.len(), 4, "entries 1..=4 survive; 5 is torn, 6..=8 were never durable");
+    assert_eq!(durable.entries.last().unwrap().index, 4);
+    assert_eq!(storage.active_bytes, offsets[1], "appends continue where entry 5 started");
+    assert!(all_zero_from(&wal, offsets[1]), "the torn record and everything after it is zeroed");
+    assert!(end > offsets[1]);
+    drop(storage);
+
+    // The same with the lost sector holding the start of entry 5's record
+    // (its header): a zero length, then valid records.
+    let dir = tempfile::tempdir().unwrap();
+    let wal = segment(dir.path(), 1);
+    let (mut storage, _) = Storage::open(dir.path(), opts()).unwrap();
+    append_range(&mut storage, 1, 3, None);
+    let offsets = append_large(&mut storage, 4, 8, 1536);
+    drop(storage);
+    let sector_end = (offsets[1] / 512 + 1) * 512;
+    let file = fs::OpenOptions::new().write(true).open(&wal).unwrap();
+    // What was before the record in its first sector was synced earlier and
+    // is still there; the record's bytes in that sector are zeros.
+    file.write_all_at(&vec![0; (sector_end - offsets[1]) as usize], offsets[1]).unwrap();
+    drop(file);
+    let (_, durable) = Storage::open(dir.path(), opts()).unwrap();
+    assert_eq!(durable.entries.last().unwrap().index, 4);
+}
+
+#[test]
+fn a_damaged_record_with_no_unwritten_sector_before_valid_ones_is_still_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = segment(dir.path(), 1);
+    let (mut storage, _) = Storage::open(dir.path(), opts()).unwrap();
+    let offsets = append_large(&mut storage, 1, 4, 1536);
+    drop(storage);
+    // Bit rot in the middle of entry 2's record: a few bytes changed, no
+    // sector of zeros.
+    let file = fs::OpenOptions::new().write(true).open(&wal).unwrap();
+    file.write_all_at(&[0xde, 0xad, 0xbe, 0xef], offsets[1] + 700).unwrap();
+    drop(file);
+    let err = Storage::open(dir.path(), opts()).unwrap_err();
+    assert!(matches!(err, StorageError::Corrupt { offset, .. } if offset == offsets[1]), "{err}");
+    assert!(err.to_string().contains("valid record follows"), "{err}");
+}
+
 #[test]
 fn the_log_rolls_over_many_small_segments_and_recovers_all_of_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -321,13 +395,22 @@ fn the_log_rolls_over_many_small_segments_and_recovers_all_of_them() {
         fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
     assert!(names.iter().all(|n| n.starts_with("wal-")), "no prepared segment left behind: {names:?}");
     // A segment prepared in the background when the process died is removed.
-    fs::write(dir.path().join(super::next_segment_name(count as u64 + 1)), [0; 16]).unwrap();
+    // (Another seq than the one open may start preparing right away.)
+    let leftover = dir.path().join(super::next_segment_name(count as u64 + 5));
+    fs::write(&leftover, [0; 16]).unwrap();
 
     let (mut storage, durable) = Storage::open(dir.path(), small.clone()).unwrap();
     assert_eq!(durable.entries, entries(1, 1000));
     assert_eq!(durable.hard_state, hs);
     assert_eq!(storage.segment_count(), count);
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), count);
+    assert!(!leftover.exists(), "the leftover prepared segment is removed");
+    let wal_files = fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("wal-"))
+        .count();
+    assert_eq!(wal_files, count);
+    // The reopened segment is half full: its successor is being prepared already.
+    assert_eq!(storage.next.is_some(), storage.active_bytes >= 2048, "{}", storage.active_bytes);
     append_range(&mut storage, 1001, 1200, None);
     assert!(storage.segment_count() > count);
     drop(storage);
