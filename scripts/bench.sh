@@ -84,38 +84,38 @@ etcd_run() { ROOT=$ROOT/etcd DURATION=$DUR CARGO_TARGET_DIR=$CARGO_TARGET_DIR_ET
 
 # ---------------------------------------------------------------- workloads
 # Lets the disk settle before a measurement: the build, an apt install or the
-# previous system's run leave dirty pages whose writeback would otherwise
-# land on the next system's fsyncs (seen: a first round at a third of the
-# throughput of the next, right after building).
+# previous round leave dirty pages whose writeback would otherwise land on
+# the next fsyncs (seen: a first round at a third of the throughput of the
+# next, right after building).
 settle() { sync; sleep 2; }
 
-compare_ours() {   # round
-  echo "== round $1/$RUNS: Raft Lite" >&2
-  settle
-  start_ours
-  for c in 1 16 64 256; do
-    ours_bench put "$c" | tag raft-lite "$1" W1 | tee -a "$raw" >&2
-  done
-  ours_bench get 64 | tag raft-lite "$1" R1 | tee -a "$raw" >&2
-  stop_ours
-}
+# The machine's CPU steal counter (ticks the hypervisor gave to someone else).
+steal_ticks() { awk '/^cpu /{print $9; exit}' /proc/stat; }
 
-compare_etcd() {   # round
-  echo "== round $1/$RUNS: etcd" >&2
-  etcd_run stop >/dev/null 2>&1 || true
-  rm -rf "$ROOT/etcd"
-  settle
-  etcd_run start >/dev/null
-  etcd_run table | python3 -c "
+# Runs one row of one system and prints it as a JSON line with the share of
+# the row's CPU time stolen by the hypervisor (a noisy neighbour shows there).
+row() {   # system round workload op clients
+  local s0 t0 s1 t1 out
+  s0=$(steal_ticks); t0=$(date +%s%N)
+  if [ "$1" = raft-lite ]; then
+    out=$(ours_bench "$4" "$5")
+  else
+    out=$(etcd_run bench --label "$3" --endpoints "$ETCD_LEADER" --clients "$5" --op "$4" | python3 -c "
 import json, sys
 for line in sys.stdin:
     if line.startswith('#') or '=' not in line: continue
     kv = dict(p.split('=', 1) for p in line.split() if '=' in p)
-    print(json.dumps(dict(system='etcd', round=$1, workload=kv['label'], op=kv['op'], clients=int(kv['clients']),
-        ops_per_s=float(kv['ops_per_s']), p50_us=int(float(kv['p50_us'])), p90_us=int(float(kv['p90_us'])),
-        p99_us=int(float(kv['p99_us'])), max_us=int(float(kv['max_us'])), errors=kv.get('errors', '0'))))
-" | tee -a "$raw" >&2
-  etcd_run stop >/dev/null
+    print(json.dumps(dict(op=kv['op'], clients=int(kv['clients']), ops_per_s=float(kv['ops_per_s']),
+        p50_us=int(float(kv['p50_us'])), p90_us=int(float(kv['p90_us'])), p99_us=int(float(kv['p99_us'])),
+        max_us=int(float(kv['max_us'])), errors=kv.get('errors', '0'))))")
+  fi
+  s1=$(steal_ticks); t1=$(date +%s%N)
+  echo "$out" | python3 -c "
+import json, os, sys
+r = json.loads(sys.stdin.read())
+steal = ($s1 - $s0) / os.sysconf('SC_CLK_TCK') / os.cpu_count() / max(1e-9, ($t1 - $t0) / 1e9)
+r.update(system='$1', round=$2, workload='$3', steal_pct=round(100 * steal, 1))
+print(json.dumps(r))" | tee -a "$raw" >&2
 }
 
 compare() {
@@ -124,46 +124,82 @@ compare() {
   raw=$ROOT/compare.jsonl
   : >"$raw"
   trap 'stop_ours; etcd_run stop >/dev/null 2>&1 || true' EXIT
+  # Both clusters run through a round (fresh each round); every row is
+  # measured on one and then at once on the other, alternating which goes
+  # first, so that the two figures of a row are seconds apart: this machine's
+  # speed drifts by 2-3x over minutes (a neighbour on the host).
   for run in $(seq "$RUNS"); do
-    # Odd rounds measure Raft Lite first, even rounds etcd first, so neither
-    # system always runs on a machine just warmed (or just dirtied) by the other.
-    if [ $((run % 2)) = 1 ]; then
-      compare_ours "$run"; compare_etcd "$run"
-    else
-      compare_etcd "$run"; compare_ours "$run"
-    fi
+    echo "== round $run/$RUNS" >&2
+    etcd_run stop >/dev/null 2>&1 || true
+    rm -rf "$ROOT/etcd"
+    settle
+    start_ours
+    etcd_run start >/dev/null
+    ETCD_LEADER=$(etcd_run leader)
+    local k=0
+    for spec in "W1 put 1" "W1 put 16" "W1 put 64" "W1 put 256" "R1 get 64"; do
+      set -- $spec
+      if [ $(((run + k) % 2)) = 1 ]; then
+        row raft-lite "$run" "$@"; row etcd "$run" "$@"
+      else
+        row etcd "$run" "$@"; row raft-lite "$run" "$@"
+      fi
+      k=$((k + 1))
+    done
+    stop_ours
+    etcd_run stop >/dev/null
   done
   trap - EXIT
   python3 - "$raw" "$RUNS" "$DUR" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 runs, dur = sys.argv[2], sys.argv[3]
-def med(system, workload, clients, field):
-    v = [r[field] for r in rows if r['system'] == system and r['workload'] == workload and r['clients'] == clients]
+ROWS = [('W1', 1), ('W1', 16), ('W1', 64), ('W1', 256), ('R1', 64)]
+def pick(system, workload, clients, field, rnd=None):
+    return [r.get(field) for r in rows if r['system'] == system and r['workload'] == workload
+            and r['clients'] == clients and rnd in (None, r['round'])]
+def med(*key):
+    v = pick(*key)
     return statistics.median(v) if v else float('nan')
-print(f"Medians of {runs} back-to-back rounds, {dur} s measured per row after a 2 s warm-up.\n")
-print("| workload | C | Raft Lite ops/s | etcd ops/s | ratio | Raft Lite p50 / p99 µs | etcd p50 / p99 µs |")
-print("|---|---|---|---|---|---|---|")
-for w, c in [('W1', 1), ('W1', 16), ('W1', 64), ('W1', 256), ('R1', 64)]:
+def round_ratios(w, c, field):
+    out = []
+    for k in sorted({r['round'] for r in rows}):
+        o, e = pick('raft-lite', w, c, field, k), pick('etcd', w, c, field, k)
+        if o and e:
+            out.append(o[0] / e[0])
+    return out
+print(f"Medians of {runs} rounds, {dur} s measured per row after a 2 s warm-up; in each round the two "
+      "systems' runs of a row are back to back.\n")
+print("| workload | C | Raft Lite ops/s | etcd ops/s | ratio of medians | median of round ratios | "
+      "Raft Lite p50 / p99 µs | etcd p50 / p99 µs |")
+print("|---|---|---|---|---|---|---|---|")
+for w, c in ROWS:
     o, e = med('raft-lite', w, c, 'ops_per_s'), med('etcd', w, c, 'ops_per_s')
-    print(f"| {w} {'put' if w == 'W1' else 'get'} | {c} | {o:,.0f} | {e:,.0f} | {o / e:.1f}x | "
+    rr = statistics.median(round_ratios(w, c, 'ops_per_s') or [float('nan')])
+    print(f"| {w} {'put' if w == 'W1' else 'get'} | {c} | {o:,.0f} | {e:,.0f} | {o / e:.1f}x | {rr:.1f}x | "
           f"{med('raft-lite', w, c, 'p50_us'):,.0f} / {med('raft-lite', w, c, 'p99_us'):,.0f} | "
           f"{med('etcd', w, c, 'p50_us'):,.0f} / {med('etcd', w, c, 'p99_us'):,.0f} |")
-# Each round on its own: throughput ratio, and for C=1 the p50 ratio (the target is latency there).
-def one(system, workload, clients, rnd, field):
-    v = [r[field] for r in rows if r['system'] == system and r['workload'] == workload
-         and r['clients'] == clients and r['round'] == rnd]
-    return v[0] if v else float('nan')
+p50 = statistics.median(round_ratios('W1', 1, 'p50_us') or [float('nan')])
+print(f"\nW1 C=1 p50, Raft Lite's over etcd's: {med('raft-lite', 'W1', 1, 'p50_us') / med('etcd', 'W1', 1, 'p50_us'):.2f} "
+      f"(ratio of medians), {p50:.2f} (median of round ratios).")
+# Each round on its own: throughput ratio (for C=1 the p50 ratio: the target is latency there),
+# and the CPU share the hypervisor stole during the two runs.
 rounds = sorted({r['round'] for r in rows})
-print("\nEach round (Raft Lite / etcd, ratio):\n")
+print("\nEach round (Raft Lite / etcd, ratio; steal % of the machine during each):\n")
 print("| row | " + " | ".join(f"round {k}" for k in rounds) + " |")
 print("|---|" + "---|" * len(rounds))
-for w, c in [('W1', 1), ('W1', 16), ('W1', 64), ('W1', 256), ('R1', 64)]:
+for w, c in ROWS:
     field = 'p50_us' if c == 1 else 'ops_per_s'
     cells = []
     for k in rounds:
-        o, e = one('raft-lite', w, c, k, field), one('etcd', w, c, k, field)
-        cells.append(f"{o:,.0f} / {e:,.0f} µs ({o / e:.2f})" if c == 1 else f"{o / 1000:,.1f}k / {e / 1000:,.2f}k ({o / e:.1f}x)")
+        o, e = pick('raft-lite', w, c, field, k), pick('etcd', w, c, field, k)
+        so, se = pick('raft-lite', w, c, 'steal_pct', k), pick('etcd', w, c, 'steal_pct', k)
+        if not (o and e):
+            cells.append('-'); continue
+        o, e = o[0], e[0]
+        steal = f" [{so[0] if so else '?'}/{se[0] if se else '?'}%]"
+        cells.append((f"{o:,.0f} / {e:,.0f} µs ({o / e:.2f})" if c == 1
+                      else f"{o / 1000:,.1f}k / {e / 1000:,.2f}k ({o / e:.1f}x)") + steal)
     print(f"| {w} C={c} {'p50' if c == 1 else 'ops/s'} | " + " | ".join(cells) + " |")
 PY
   echo "raw results: $raw" >&2
