@@ -25,12 +25,17 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::{debug, info, warn};
 
 use crate::codec::{self, CodecError};
-use crate::wire::{ClientRequest, ClientResponse, Hello, HelloReply, Sender, MAGIC, PROTOCOL_VERSION};
+use crate::wire::{
+    ClientRequest, ClientResponse, Hello, HelloReply, ResponseKind, Sender, MAGIC, PROTOCOL_VERSION,
+};
 
 /// Largest frame accepted or sent (16 MiB): a snapshot chunk is 1 MiB by default.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
 /// How long a new connection may take to send its hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most requests of one client connection waiting for their answers: past
+/// this, the connection is not read until answers have gone out.
+pub const CLIENT_REQUESTS_IN_FLIGHT_MAX: usize = 4096;
 
 /// A framed TCP connection.
 pub type FramedStream = Framed<TcpStream, LengthDelimitedCodec>;
@@ -115,13 +120,38 @@ pub async fn connect(
 pub enum Inbound {
     /// A Raft message from a peer (sender already checked against the hello).
     Peer(Message),
-    /// A client request; answer on `reply` (the connection's writer).
+    /// A client request; answer it through `reply`.
     Client {
         /// The request.
         request: ClientRequest,
         /// Where the response goes.
-        reply: mpsc::Sender<ClientResponse>,
+        reply: Reply,
     },
+}
+
+/// Where the answer to one client request goes: a place in its connection's
+/// queue of answers, reserved before the request was taken in, so that an
+/// answer is never dropped for want of room, however many requests a client
+/// pipelines (the connection is read no further while
+/// [`CLIENT_REQUESTS_IN_FLIGHT_MAX`] of its requests wait for answers).
+/// Dropping a `Reply` unanswered frees its place; the client gets no answer.
+#[derive(Debug)]
+pub struct Reply {
+    id: u64,
+    permit: mpsc::OwnedPermit<ClientResponse>,
+}
+
+impl Reply {
+    /// The request's id, echoed in the answer.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Queues the answer for the connection's writer (if the connection is
+    /// gone, the answer goes nowhere).
+    pub fn send(self, result: ResponseKind) {
+        self.permit.send(ClientResponse { id: self.id, result });
+    }
 }
 
 /// Counters of refused connections and frames, shared with the node.
@@ -238,7 +268,7 @@ fn check_hello(hello: &Hello, config: &ListenerConfig) -> Result<(), String> {
 
 async fn serve_client(framed: FramedStream, inbound: mpsc::Sender<Inbound>) -> Result<(), NetError> {
     let (mut sink, mut stream) = framed.split();
-    let (reply_tx, mut reply_rx) = mpsc::channel::<ClientResponse>(4096);
+    let (reply_tx, mut reply_rx) = mpsc::channel::<ClientResponse>(CLIENT_REQUESTS_IN_FLIGHT_MAX);
     let writer = tokio::spawn(async move {
         while let Some(response) = reply_rx.recv().await {
             let mut batch = vec![response];
@@ -266,6 +296,9 @@ async fn serve_client(framed: FramedStream, inbound: mpsc::Sender<Inbound>) -> R
         }
     });
     let result = loop {
+        // Room for this request's answer first: with every place taken, the
+        // connection waits here, unread, until answers have been written.
+        let Ok(permit) = reply_tx.clone().reserve_owned().await else { break Ok(()) };
         let request: ClientRequest = match stream.next().await {
             Some(Ok(bytes)) => match codec::decode(&bytes) {
                 Ok(r) => r,
@@ -274,7 +307,8 @@ async fn serve_client(framed: FramedStream, inbound: mpsc::Sender<Inbound>) -> R
             Some(Err(e)) => break Err(NetError::Io(e)),
             None => break Err(NetError::Closed),
         };
-        if inbound.send(Inbound::Client { request, reply: reply_tx.clone() }).await.is_err() {
+        let reply = Reply { id: request.id, permit };
+        if inbound.send(Inbound::Client { request, reply }).await.is_err() {
             break Ok(());
         }
     };
@@ -407,4 +441,53 @@ pub fn spawn_peer_links(
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::RequestKind;
+
+    /// A client pipelining far more requests than a connection holds answers
+    /// for, reading none until all are sent, still gets every answer: the
+    /// connection stops being read instead of dropping answers.
+    #[tokio::test]
+    async fn a_client_pipelining_past_the_answer_queue_gets_every_answer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let config = Arc::new(ListenerConfig { node_id: 1, cluster_id: "t".into(), peers: vec![] });
+        let (inbound_tx, mut inbound_rx) = mpsc::channel(65_536);
+        tokio::spawn(serve(listener, config, inbound_tx, Arc::new(NetCounters::default())));
+        // The "node": answers every request at once with a large value, so
+        // that the socket buffers fill long before the answers run out.
+        tokio::spawn(async move {
+            while let Some(event) = inbound_rx.recv().await {
+                if let Inbound::Client { reply, .. } = event {
+                    reply.send(ResponseKind::Value(Some(vec![7; 16 << 10])));
+                }
+            }
+        });
+
+        let requests = CLIENT_REQUESTS_IN_FLIGHT_MAX as u64 + 2000;
+        let (mut framed, _) = connect(&addr, "t", Sender::Client).await.unwrap();
+        for id in 1..=requests {
+            let request = ClientRequest { id, kind: RequestKind::Get { key: b"k".to_vec(), stale: true } };
+            feed_frame(&mut framed, &request).await.unwrap();
+        }
+        SinkExt::<Bytes>::flush(&mut framed).await.unwrap();
+        // A slow reader: it reads nothing for a while, so the socket fills
+        // and answers pile up on the node's side. (Not waiting for anything:
+        // whatever the node does meanwhile, no answer may be lost.)
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut seen = 0;
+        let read_all = async {
+            while seen < requests {
+                let answer: ClientResponse = recv_frame(&mut framed).await.unwrap();
+                seen += 1;
+                assert_eq!(answer.id, seen, "answers come in request order");
+            }
+        };
+        let finished = tokio::time::timeout(Duration::from_secs(30), read_all).await;
+        assert!(finished.is_ok(), "only {seen} of {requests} answers arrived");
+    }
 }

@@ -25,10 +25,9 @@ use raft_core::{
     Term,
 };
 use raft_net::codec;
-use raft_net::transport::{self, Inbound, ListenerConfig, NetCounters, PeerLink};
+use raft_net::transport::{self, Inbound, ListenerConfig, NetCounters, PeerLink, Reply};
 use raft_net::wire::{
-    describe_command, ClientRequest, ClientResponse, Command, LogEntryView, NodeStatus, RequestKind,
-    ResponseKind,
+    describe_command, ClientRequest, Command, LogEntryView, NodeStatus, RequestKind, ResponseKind,
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -148,14 +147,12 @@ fn wal_thread(
 
 struct PendingWrite {
     term: Term,
-    id: u64,
-    reply: mpsc::Sender<ClientResponse>,
+    reply: Reply,
 }
 
 struct PendingRead {
-    id: u64,
     key: Vec<u8>,
-    reply: mpsc::Sender<ClientResponse>,
+    reply: Reply,
 }
 
 /// A running node's state, owned by its event loop.
@@ -284,40 +281,36 @@ impl Server {
         ResponseKind::NotLeader { leader: leader.and_then(|id| self.config.address_of(id).map(|a| (id, a))) }
     }
 
-    fn handle_client(&mut self, request: ClientRequest, reply: mpsc::Sender<ClientResponse>) {
-        let id = request.id;
-        let answer = |reply: &mpsc::Sender<ClientResponse>, result| {
-            let _ = reply.try_send(ClientResponse { id, result });
-        };
+    fn handle_client(&mut self, request: ClientRequest, reply: Reply) {
         match request.kind {
             RequestKind::Write(command) => {
                 let data = match codec::encode(&command) {
                     Ok(d) => d,
-                    Err(e) => return answer(&reply, ResponseKind::Error { message: e.to_string() }),
+                    Err(e) => return reply.send(ResponseKind::Error { message: e.to_string() }),
                 };
                 match self.node.propose(data) {
                     Ok(p) => {
-                        self.writes.insert(p.index, PendingWrite { term: p.term, id, reply });
+                        self.writes.insert(p.index, PendingWrite { term: p.term, reply });
                     }
-                    Err(ProposeError::NotLeader { .. }) => answer(&reply, self.not_leader()),
-                    Err(e) => answer(&reply, ResponseKind::Error { message: format!("{e}; retry shortly") }),
+                    Err(ProposeError::NotLeader { .. }) => reply.send(self.not_leader()),
+                    Err(e) => reply.send(ResponseKind::Error { message: format!("{e}; retry shortly") }),
                 }
             }
             RequestKind::Get { key, stale: true } => {
-                answer(&reply, ResponseKind::Value(self.kv.get(&key).cloned()));
+                reply.send(ResponseKind::Value(self.kv.get(&key).cloned()));
             }
             RequestKind::Get { key, stale: false } => {
                 let ctx = self.next_read_ctx;
                 self.next_read_ctx += 1;
                 match self.node.read_index(ctx) {
                     Ok(()) => {
-                        self.reads.insert(ctx, PendingRead { id, key, reply });
+                        self.reads.insert(ctx, PendingRead { key, reply });
                     }
-                    Err(_) => answer(&reply, self.not_leader()),
+                    Err(_) => reply.send(self.not_leader()),
                 }
             }
-            RequestKind::Status => answer(&reply, ResponseKind::Status(self.status())),
-            RequestKind::Log { from, limit } => answer(&reply, ResponseKind::Log(self.log_view(from, limit))),
+            RequestKind::Status => reply.send(ResponseKind::Status(self.status())),
+            RequestKind::Log { from, limit } => reply.send(ResponseKind::Log(self.log_view(from, limit))),
         }
     }
 
@@ -392,9 +385,7 @@ impl Server {
                     }
                     Action::ReadFailed { ctx, .. } => {
                         if let Some(read) = self.reads.remove(&ctx) {
-                            let _ = read
-                                .reply
-                                .try_send(ClientResponse { id: read.id, result: self.not_leader() });
+                            read.reply.send(self.not_leader());
                         }
                     }
                     Action::RoleChanged { role, term, leader } => self.role_changed(role, term, leader),
@@ -468,7 +459,7 @@ impl Server {
                         reason: "the entry was replaced after a leader change; retry".to_string(),
                     },
                 };
-                let _ = write.reply.try_send(ClientResponse { id: write.id, result: response });
+                write.reply.send(response);
             }
         }
         // One line per batch the leader commits (per command when they come one
@@ -497,7 +488,7 @@ impl Server {
         self.ready_reads = waiting;
         for (_, read) in ready {
             let value = self.kv.get(&read.key).cloned();
-            let _ = read.reply.try_send(ClientResponse { id: read.id, result: ResponseKind::Value(value) });
+            read.reply.send(ResponseKind::Value(value));
         }
     }
 
@@ -520,10 +511,7 @@ impl Server {
             // Writes in flight may still commit under the next leader: the
             // client retries with the same sequence number, applied once.
             for (_, write) in std::mem::take(&mut self.writes) {
-                let _ = write.reply.try_send(ClientResponse {
-                    id: write.id,
-                    result: ResponseKind::Unknown { reason: "leadership lost; retry".to_string() },
-                });
+                write.reply.send(ResponseKind::Unknown { reason: "leadership lost; retry".to_string() });
             }
         }
         self.role = role;
