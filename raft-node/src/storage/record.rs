@@ -257,6 +257,12 @@ fn holds_unwritten_sector(data: &[u8], from: usize, to: usize) -> bool {
     false
 }
 
+/// A torn tail from the bad record at `pos` on, up to the last non-zero byte.
+fn torn_tail(data: &[u8], pos: usize, bad: BadRecord) -> SegmentEnd {
+    let written_end = data.iter().rposition(|&b| b != 0).map_or(pos, |k| k + 1);
+    SegmentEnd::TornTail { offset: pos as u64, written_end: written_end as u64, bad }
+}
+
 /// How a segment ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum SegmentEnd {
@@ -349,12 +355,7 @@ pub(crate) fn scan_segment(
                     // have covered it). As etcd's `isTornEntry`.
                     let bad_end = if length_known { resume_at } else { valid };
                     if holds_unwritten_sector(data, pos, bad_end) {
-                        let written_end = data.iter().rposition(|&b| b != 0).map_or(pos, |k| k + 1);
-                        return Ok(SegmentEnd::TornTail {
-                            offset: pos as u64,
-                            written_end: written_end as u64,
-                            bad,
-                        });
+                        return Ok(torn_tail(data, pos, bad));
                     }
                     return Err(corrupt(
                         pos,
@@ -369,8 +370,7 @@ pub(crate) fn scan_segment(
                 // Non-zero bytes further on in the zero fill, with no valid
                 // record among them, are the later pages of the same unsynced
                 // write reaching the disk before its first page: still torn.
-                let written_end = data.iter().rposition(|&b| b != 0).map_or(pos, |k| k + 1);
-                return Ok(SegmentEnd::TornTail { offset: pos as u64, written_end: written_end as u64, bad });
+                return Ok(torn_tail(data, pos, bad));
             }
         }
     }
