@@ -251,7 +251,8 @@ failover() {
   for run in $(seq "$RUNS"); do
     start_ours
     sleep 1
-    "$BIN/raft-client" --cluster "$CLUSTER" failover --clients 16 --before 3s --after 3s --json | tee -a "$raw"
+    with_steal "$BIN/raft-client" --cluster "$CLUSTER" failover --clients 16 --before 3s --after 3s --json |
+      tee -a "$raw"
     stop_ours
   done
   trap - EXIT
@@ -285,9 +286,21 @@ memory() {
   trap - EXIT
 }
 
+# Runs a command, then says how much of the machine's CPU the hypervisor
+# took meanwhile (figures measured under a high share are not the system's).
+with_steal() {
+  local s0 t0
+  s0=$(steal_ticks); t0=$(date +%s%N)
+  "$@"
+  python3 -c "
+import os
+steal = ($(steal_ticks) - $s0) / os.sysconf('SC_CLK_TCK') / os.cpu_count() / max(1e-9, ($(date +%s%N) - $t0) / 1e9)
+print(f'steal: the hypervisor took {100 * steal:.1f}% of the machine\'s CPU during this run')" >&2
+}
+
 core() {
   build_ours
-  "$BIN/core-bench"
+  with_steal "$BIN/core-bench"
 }
 
 case "${1:-compare}" in
