@@ -96,10 +96,19 @@ settle() { sync; sleep 2; }
 # The machine's CPU steal counter (ticks the hypervisor gave to someone else).
 steal_ticks() { awk '/^cpu /{print $9; exit}' /proc/stat; }
 
+# The percentage of the machine's CPU stolen since steal_ticks was $1 at
+# `date +%s%N` $2.
+steal_pct_since() {
+  python3 -c "
+import os
+steal = ($(steal_ticks) - $1) / os.sysconf('SC_CLK_TCK') / os.cpu_count() / max(1e-9, ($(date +%s%N) - $2) / 1e9)
+print(round(100 * steal, 1))"
+}
+
 # Runs one row of one system and prints it as a JSON line with the share of
 # the row's CPU time stolen by the hypervisor (a noisy neighbour shows there).
 row() {   # system round workload op clients
-  local s0 t0 s1 t1 out
+  local s0 t0 steal out
   s0=$(steal_ticks); t0=$(date +%s%N)
   if [ "$1" = raft-lite ]; then
     out=$(ours_bench "$4" "$5")
@@ -113,12 +122,11 @@ for line in sys.stdin:
         p50_us=int(float(kv['p50_us'])), p90_us=int(float(kv['p90_us'])), p99_us=int(float(kv['p99_us'])),
         max_us=int(float(kv['max_us'])), errors=kv.get('errors', '0'))))")
   fi
-  s1=$(steal_ticks); t1=$(date +%s%N)
+  steal=$(steal_pct_since "$s0" "$t0")
   echo "$out" | python3 -c "
-import json, os, sys
+import json, sys
 r = json.loads(sys.stdin.read())
-steal = ($s1 - $s0) / os.sysconf('SC_CLK_TCK') / os.cpu_count() / max(1e-9, ($t1 - $t0) / 1e9)
-r.update(system='$1', round=$2, workload='$3', steal_pct=round(100 * steal, 1))
+r.update(system='$1', round=$2, workload='$3', steal_pct=$steal)
 print(json.dumps(r))" | tee -a "$pair" >&2
 }
 
@@ -292,10 +300,7 @@ with_steal() {
   local s0 t0
   s0=$(steal_ticks); t0=$(date +%s%N)
   "$@"
-  python3 -c "
-import os
-steal = ($(steal_ticks) - $s0) / os.sysconf('SC_CLK_TCK') / os.cpu_count() / max(1e-9, ($(date +%s%N) - $t0) / 1e9)
-print(f'steal: the hypervisor took {100 * steal:.1f}% of the machine\'s CPU during this run')" >&2
+  echo "steal: the hypervisor took $(steal_pct_since "$s0" "$t0")% of the machine's CPU during this run" >&2
 }
 
 core() {
