@@ -10,8 +10,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use raft_client::{bench, Client, ClientConfig, DEFAULT_CLUSTER, DEFAULT_CLUSTER_ID};
-use raft_net::wire::{parse_text_command, TextCommand, WriteResult};
+use raft_client::{bench, Client, ClientConfig, ClientError, DEFAULT_CLUSTER, DEFAULT_CLUSTER_ID};
+use raft_core::Role;
+use raft_net::wire::{describe_token, parse_text_command, NodeStatus, TextCommand, WriteResult};
 
 #[derive(Parser, Debug)]
 #[command(name = "raft-client", version, about = "Talk to a Raft Lite cluster")]
@@ -154,6 +155,37 @@ fn show_write(result: WriteResult) -> String {
     }
 }
 
+/// `status` succeeds only when some node answered and a leader is known;
+/// otherwise one sentence says which, naming refusals as such.
+fn status_verdict(statuses: &[(String, Result<NodeStatus, ClientError>)]) -> Result<(), String> {
+    let answered: Vec<&NodeStatus> = statuses.iter().filter_map(|(_, s)| s.as_ref().ok()).collect();
+    if answered.is_empty() {
+        let refused: Vec<String> = statuses
+            .iter()
+            .filter_map(|(addr, s)| match s {
+                Err(ClientError::Refused { reason, .. }) => Some(format!("{addr}: {reason}")),
+                _ => None,
+            })
+            .collect();
+        if !refused.is_empty() {
+            return Err(format!(
+                "no node accepted this client ({}); check --cluster-id (or RAFT_CLUSTER_ID)",
+                refused.join("; ")
+            ));
+        }
+        return Err("no node answered; check that the nodes are running and that --cluster lists them".into());
+    }
+    let leader_known = answered.iter().any(|s| s.role == Role::Leader || s.leader.is_some());
+    if !leader_known {
+        return Err(format!(
+            "{} of {} nodes answered but none knows a leader; a majority may be down or cut off",
+            answered.len(),
+            statuses.len()
+        ));
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = ClientConfig::new(&cli.cluster, &cli.cluster_id, Duration::from_millis(cli.timeout_ms));
     let mut client = Client::new(config.clone())?;
@@ -176,6 +208,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Cmd::Status { json } => {
             let statuses = client.status_all().await;
+            let problem = |e: &ClientError| match e {
+                ClientError::Refused { reason, .. } => format!("refused: {reason}"),
+                e => format!("unreachable: {e}"),
+            };
             if json {
                 let rows: Vec<serde_json::Value> = statuses
                     .iter()
@@ -185,10 +221,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "term": s.term, "leader": s.leader, "commit": s.commit, "applied": s.applied,
                             "last_index": s.last_index, "first_index": s.first_index,
                             "snapshot_index": s.snapshot_index, "keys": s.keys, "reachable": true,
+                            "cluster_id": s.cluster_id, "cluster_token": describe_token(s.cluster_token),
+                            "members_with_data": s.members_with_data,
                         }),
-                        Err(e) => {
-                            serde_json::json!({ "address": addr, "reachable": false, "error": e.to_string() })
-                        }
+                        Err(e) => serde_json::json!({
+                            "address": addr, "reachable": false,
+                            "refused": matches!(e, ClientError::Refused { .. }), "error": e.to_string(),
+                        }),
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -197,7 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "{:<4} {:<21} {:<8} {:<13} {:>6} {:>6} {:>8} {:>8} {:>8}",
                     "ID", "ADDRESS", "PID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST"
                 );
-                for (addr, s) in statuses {
+                for (addr, s) in &statuses {
                     match s {
                         Ok(s) => println!(
                             "{:<4} {:<21} {:<8} {:<13} {:>6} {:>6} {:>8} {:>8} {:>8}",
@@ -211,10 +250,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             s.applied,
                             s.last_index
                         ),
-                        Err(e) => println!("{:<4} {:<21} unreachable: {e}", "?", addr),
+                        Err(e) => println!("{:<4} {:<21} {}", "?", addr, problem(e)),
                     }
                 }
             }
+            status_verdict(&statuses).map_err(anyhow::Error::msg)?;
         }
         Cmd::Log { node, from, limit } => {
             let addr = match node {

@@ -26,7 +26,8 @@ use tracing::{debug, info, warn};
 
 use crate::codec::{self, CodecError};
 use crate::wire::{
-    ClientRequest, ClientResponse, Hello, HelloReply, ResponseKind, Sender, MAGIC, PROTOCOL_VERSION,
+    describe_token, ClientRequest, ClientResponse, Hello, HelloReply, ResponseKind, Sender, MAGIC,
+    PROTOCOL_VERSION,
 };
 
 /// Largest frame accepted or sent (16 MiB): a snapshot chunk is 1 MiB by default.
@@ -98,15 +99,20 @@ pub async fn recv_frame<T: DeserializeOwned>(framed: &mut FramedStream) -> Resul
     }
 }
 
-/// Opens a connection and performs the hello handshake.
+/// Opens a connection and performs the hello handshake (with no cluster token).
 pub async fn connect(
     addr: &str,
     cluster_id: &str,
     sender: Sender,
 ) -> Result<(FramedStream, NodeId), NetError> {
+    connect_with(addr, Hello::new(cluster_id, sender)).await
+}
+
+/// Opens a connection and performs the handshake with this hello.
+pub async fn connect_with(addr: &str, hello: Hello) -> Result<(FramedStream, NodeId), NetError> {
     let stream = TcpStream::connect(addr).await?;
     let mut framed = framed(stream);
-    send_frame(&mut framed, &Hello::new(cluster_id, sender)).await?;
+    send_frame(&mut framed, &hello).await?;
     match tokio::time::timeout(HELLO_TIMEOUT, recv_frame::<HelloReply>(&mut framed)).await {
         Err(_) => Err(NetError::HelloTimeout),
         Ok(Err(e)) => Err(e),
@@ -163,6 +169,29 @@ pub struct NetCounters {
     pub peer_messages_dropped: AtomicU64,
 }
 
+/// The cluster token a node knows, shared by its listener and peer links
+/// (0: none yet). It is set once, when the node learns it; reading it costs
+/// one atomic load per connection, never per message.
+#[derive(Clone, Debug, Default)]
+pub struct SharedToken(Arc<AtomicU64>);
+
+impl SharedToken {
+    /// A token holder starting at `token` (0: unknown).
+    pub fn new(token: u64) -> SharedToken {
+        SharedToken(Arc::new(AtomicU64::new(token)))
+    }
+
+    /// The token, 0 if unknown.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Records the token once learned.
+    pub fn set(&self, token: u64) {
+        self.0.store(token, Ordering::Relaxed)
+    }
+}
+
 /// What the listener needs to know.
 #[derive(Clone, Debug)]
 pub struct ListenerConfig {
@@ -172,6 +201,9 @@ pub struct ListenerConfig {
     pub cluster_id: String,
     /// The peers allowed to connect.
     pub peers: Vec<NodeId>,
+    /// This node's cluster token: a peer's hello with another (non-zero)
+    /// token is refused.
+    pub cluster_token: SharedToken,
 }
 
 /// Accepts connections until the listener fails; each connection runs in its
@@ -260,7 +292,23 @@ fn check_hello(hello: &Hello, config: &ListenerConfig) -> Result<(), String> {
     }
     if let Sender::Peer(id) = hello.sender {
         if !config.peers.contains(&id) {
-            return Err(format!("node {id} is not a peer of node {}", config.node_id));
+            return Err(format!(
+                "node {id} is not a member of node {}'s cluster (its members besides itself are {:?}); \
+                 start node {id} with the cluster's --peers, or add it as a member",
+                config.node_id, config.peers
+            ));
+        }
+        let ours = config.cluster_token.get();
+        if ours != 0 && hello.cluster_token != 0 && hello.cluster_token != ours {
+            return Err(format!(
+                "node {id} holds data of another cluster: its cluster token is {} but node {}'s is {} \
+                 (both named `{}`); give node {id} a data directory of this cluster, or an empty one \
+                 to join as a new member",
+                describe_token(hello.cluster_token),
+                config.node_id,
+                describe_token(ours),
+                config.cluster_id
+            ));
         }
     }
     Ok(())
@@ -333,12 +381,12 @@ impl PeerLink {
         node_id: NodeId,
         peer: NodeId,
         addr: String,
-        cluster_id: String,
+        identity: LinkIdentity,
         queue_capacity: usize,
         counters: Arc<NetCounters>,
     ) -> PeerLink {
         let (tx, rx) = mpsc::channel(queue_capacity);
-        tokio::spawn(run_peer_link(node_id, peer, addr, cluster_id, rx));
+        tokio::spawn(run_peer_link(node_id, peer, addr, identity, rx));
         PeerLink { peer, queue: tx, counters }
     }
 
@@ -355,6 +403,15 @@ impl PeerLink {
     }
 }
 
+/// Who a node says it is in the hellos of its peer links.
+#[derive(Clone, Debug)]
+pub struct LinkIdentity {
+    /// The cluster id.
+    pub cluster_id: String,
+    /// The cluster token, read at each (re)connection.
+    pub cluster_token: SharedToken,
+}
+
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -362,21 +419,32 @@ async fn run_peer_link(
     node_id: NodeId,
     peer: NodeId,
     addr: String,
-    cluster_id: String,
+    identity: LinkIdentity,
     mut queue: mpsc::Receiver<Message>,
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut jitter_state = node_id.wrapping_mul(31).wrapping_add(peer) | 1;
     let mut connected_before = false;
+    // A refusal is logged at WARN once per distinct reason, not per retry.
+    let mut last_refusal: Option<String> = None;
     loop {
-        match connect(&addr, &cluster_id, Sender::Peer(node_id)).await {
+        let mut hello = Hello::new(&identity.cluster_id, Sender::Peer(node_id));
+        hello.cluster_token = identity.cluster_token.get();
+        match connect_with(&addr, hello).await {
             Ok((mut framed, _)) => {
                 info!(node = node_id, peer, %addr, "connected to peer");
                 connected_before = true;
+                last_refusal = None;
                 backoff = BACKOFF_MIN;
                 match pump(&mut framed, &mut queue).await {
                     Ok(()) => return, // the node dropped its link: shutting down
                     Err(e) => info!(node = node_id, peer, %addr, reason = %e, "lost peer link; reconnecting"),
+                }
+            }
+            Err(NetError::Refused(reason)) => {
+                if last_refusal.as_deref() != Some(reason.as_str()) {
+                    warn!(node = node_id, peer, %addr, "peer refused this node: {reason}");
+                    last_refusal = Some(reason);
                 }
             }
             Err(e) => {
@@ -421,7 +489,7 @@ async fn pump(framed: &mut FramedStream, queue: &mut mpsc::Receiver<Message>) ->
 pub fn spawn_peer_links(
     node_id: NodeId,
     peers: &BTreeMap<NodeId, String>,
-    cluster_id: &str,
+    identity: &LinkIdentity,
     queue_capacity: usize,
     counters: Arc<NetCounters>,
 ) -> BTreeMap<NodeId, PeerLink> {
@@ -434,7 +502,7 @@ pub fn spawn_peer_links(
                     node_id,
                     id,
                     addr.clone(),
-                    cluster_id.to_string(),
+                    identity.clone(),
                     queue_capacity,
                     counters.clone(),
                 ),
@@ -455,7 +523,12 @@ mod tests {
     async fn a_client_pipelining_past_the_answer_queue_gets_every_answer() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let config = Arc::new(ListenerConfig { node_id: 1, cluster_id: "t".into(), peers: vec![] });
+        let config = Arc::new(ListenerConfig {
+            node_id: 1,
+            cluster_id: "t".into(),
+            peers: vec![],
+            cluster_token: SharedToken::default(),
+        });
         let (inbound_tx, mut inbound_rx) = mpsc::channel(65_536);
         tokio::spawn(serve(listener, config, inbound_tx, Arc::new(NetCounters::default())));
         // The "node": answers every request at once with a large value, so

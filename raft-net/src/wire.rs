@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: u32 = 0x5241_4654;
 /// Bumped on any incompatible change of the wire types. 2: a put or delete
 /// answers whether the key existed ([`WriteResult::Done`]), not the old value.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: the hello carries the cluster token; status shows the cluster identity.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Who opens a connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,12 +31,31 @@ pub struct Hello {
     pub cluster_id: String,
     /// Who is talking.
     pub sender: Sender,
+    /// The sender's cluster token, 0 while it knows none (a client, or a
+    /// node of a cluster whose first leader has not committed one yet). Two
+    /// clusters bootstrapped with identical flags have different tokens.
+    pub cluster_token: u64,
 }
 
 impl Hello {
-    /// A hello for this build's protocol.
+    /// A hello for this build's protocol, with no cluster token.
     pub fn new(cluster_id: &str, sender: Sender) -> Hello {
-        Hello { magic: MAGIC, version: PROTOCOL_VERSION, cluster_id: cluster_id.to_string(), sender }
+        Hello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            cluster_id: cluster_id.to_string(),
+            sender,
+            cluster_token: 0,
+        }
+    }
+}
+
+/// Renders a cluster token as operators see it (16 hex digits; `none` for 0).
+pub fn describe_token(token: u64) -> String {
+    if token == 0 {
+        "none".to_string()
+    } else {
+        format!("{token:016x}")
     }
 }
 
@@ -84,6 +104,22 @@ pub enum WriteOp {
         #[serde(with = "serde_bytes")]
         new: Vec<u8>,
     },
+    /// Cluster bookkeeping, proposed by the leader itself (no client
+    /// session): applied by every replica, kept in snapshots.
+    Identity(IdentityOp),
+}
+
+/// What a cluster records about itself in its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdentityOp {
+    /// The cluster's token, chosen at random by its first leader. The first
+    /// one applied wins; later ones (from a leader that did not know it
+    /// yet) are ignored.
+    Token(u64),
+    /// This member holds the token entry durably: it has data of this
+    /// cluster, so an empty data directory under its id is a member that
+    /// lost its data, not a new one.
+    MemberHasData(NodeId),
 }
 
 /// A write as it is replicated: the operation plus the client session that
@@ -225,6 +261,13 @@ pub struct NodeStatus {
     pub snapshot_index: Index,
     /// Number of keys in the state machine.
     pub keys: u64,
+    /// The cluster id the node was bootstrapped with.
+    pub cluster_id: String,
+    /// The cluster token it knows (0: none yet).
+    pub cluster_token: u64,
+    /// The members known to hold this cluster's data (a member listed here
+    /// whose data directory is empty has lost its data).
+    pub members_with_data: Vec<NodeId>,
 }
 
 /// One log entry as the `log` view shows it.
@@ -290,6 +333,8 @@ pub fn describe_command(command: &Command) -> String {
         WriteOp::Cas { key, expected, new } => {
             format!("CAS {} {}->{}", s(key), expected.as_deref().map_or("<absent>".to_string(), s), s(new))
         }
+        WriteOp::Identity(IdentityOp::Token(token)) => format!("(cluster token {})", describe_token(*token)),
+        WriteOp::Identity(IdentityOp::MemberHasData(id)) => format!("(member {id} has data)"),
     }
 }
 

@@ -76,8 +76,12 @@ impl LocalCluster {
     pub fn spawn(&mut self, id: NodeId) -> Result<(), String> {
         let peers: Vec<String> =
             (1..=self.options.nodes).filter(|&p| p != id).map(|p| format!("{p}={}", self.addr(p))).collect();
-        let mut child = Command::new(&self.exe)
-            .arg("run")
+        let mut command = Command::new(&self.exe);
+        command.arg("run");
+        if peers.is_empty() {
+            command.arg("--single-node");
+        }
+        let mut child = command
             .args(["--id", &id.to_string()])
             .args(["--listen", &self.addr(id)])
             .args(["--peers", &peers.join(",")])

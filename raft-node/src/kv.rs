@@ -5,11 +5,11 @@
 //! here must be deterministic: sessions are evicted by the index at which
 //! they were last used, never by wall-clock time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use raft_core::Index;
+use raft_core::{Index, NodeId};
 use raft_net::codec::{self, CodecError};
-use raft_net::wire::{Command, WriteOp, WriteResult};
+use raft_net::wire::{Command, IdentityOp, WriteOp, WriteResult};
 use serde::{Deserialize, Serialize};
 
 /// Default bound on the session table.
@@ -20,6 +20,17 @@ struct Session {
     last_seq: u64,
     last_result: WriteResult,
     last_index: Index,
+}
+
+/// What the cluster's log says about the cluster itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIdentity {
+    /// The cluster token (0 until the first token entry is applied).
+    pub token: u64,
+    /// The index of the entry that set it.
+    pub token_index: Index,
+    /// Members known to hold the token entry durably.
+    pub members_with_data: BTreeSet<NodeId>,
 }
 
 /// The key-value map plus the session table.
@@ -35,6 +46,7 @@ pub struct KvStore {
     sessions_by_index: BTreeMap<Index, u64>,
     sessions_max: usize,
     applied: Index,
+    identity: ClusterIdentity,
 }
 
 /// The snapshot format, borrowed for writing...
@@ -43,6 +55,7 @@ struct SnapshotRef<'a> {
     data: Vec<(&'a serde_bytes::Bytes, &'a serde_bytes::Bytes)>,
     sessions: &'a BTreeMap<u64, Session>,
     applied: Index,
+    identity: &'a ClusterIdentity,
 }
 
 /// ...and owned for reading.
@@ -51,6 +64,7 @@ struct SnapshotOwned {
     data: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
     sessions: BTreeMap<u64, Session>,
     applied: Index,
+    identity: ClusterIdentity,
 }
 
 impl KvStore {
@@ -84,6 +98,11 @@ impl KvStore {
         self.applied
     }
 
+    /// What the log has said about the cluster itself.
+    pub fn identity(&self) -> &ClusterIdentity {
+        &self.identity
+    }
+
     /// Marks `index` applied without a command (a blank entry).
     pub fn apply_blank(&mut self, index: Index) {
         self.applied = self.applied.max(index);
@@ -95,6 +114,9 @@ impl KvStore {
     /// The command is taken by value: its key and value move into the map.
     pub fn apply(&mut self, index: Index, command: Command) -> WriteResult {
         self.applied = self.applied.max(index);
+        if let WriteOp::Identity(op) = command.op {
+            return self.apply_identity(index, op);
+        }
         if let Some(session) = self.sessions.get(&command.client_id) {
             if command.seq == session.last_seq {
                 return session.last_result.clone();
@@ -117,9 +139,26 @@ impl KvStore {
                 }
                 WriteResult::Cas { swapped, current }
             }
+            WriteOp::Identity(_) => unreachable!("identity operations return above"),
         };
         self.record_session(index, client_id, seq, result.clone());
         result
+    }
+
+    /// Cluster bookkeeping: outside every client session. The first token
+    /// applied wins (a later one came from a leader that had not applied the
+    /// first yet); `existed` says whether the record was there already.
+    fn apply_identity(&mut self, index: Index, op: IdentityOp) -> WriteResult {
+        let existed = match op {
+            IdentityOp::Token(token) if self.identity.token == 0 && token != 0 => {
+                self.identity.token = token;
+                self.identity.token_index = index;
+                false
+            }
+            IdentityOp::Token(_) => true,
+            IdentityOp::MemberHasData(id) => !self.identity.members_with_data.insert(id),
+        };
+        WriteResult::Done { existed }
     }
 
     fn record_session(&mut self, index: Index, client_id: u64, seq: u64, result: WriteResult) {
@@ -139,7 +178,12 @@ impl KvStore {
         let mut data: Vec<(&serde_bytes::Bytes, &serde_bytes::Bytes)> =
             self.data.iter().map(|(k, v)| (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v))).collect();
         data.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        codec::encode(&SnapshotRef { data, sessions: &self.sessions, applied: self.applied })
+        codec::encode(&SnapshotRef {
+            data,
+            sessions: &self.sessions,
+            applied: self.applied,
+            identity: &self.identity,
+        })
     }
 
     /// Replaces the state with a snapshot produced by [`KvStore::snapshot`].
@@ -153,6 +197,7 @@ impl KvStore {
             sessions_by_index,
             sessions_max: self.sessions_max,
             applied: snapshot.applied,
+            identity: snapshot.identity,
         };
         Ok(())
     }
@@ -232,6 +277,21 @@ mod tests {
         // The restored session still deduplicates.
         assert_eq!(other.apply(2, put(7, 1, "x", "9")), WriteResult::Done { existed: false });
         assert_eq!(other.get(b"x"), Some(&b"5".to_vec()));
+    }
+
+    #[test]
+    fn the_first_cluster_token_applied_wins_and_snapshots_keep_it() {
+        let mut kv = KvStore::new(10);
+        let identity = |op| Command { client_id: 0, seq: 0, op: WriteOp::Identity(op) };
+        assert_eq!(kv.apply(2, identity(IdentityOp::Token(7))), WriteResult::Done { existed: false });
+        assert_eq!(kv.apply(3, identity(IdentityOp::Token(9))), WriteResult::Done { existed: true });
+        kv.apply(4, identity(IdentityOp::MemberHasData(2)));
+        assert_eq!((kv.identity().token, kv.identity().token_index), (7, 2));
+        assert_eq!(kv.sessions(), 0, "identity records belong to no client session");
+        let mut other = KvStore::new(10);
+        other.restore(&kv.snapshot().unwrap()).unwrap();
+        assert_eq!(other.identity(), kv.identity());
+        assert!(other.identity().members_with_data.contains(&2));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! machine, and the event loop that drives `raft-core`.
 
 pub mod cluster;
+pub mod datadir;
 pub mod kv;
 pub mod server;
 pub mod storage;

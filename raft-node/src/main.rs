@@ -42,9 +42,14 @@ struct RunArgs {
     /// Address other nodes and clients reach this node at (default: --listen).
     #[arg(long, env = "RAFT_ADVERTISE")]
     advertise: Option<String>,
-    /// The other nodes: ID=HOST:PORT, comma-separated (empty for a single-node cluster).
+    /// The other nodes (not this one): ID=HOST:PORT, comma-separated. A new
+    /// data directory is bootstrapped with them; an existing one must match.
     #[arg(long, env = "RAFT_PEERS", default_value = "")]
     peers: String,
+    /// Bootstrap a one-node cluster (a new data directory with no --peers is
+    /// refused without it).
+    #[arg(long, env = "RAFT_SINGLE_NODE")]
+    single_node: bool,
     /// Directory for the WAL and snapshots.
     #[arg(long, env = "RAFT_DATA_DIR")]
     data_dir: PathBuf,
@@ -146,6 +151,12 @@ fn run_node(args: RunArgs) -> Result<(), String> {
         return Err("--id must be a positive integer".to_string());
     }
     let peers = parse_peers(&args.peers)?;
+    if args.single_node && !peers.is_empty() {
+        return Err(format!(
+            "--single-node and --peers ({}) contradict each other; give one of them",
+            args.peers
+        ));
+    }
     if peers.contains_key(&args.id) {
         return Err(format!("--peers lists this node's own id {}; list only the other nodes", args.id));
     }
@@ -169,6 +180,7 @@ fn run_node(args: RunArgs) -> Result<(), String> {
         snapshot_entries: args.snapshot_entries.max(1),
         sync: !args.no_fsync,
         sessions_max: args.max_sessions,
+        single_node: args.single_node,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -177,11 +189,34 @@ fn run_node(args: RunArgs) -> Result<(), String> {
     runtime.block_on(server::run(config, shutdown_signal())).map_err(|e| format!("{e:#}"))
 }
 
+/// `RAFT_*` variables in `vars` that no flag of any subcommand reads.
+fn unknown_env_vars(vars: impl Iterator<Item = String>) -> Vec<String> {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let known: std::collections::BTreeSet<String> = cli
+        .get_subcommands()
+        .flat_map(|sub| sub.get_arguments())
+        .filter_map(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+        .collect();
+    let mut unknown: Vec<String> =
+        vars.filter(|name| name.starts_with("RAFT_") && !known.contains(name)).collect();
+    unknown.sort();
+    unknown
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Run(args) => {
             init_logging();
+            let unknown = unknown_env_vars(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()));
+            if !unknown.is_empty() {
+                tracing::warn!(
+                    "ignoring environment variables that no flag reads: {} (see `raft-node run --help`)",
+                    unknown.join(", ")
+                );
+            }
             run_node(args)
         }
         Cmd::Cluster(args) => {
@@ -213,7 +248,14 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_peers;
+    use super::{parse_peers, unknown_env_vars};
+
+    #[test]
+    fn only_raft_variables_that_no_flag_reads_are_reported() {
+        let vars = ["RAFT_PEERS", "RAFT_PEERS_JSON", "PEERS_JSON", "RAFT_ID", "RAFT_NODES", "RAFT_TYPO"];
+        let unknown = unknown_env_vars(vars.iter().map(|v| v.to_string()));
+        assert_eq!(unknown, ["RAFT_PEERS_JSON", "RAFT_TYPO"]);
+    }
 
     #[test]
     fn peers_parse_and_bad_specs_say_why() {

@@ -25,14 +25,18 @@ use raft_core::{
     Term,
 };
 use raft_net::codec;
-use raft_net::transport::{self, Inbound, ListenerConfig, NetCounters, PeerLink, Reply};
+use raft_net::transport::{
+    self, Inbound, LinkIdentity, ListenerConfig, NetCounters, PeerLink, Reply, SharedToken,
+};
 use raft_net::wire::{
-    describe_command, ClientRequest, Command, LogEntryView, NodeStatus, RequestKind, ResponseKind,
+    describe_command, describe_token, ClientRequest, ClientResponse, Command, IdentityOp, LogEntryView,
+    NodeStatus, RequestKind, ResponseKind, Sender, WriteOp,
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::datadir::{self, Identity, StartFlags};
 use crate::kv::KvStore;
 use crate::storage::{Storage, StorageOptions};
 
@@ -63,9 +67,23 @@ pub struct NodeConfig {
     pub sync: bool,
     /// Bound of the client session table.
     pub sessions_max: usize,
+    /// Bootstrap a one-node cluster when `peers` is empty and the data
+    /// directory is new (an empty `peers` alone is refused then).
+    pub single_node: bool,
 }
 
+/// How long a new member waits for each peer's answer to "do you know me
+/// already?" before it bootstraps.
+const BOOTSTRAP_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl NodeConfig {
+    /// This node and its peers, with their addresses.
+    fn members(&self) -> BTreeMap<NodeId, String> {
+        let mut members = self.peers.clone();
+        members.insert(self.id, self.advertise.clone());
+        members
+    }
+
     fn core_config(&self) -> anyhow::Result<Config> {
         let ticks = |d: Duration| -> u32 { (d.as_micros() / self.tick.as_micros().max(1)).max(1) as u32 };
         let mut voters: Vec<NodeId> = self.peers.keys().copied().collect();
@@ -169,12 +187,109 @@ struct Server {
     next_read_ctx: u64,
     last_snapshot_index: Index,
     role: Role,
+    /// Whose the data directory is; rewritten when the token is learned.
+    identity: Identity,
+    /// The cluster token as the peer links and the listener see it.
+    token: SharedToken,
+    /// Identity records this leader proposed in `identity_term` (once each
+    /// per term; a lost one is proposed again by the next leader).
+    identity_proposed: Vec<IdentityOp>,
+    identity_term: Term,
+}
+
+/// Checks the data directory against the flags, or bootstraps a new one:
+/// refused in one sentence when it belongs to another node or cluster, when
+/// `--peers` disagrees with the stored membership, when a new directory has
+/// no peers and no `--single-node`, and when the peers say this member had
+/// data before (it lost it: a wiped voter must not vote as its old self).
+async fn prepare_identity(config: &NodeConfig) -> anyhow::Result<Identity> {
+    let dir = &config.data_dir;
+    let members = config.members();
+    let flags = StartFlags { cluster_id: &config.cluster_id, node_id: config.id, members: &members };
+    if let Some(identity) = Identity::load(dir).map_err(anyhow::Error::msg)? {
+        for warning in identity.check(&flags, dir).map_err(anyhow::Error::msg)? {
+            warn!(node = config.id, "{warning}");
+        }
+        return Ok(identity);
+    }
+    if datadir::holds_raft_data(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        anyhow::bail!(
+            "the data directory {} holds a Raft log but no {} (written by an older raft-node, or the \
+             file was deleted); restore the file, or start this member with an empty data directory",
+            dir.display(),
+            datadir::IDENTITY_FILE
+        );
+    }
+    if config.peers.is_empty() && !config.single_node {
+        anyhow::bail!(
+            "--peers is empty and the data directory {} is new: name the other members \
+             (--peers ID=HOST:PORT,...) or pass --single-node to bootstrap a one-node cluster",
+            dir.display()
+        );
+    }
+    refuse_if_member_lost_its_data(config).await?;
+    let identity = Identity::bootstrap(&flags);
+    identity.save(dir).with_context(|| format!("cannot write the identity of {}", dir.display()))?;
+    info!(
+        node = config.id,
+        cluster_id = %config.cluster_id,
+        members = ?identity.members,
+        "bootstrapped a new data directory in {}",
+        dir.display()
+    );
+    Ok(identity)
+}
+
+/// Asks every peer, as etcd does before bootstrapping a member, whether the
+/// cluster already knows this member as one holding data. Peers that do not
+/// answer within [`BOOTSTRAP_PROBE_TIMEOUT`] (a cluster starting for the
+/// first time) are not waited for.
+async fn refuse_if_member_lost_its_data(config: &NodeConfig) -> anyhow::Result<()> {
+    let probes = config.peers.iter().map(|(&peer, addr)| async move {
+        let answer =
+            tokio::time::timeout(BOOTSTRAP_PROBE_TIMEOUT, ask_status(addr, &config.cluster_id)).await;
+        (peer, addr, answer)
+    });
+    for (peer, addr, answer) in futures::future::join_all(probes).await {
+        match answer {
+            Ok(Ok(status)) if status.cluster_token != 0 && status.members_with_data.contains(&config.id) => {
+                anyhow::bail!(
+                    "node {} was already a member of this cluster (token {}, says node {peer} at {addr}) and \
+                     has lost its data; remove it and add it back as a new member, or restore its data \
+                     directory",
+                    config.id,
+                    describe_token(status.cluster_token)
+                );
+            }
+            Ok(Ok(status)) => debug!(
+                node = config.id, peer, token = %describe_token(status.cluster_token),
+                "peer does not know this member's data; bootstrapping"
+            ),
+            Ok(Err(e)) => debug!(node = config.id, peer, %addr, reason = %e, "peer not asked"),
+            Err(_) => debug!(node = config.id, peer, %addr, "peer did not answer in time"),
+        }
+    }
+    Ok(())
+}
+
+/// One status request to one node.
+async fn ask_status(addr: &str, cluster_id: &str) -> anyhow::Result<NodeStatus> {
+    let (mut framed, _) = transport::connect(addr, cluster_id, Sender::Client).await?;
+    transport::send_frame(&mut framed, &ClientRequest { id: 1, kind: RequestKind::Status }).await?;
+    match transport::recv_frame::<ClientResponse>(&mut framed).await?.result {
+        ResponseKind::Status(status) => Ok(status),
+        other => Err(anyhow::anyhow!("unexpected answer {other:?}")),
+    }
 }
 
 /// Runs a node until `shutdown` resolves (then finishes the current batch and
 /// returns) or a fatal storage error occurs.
 pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let core_config = config.core_config()?;
+    // Held until this function returns: no second process opens this directory.
+    let _lock = datadir::lock(&config.data_dir).map_err(anyhow::Error::msg)?;
+    let identity = prepare_identity(&config).await?;
+    let token = SharedToken::new(identity.token().map_err(anyhow::Error::msg)?);
     let (storage, durable) =
         Storage::open(&config.data_dir, StorageOptions { sync: config.sync, ..Default::default() })
             .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?;
@@ -204,10 +319,15 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         node_id: config.id,
         cluster_id: config.cluster_id.clone(),
         peers: config.peers.keys().copied().collect(),
+        cluster_token: token.clone(),
     });
     let accept_task = tokio::spawn(transport::serve(listener, listener_config, inbound_tx, counters.clone()));
-    let links = transport::spawn_peer_links(config.id, &config.peers, &config.cluster_id, 8192, counters);
-    info!(node = config.id, listen = %config.listen, peers = ?config.peers, "node started");
+    let link_identity = LinkIdentity { cluster_id: config.cluster_id.clone(), cluster_token: token.clone() };
+    let links = transport::spawn_peer_links(config.id, &config.peers, &link_identity, 8192, counters);
+    info!(
+        node = config.id, listen = %config.listen, peers = ?config.peers,
+        cluster_token = %describe_token(token.get()), "node started"
+    );
 
     let (wal_tx, wal_rx) = std::sync::mpsc::channel();
     let (wal_events_tx, mut wal_events) = mpsc::unbounded_channel();
@@ -226,6 +346,10 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         next_read_ctx: 1,
         last_snapshot_index,
         role: Role::Follower,
+        identity,
+        token,
+        identity_proposed: Vec::new(),
+        identity_term: 0,
         config,
     };
     let mut ticker = tokio::time::interval(server.config.tick);
@@ -235,7 +359,10 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
-            _ = ticker.tick() => server.node.tick(),
+            _ = ticker.tick() => {
+                server.node.tick();
+                server.maintain_identity();
+            }
             event = wal_events.recv() => match event {
                 Some(WalEvent::Persisted(id)) => server.node.persisted(id),
                 Some(WalEvent::Failed(e)) => break Err(e),
@@ -329,6 +456,9 @@ impl Server {
             first_index: s.first_index,
             snapshot_index: s.snapshot_index,
             keys: self.kv.len() as u64,
+            cluster_id: self.config.cluster_id.clone(),
+            cluster_token: self.token.get(),
+            members_with_data: self.kv.identity().members_with_data.iter().copied().collect(),
         }
     }
 
@@ -393,8 +523,85 @@ impl Server {
             }
             self.serve_ready_reads();
             self.maybe_snapshot()?;
+            if self.kv.identity().token != self.token.get() {
+                self.learn_token()?;
+            }
         }
         Ok(())
+    }
+
+    /// The log has told this node its cluster's token: store it in the data
+    /// directory and carry it in every hello from now on. A log whose token
+    /// differs from the one stored means two clusters' data met: stop.
+    fn learn_token(&mut self) -> anyhow::Result<()> {
+        let (learned, known) = (self.kv.identity().token, self.token.get());
+        if known != 0 {
+            anyhow::bail!(
+                "the log of cluster token {} reached node {} whose data directory {} belongs to cluster \
+                 token {}; this node holds data of two clusters: stop it and give it an empty data directory",
+                describe_token(learned),
+                self.config.id,
+                self.config.data_dir.display(),
+                describe_token(known)
+            );
+        }
+        self.identity.set_token(learned);
+        self.identity
+            .save(&self.config.data_dir)
+            .context("cannot record the cluster token in the data directory")?;
+        self.token.set(learned);
+        info!(node = self.config.id, cluster_token = %describe_token(learned), "learned the cluster token");
+        Ok(())
+    }
+
+    /// On the leader: commit a cluster token if the cluster has none, and
+    /// record each member once it holds the token entry durably, so that an
+    /// empty data directory under that member's id can later be told from a
+    /// new member. Costs nothing once every member is recorded.
+    fn maintain_identity(&mut self) {
+        if !self.node.is_leader() {
+            return;
+        }
+        let identity = self.kv.identity();
+        let members = self.config.members();
+        if identity.token != 0 && identity.members_with_data.len() >= members.len() {
+            return;
+        }
+        let term = self.node.term();
+        if self.identity_term != term {
+            self.identity_term = term;
+            self.identity_proposed.clear();
+        }
+        let mut wanted = Vec::new();
+        if identity.token == 0 {
+            wanted.push(IdentityOp::Token(random_token(self.config.id)));
+        } else {
+            let status = self.node.status();
+            for &id in members.keys().filter(|id| !identity.members_with_data.contains(id)) {
+                let durable = if id == self.config.id {
+                    status.stable_index
+                } else {
+                    status.progress.iter().find(|p| p.id == id).map_or(0, |p| p.match_index)
+                };
+                if durable >= identity.token_index {
+                    wanted.push(IdentityOp::MemberHasData(id));
+                }
+            }
+        }
+        for op in wanted {
+            let already = self.identity_proposed.iter().any(|p| match (p, &op) {
+                (IdentityOp::Token(_), IdentityOp::Token(_)) => true,
+                (a, b) => a == b,
+            });
+            if already {
+                continue;
+            }
+            let command = Command { client_id: 0, seq: 0, op: WriteOp::Identity(op) };
+            let Ok(data) = codec::encode(&command) else { continue };
+            if self.node.propose(data).is_ok() {
+                self.identity_proposed.push(op);
+            }
+        }
     }
 
     /// One line per message worth seeing: votes at info, appends and
@@ -462,16 +669,16 @@ impl Server {
                 write.reply.send(response);
             }
         }
-        // One line per batch the leader commits (per command when they come one
-        // at a time, as in interactive use); every command at debug level.
+        // One line per batch the leader commits, with counts and indexes but
+        // no values (they are user data); every command at debug level.
         if let (true, Some(entry)) = (self.node.is_leader(), last_command) {
-            let (term, index, cmd) = (self.node.term(), entry.index, describe_entry(entry));
-            if commands == 1 {
-                info!(node = self.config.id, role = %Role::Leader, term, index, cmd = %cmd, "committed");
+            let term = self.node.term();
+            if first == last {
+                info!(node = self.config.id, role = %Role::Leader, term, index = entry.index, commands, "committed");
             } else {
                 info!(
                     node = self.config.id, role = %Role::Leader, term, index = %format_args!("{first}..={last}"),
-                    commands, last_cmd = %cmd, "committed"
+                    commands, "committed"
                 );
             }
         }
@@ -537,6 +744,20 @@ impl Server {
         info!(node = self.config.id, index = applied, "took snapshot; log compacted");
         Ok(())
     }
+}
+
+/// A token for a new cluster: random enough that two clusters bootstrapped
+/// with the same flags on the same machine differ (std's per-process random
+/// hash keys, the clock, the pid and the node id), never 0.
+fn random_token(node_id: NodeId) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(node_id);
+    hasher.write_u32(std::process::id());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(t.as_nanos());
+    }
+    hasher.finish().max(1)
 }
 
 /// Renders an entry for the `log` view.

@@ -84,6 +84,7 @@ impl Cluster {
             .args(["--id", &id.to_string(), "--listen", &self.addrs[&id], "--peers", &peers.join(",")])
             .arg("--data-dir")
             .arg(self.data_dir(id))
+            .args(if peers.is_empty() { &["--single-node"][..] } else { &[] })
             .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
