@@ -344,3 +344,45 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u64, role: Role, leader: Option<u64>) -> NodeStatus {
+        NodeStatus {
+            id,
+            address: format!("n{id}"),
+            pid: 1,
+            role,
+            term: 1,
+            leader,
+            commit: 0,
+            applied: 0,
+            last_index: 0,
+            first_index: 1,
+            snapshot_index: 0,
+            keys: 0,
+            cluster_id: "c".into(),
+            cluster_token: 0,
+            members_with_data: vec![],
+        }
+    }
+
+    #[test]
+    fn status_succeeds_only_with_an_answer_and_a_known_leader() {
+        let down = || Err(ClientError::Server("down".into()));
+        let with =
+            |rows: Vec<Result<NodeStatus, ClientError>>| -> Vec<(String, Result<NodeStatus, ClientError>)> {
+                rows.into_iter().enumerate().map(|(i, r)| (format!("a{i}"), r)).collect()
+            };
+        assert!(status_verdict(&with(vec![down(), down()])).unwrap_err().contains("no node answered"));
+        let refused = Err(ClientError::Refused { addr: "a".into(), reason: "cluster id `x`".into() });
+        let e = status_verdict(&with(vec![refused, down()])).unwrap_err();
+        assert!(e.contains("check --cluster-id") && e.contains("cluster id `x`"), "{e}");
+        let e = status_verdict(&with(vec![Ok(node(1, Role::Follower, None)), down()])).unwrap_err();
+        assert!(e.contains("1 of 2 nodes answered but none knows a leader"), "{e}");
+        assert!(status_verdict(&with(vec![Ok(node(1, Role::Follower, Some(2))), down()])).is_ok());
+        assert!(status_verdict(&with(vec![Ok(node(2, Role::Leader, Some(2)))])).is_ok());
+    }
+}

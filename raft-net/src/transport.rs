@@ -516,6 +516,25 @@ mod tests {
     use super::*;
     use crate::wire::RequestKind;
 
+    #[test]
+    fn a_peer_hello_with_another_cluster_token_is_refused_naming_both_tokens() {
+        let config = ListenerConfig {
+            node_id: 1,
+            cluster_id: "c".into(),
+            peers: vec![2],
+            cluster_token: SharedToken::new(0xa),
+        };
+        let hello = |token| Hello { cluster_token: token, ..Hello::new("c", Sender::Peer(2)) };
+        let e = check_hello(&hello(0xb), &config).unwrap_err();
+        assert!(e.contains("000000000000000b") && e.contains("000000000000000a"), "{e}");
+        assert!(check_hello(&hello(0xa), &config).is_ok());
+        assert!(check_hello(&hello(0), &config).is_ok(), "a node that knows no token yet may join");
+        config.cluster_token.set(0);
+        assert!(check_hello(&hello(0xb), &config).is_ok(), "a node that knows none accepts any");
+        let e = check_hello(&Hello::new("c", Sender::Peer(3)), &config).unwrap_err();
+        assert!(e.contains("node 3 is not a member"), "{e}");
+    }
+
     /// A client pipelining far more requests than a connection holds answers
     /// for, reading none until all are sent, still gets every answer: the
     /// connection stops being read instead of dropping answers.

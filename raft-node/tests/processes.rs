@@ -55,6 +55,12 @@ impl Cluster {
     fn start(n: u64, extra: &[&str]) -> Cluster {
         let ports = free_ports(n as u16);
         let addrs = (1..=n).map(|id| (id, format!("127.0.0.1:{}", ports[id as usize - 1]))).collect();
+        Cluster::start_on(addrs, extra)
+    }
+
+    /// A new cluster (new data directories) on these addresses.
+    fn start_on(addrs: BTreeMap<NodeId, String>, extra: &[&str]) -> Cluster {
+        let n = addrs.len() as u64;
         let mut c = Cluster {
             dir: tempfile::tempdir().unwrap(),
             addrs,
@@ -91,6 +97,22 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
         cmd
+    }
+
+    /// The `raft-node run` arguments of node `id`, as `command` uses them.
+    fn args(&self, id: NodeId) -> Vec<String> {
+        let peers: Vec<String> =
+            self.addrs.iter().filter(|(&p, _)| p != id).map(|(p, a)| format!("{p}={a}")).collect();
+        let data_dir = self.data_dir(id).to_string_lossy().into_owned();
+        ["run", "--id", &id.to_string(), "--listen", &self.addrs[&id], "--peers", &peers.join(",")]
+            .into_iter()
+            .chain(["--data-dir", &data_dir])
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn log_of(&self, id: NodeId) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
     }
 
     fn spawn(&mut self, id: NodeId) {
@@ -585,4 +607,246 @@ fn the_load_generator_counts_only_answered_requests_and_ends_when_the_leader_die
         assert!(started.elapsed() < Duration::from_secs(6), "the run hung: {:?}", started.elapsed());
         assert!(!report.errors.is_empty(), "a dead leader must show as errors: {report:?}");
     });
+}
+
+/// Runs `raft-node` with these arguments and environment, expecting it to
+/// refuse to start: it must exit non-zero within the deadline (never run
+/// on). Returns its stderr.
+fn refused_start(args: &[String], env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let mut child = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("RAFT_PEERS")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "raft-node {args:?} was expected to refuse to start but still runs after 20 s:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!status.success(), "raft-node {args:?} exited with success:\n{stderr}");
+    stderr
+}
+
+/// `args` with the value of `flag` replaced.
+fn with_flag(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
+    let at = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("no {flag} in {args:?}"));
+    args[at + 1] = value.to_string();
+    args
+}
+
+/// Waits until every node knows the cluster token and every member is
+/// recorded as holding data; returns the token.
+async fn wait_for_identity(c: &Cluster) -> u64 {
+    wait_until("every node to know the cluster token and every member", Duration::from_secs(15), async || {
+        let all = statuses(c).await;
+        let token = all.first()?.cluster_token;
+        let complete = all.len() == c.addrs.len()
+            && all.iter().all(|s| s.cluster_token == token && s.members_with_data.len() == c.addrs.len());
+        (token != 0 && complete).then_some(token)
+    })
+    .await
+}
+
+async fn write_keys(c: &Cluster, prefix: &str, n: usize) {
+    let mut client = c.client(Duration::from_secs(10));
+    for i in 0..n {
+        let (key, value) = (format!("{prefix}{i}"), format!("v{i}"));
+        client.put(key.as_bytes(), value.as_bytes()).await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    }
+}
+
+async fn assert_keys(c: &Cluster, prefix: &str, n: usize) {
+    let mut client = c.client(Duration::from_secs(10));
+    for i in 0..n {
+        let key = format!("{prefix}{i}");
+        let got = client.get(key.as_bytes(), false).await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+        assert_eq!(got, Some(format!("v{i}").into_bytes()), "acknowledged write {key} lost\n{}", c.logs());
+    }
+}
+
+/// Mistake 1: node 1 is started on cluster A's data while nodes 2 and 3 hold
+/// cluster B's, both bootstrapped with identical flags on the same ports.
+/// The cluster tokens differ, so every hello between them is refused naming
+/// both tokens; node 1 never takes part, and B loses nothing.
+#[test]
+fn a_data_directory_of_another_cluster_is_refused_at_the_handshake_and_no_write_is_lost() {
+    let rt = runtime();
+    let mut a = Cluster::start(3, &[]);
+    let token_a = rt.block_on(async {
+        let token = wait_for_identity(&a).await;
+        write_keys(&a, "only-in-a", 3).await;
+        token
+    });
+    for id in 1..=3 {
+        a.kill(id);
+    }
+    let mut b = Cluster::start_on(a.addrs.clone(), &[]);
+    let token_b = rt.block_on(async {
+        let token = wait_for_identity(&b).await;
+        write_keys(&b, "b", 10).await;
+        token
+    });
+    assert_ne!(token_a, token_b, "two clusters bootstrapped with identical flags have different tokens");
+    b.kill(1);
+    let (from, to) = (a.data_dir(1), b.data_dir(1));
+    std::fs::remove_dir_all(&to).unwrap();
+    std::fs::create_dir(&to).unwrap();
+    for file in std::fs::read_dir(&from).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), to.join(file.file_name())).unwrap();
+    }
+    b.spawn(1);
+    rt.block_on(async {
+        let (ta, tb) = (format!("{token_a:016x}"), format!("{token_b:016x}"));
+        wait_until("the handshake refusal naming both tokens", Duration::from_secs(15), async || {
+            let logs: String = (1..=3).map(|id| b.log_of(id)).collect();
+            logs.lines()
+                .any(|l| l.contains("holds data of another cluster") && l.contains(&ta) && l.contains(&tb))
+                .then_some(())
+        })
+        .await;
+        write_keys(&b, "c", 5).await;
+        assert_keys(&b, "b", 10).await;
+        assert_keys(&b, "c", 5).await;
+        let mut client = b.client(Duration::from_secs(10));
+        assert_eq!(client.get(b"only-in-a0", false).await.unwrap(), None, "A's data never reaches B");
+        let l = wait_until("a leader", Duration::from_secs(15), async || leader(&b).await).await;
+        assert_ne!(l.id, 1, "the foreign node never leads");
+        let one = status_of(&b, 1).await.expect("node 1 runs and answers status");
+        assert_eq!(one.cluster_token, token_a, "node 1 keeps its own cluster's token: {one:?}");
+        let mut direct = b.client_of(1);
+        assert_eq!(direct.get(b"b0", true).await.unwrap(), None, "node 1 took nothing from B");
+        assert_eq!(direct.get(b"only-in-a0", true).await.unwrap(), Some(b"v0".to_vec()));
+    });
+}
+
+/// Mistakes 1 and 2 at start-up: another --id, another --cluster-id, or a
+/// --peers that disagrees with the stored membership (empty: a missing
+/// environment variable; or missing a member) is refused in one sentence
+/// naming both values; the right flags restart the node, which catches up
+/// with one leader in the cluster and every acknowledged write.
+#[test]
+fn start_flags_that_disagree_with_the_data_directory_are_refused() {
+    let rt = runtime();
+    let mut c = Cluster::start(3, &[]);
+    rt.block_on(async {
+        wait_for_identity(&c).await;
+        write_keys(&c, "k", 10).await;
+    });
+    c.kill(1);
+    let args = c.args(1);
+    let node_2_flags = with_flag(c.args(2), "--listen", &c.addrs[&1]);
+    let e = refused_start(&with_flag(node_2_flags, "--data-dir", &c.data_dir(1).to_string_lossy()), &[]);
+    assert!(e.contains("belongs to node 1") && e.contains("--id 2"), "{e}");
+    let mut other_cluster = args.clone();
+    other_cluster.extend(["--cluster-id".to_string(), "other".to_string()]);
+    let e = refused_start(&other_cluster, &[]);
+    assert!(e.contains("belongs to cluster `raft-lite`") && e.contains("`other`"), "{e}");
+    let e = refused_start(&with_flag(args.clone(), "--peers", ""), &[]);
+    assert!(e.contains("--peers names nodes none") && e.contains("bootstrapped with peers 2, 3"), "{e}");
+    let only_two = format!("2={}", c.addrs[&2]);
+    let e = refused_start(&with_flag(args.clone(), "--peers", &only_two), &[]);
+    assert!(e.contains("--peers names nodes 2 but") && e.contains(&format!("--peers {only_two},3=")), "{e}");
+    rt.block_on(async {
+        write_keys(&c, "while-down", 5).await;
+    });
+    c.spawn(1);
+    rt.block_on(async {
+        let l = wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+        wait_until("node 1 to catch up", Duration::from_secs(15), async || {
+            status_of(&c, 1).await.filter(|s| s.applied >= l.commit && s.role == Role::Follower)
+        })
+        .await;
+        let all = statuses(&c).await;
+        let leaders: Vec<_> = all.iter().filter(|s| s.role == Role::Leader).collect();
+        assert_eq!(leaders.len(), 1, "one leader: {all:?}");
+        assert_keys(&c, "k", 10).await;
+        assert_keys(&c, "while-down", 5).await;
+    });
+}
+
+/// Mistake 3: a second process on a running node's data directory is
+/// refused, naming the running node's pid; the running node goes on.
+#[test]
+fn a_second_process_on_a_data_directory_is_refused_naming_the_holder() {
+    let rt = runtime();
+    let c = Cluster::start(3, &[]);
+    rt.block_on(async { write_keys(&c, "k", 3).await });
+    let port = free_ports(1)[0];
+    let e = refused_start(&with_flag(c.args(1), "--listen", &format!("127.0.0.1:{port}")), &[]);
+    let pid = c.children[&1].id();
+    assert!(e.contains(&format!("in use by another raft-node (pid {pid})")), "{e}");
+    rt.block_on(async {
+        write_keys(&c, "after", 3).await;
+        assert_keys(&c, "k", 3).await;
+        assert!(status_of(&c, 1).await.is_some(), "the holder still runs");
+    });
+}
+
+/// Mistake 4: a voter whose data directory was wiped asks its peers before
+/// bootstrapping; they know it held data, so it refuses to start rather
+/// than vote as its old self with its vote forgotten.
+#[test]
+fn a_wiped_member_is_refused_instead_of_rejoining_under_its_old_id() {
+    let rt = runtime();
+    let mut c = Cluster::start(3, &[]);
+    let token = rt.block_on(async {
+        let token = wait_for_identity(&c).await;
+        write_keys(&c, "k", 10).await;
+        token
+    });
+    c.kill(1);
+    std::fs::remove_dir_all(c.data_dir(1)).unwrap();
+    let e = refused_start(&c.args(1), &[]);
+    assert!(
+        e.contains("node 1 was already a member of this cluster")
+            && e.contains(&format!("{token:016x}"))
+            && e.contains("has lost its data"),
+        "{e}"
+    );
+    assert!(!c.data_dir(1).join("identity.json").exists(), "nothing was bootstrapped");
+    rt.block_on(async {
+        write_keys(&c, "after", 3).await;
+        assert_keys(&c, "k", 10).await;
+    });
+}
+
+/// Mistake 5: the labs' PEERS_JSON (and a RAFT_-prefixed look-alike) set,
+/// RAFT_PEERS unset: the unknown RAFT_ variable is reported in one WARN
+/// line, and a new data directory with no peers is refused instead of
+/// bootstrapping a one-node cluster that elects itself.
+#[test]
+fn unknown_raft_variables_are_reported_and_an_empty_peer_list_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1)[0];
+    let data_dir = dir.path().join("1").to_string_lossy().into_owned();
+    let args: Vec<String> =
+        ["run", "--id", "1", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", &data_dir]
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+    let peers_json = r#"{"2":"127.0.0.1:8002","3":"127.0.0.1:8003"}"#;
+    let e = refused_start(&args, &[("PEERS_JSON", peers_json), ("RAFT_PEERS_JSON", peers_json)]);
+    let warn: Vec<&str> = e.lines().filter(|l| l.contains("WARN")).collect();
+    assert!(warn.len() == 1 && warn[0].contains("RAFT_PEERS_JSON"), "one WARN line naming it:\n{e}");
+    assert!(e.contains("--peers is empty") && e.contains("--single-node"), "{e}");
+    assert!(!dir.path().join("1").join("identity.json").exists(), "nothing was bootstrapped");
 }
