@@ -1,4 +1,4 @@
-//! Load generation for the benchmark workloads of BENCH.md.
+//! Load generation for the benchmark workloads of BENCHMARKS.md.
 //!
 //! - [`run_load`]: W1 (puts) and R1 (linearizable gets). `clients` closed-loop
 //!   logical clients (one request in flight each) share `conns` connections to
