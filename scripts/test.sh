@@ -4,6 +4,8 @@
 # cluster when a docker engine is there). Run from anywhere; .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "== the repository stands on its own"
+./scripts/check-standalone.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"

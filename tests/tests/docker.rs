@@ -163,8 +163,10 @@ impl DockerCluster {
 
 impl Drop for DockerCluster {
     fn drop(&mut self) {
+        // `-v`: the image declares `VOLUME /data`, so every container has an
+        // anonymous volume that `docker rm` without it leaves behind.
         for id in 1..=self.nodes {
-            let _ = docker(&["rm", "-f", &self.container(id)]);
+            let _ = docker(&["rm", "-f", "-v", &self.container(id)]);
         }
         let _ = docker(&["network", "rm", &self.network]);
     }
