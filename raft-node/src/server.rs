@@ -523,7 +523,10 @@ impl Server {
             }
             self.serve_ready_reads();
             self.maybe_snapshot()?;
-            if self.kv.identity().token != self.token.get() {
+            // (A restarted node's state machine knows no token until it has
+            // applied the token entry again: 0 there is not a mismatch.)
+            let learned = self.kv.identity().token;
+            if learned != 0 && learned != self.token.get() {
                 self.learn_token()?;
             }
         }

@@ -850,3 +850,75 @@ fn unknown_raft_variables_are_reported_and_an_empty_peer_list_is_refused() {
     assert!(e.contains("--peers is empty") && e.contains("--single-node"), "{e}");
     assert!(!dir.path().join("1").join("identity.json").exists(), "nothing was bootstrapped");
 }
+
+/// A restarted node's state machine knows no token until it has applied the
+/// token entry again, and the commit index on disk is only a hint: a node
+/// whose identity holds the token while its durable commit index is below
+/// the token entry must start, re-apply it, and agree, not take the
+/// not-yet-applied state for another cluster's.
+#[test]
+fn a_node_whose_commit_hint_is_below_the_token_entry_restarts() {
+    use raft_core::{Entry, EntryPayload, HardState, PersistBatch};
+    use raft_net::wire::IdentityOp;
+    use raft_node::datadir::{Identity, StartFlags};
+    use raft_node::storage::{Storage, StorageOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("1");
+    let addr = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let members: BTreeMap<NodeId, String> = [(1, addr.clone())].into();
+    let mut identity =
+        Identity::bootstrap(&StartFlags { cluster_id: CLUSTER_ID, node_id: 1, members: &members });
+    let token = 0xabc_u64;
+    identity.set_token(token);
+    std::fs::create_dir_all(&data_dir).unwrap();
+    identity.save(&data_dir).unwrap();
+    {
+        let (mut storage, _) = Storage::open(&data_dir, StorageOptions::default()).unwrap();
+        let command = WireCommand { client_id: 0, seq: 0, op: WriteOp::Identity(IdentityOp::Token(token)) };
+        let entries = vec![
+            Entry { term: 1, index: 1, payload: EntryPayload::Blank },
+            Entry {
+                term: 1,
+                index: 2,
+                payload: EntryPayload::Command(raft_net::codec::encode(&command).unwrap()),
+            },
+        ];
+        let hard_state = Some(HardState { term: 1, vote: Some(1), commit: 0 });
+        storage.append(&PersistBatch { id: 1, snapshot: None, entries, hard_state }).unwrap();
+        storage.sync().unwrap();
+    }
+    let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--id", "1", "--listen", &addr, "--data-dir"])
+        .arg(&data_dir)
+        .env_remove("RAFT_PEERS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let result = runtime().block_on(async {
+        let client = Client::new(ClientConfig::new(&addr, CLUSTER_ID, Duration::from_millis(300))).unwrap();
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(ResponseKind::Status(s)) = client.ask(&addr, RequestKind::Status).await {
+                if s.role == Role::Leader && s.applied >= 3 {
+                    break Ok(s);
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                break Err(format!("the node exited ({status})"));
+            }
+            if Instant::now() > end {
+                break Err("no leader that applied the token entry within 15 s".to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default();
+    let s = result.unwrap_or_else(|e| panic!("{e}:\n{logs}"));
+    assert_eq!(s.cluster_token, token, "{s:?}");
+}
