@@ -37,6 +37,15 @@ fn docker(args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// Runs `docker args...` and returns its stdout whatever its exit status
+/// (`raft-client status` exits non-zero when no leader is known, as on a
+/// cut-off node, but still prints what the node said); `None` if docker
+/// itself cannot run.
+fn docker_stdout(args: &[&str]) -> Option<String> {
+    let out = Command::new("docker").args(args).output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 #[derive(Debug, Clone)]
 struct NodeView {
     id: u64,
@@ -120,7 +129,7 @@ impl DockerCluster {
     fn status(&self, id: u64) -> Option<NodeView> {
         let container = self.container(id);
         let addr = format!("127.0.0.1:{PORT}");
-        let out = docker(&[
+        let out = docker_stdout(&[
             "exec",
             &container,
             "raft-client",
@@ -130,8 +139,7 @@ impl DockerCluster {
             "1000",
             "status",
             "--json",
-        ])
-        .ok()?;
+        ])?;
         let rows: serde_json::Value = serde_json::from_str(&out).ok()?;
         let row = rows.as_array()?.first()?;
         Some(NodeView {
