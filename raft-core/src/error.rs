@@ -143,6 +143,15 @@ pub enum RestartError {
     },
     /// The hard state's term is below the term of the last log entry.
     TermBehindLog,
+    /// A durable term or index is beyond [`crate::TERM_MAX`] / [`crate::INDEX_MAX`].
+    OutOfRange {
+        /// What was out of range ("hard state term", "snapshot index", ...).
+        what: &'static str,
+        /// Its value.
+        value: u64,
+        /// The largest accepted.
+        max: u64,
+    },
 }
 
 impl fmt::Display for RestartError {
@@ -157,6 +166,9 @@ impl fmt::Display for RestartError {
             }
             RestartError::TermBehindLog => {
                 f.write_str("durable hard state term is below the last log entry's term")
+            }
+            RestartError::OutOfRange { what, value, max } => {
+                write!(f, "durable {what} {value} is beyond the largest the core accepts ({max})")
             }
         }
     }

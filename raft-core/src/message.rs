@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Entry, Index, NodeId, SnapshotMeta, Term};
+use crate::types::{Entry, Index, NodeId, SnapshotMeta, Term, INDEX_MAX, TERM_MAX};
 
 /// A message from one node to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +113,39 @@ pub enum AppendResponse {
         /// term. Without: the follower's last index + 1.
         conflict_index: Index,
     },
+}
+
+impl Message {
+    /// Whether every term and index the message carries is within
+    /// [`TERM_MAX`] and [`INDEX_MAX`]; the core refuses a message that is not.
+    pub fn within_bounds(&self) -> bool {
+        let term = |t: Term| t <= TERM_MAX;
+        let index = |i: Index| i <= INDEX_MAX;
+        term(self.term)
+            && match &self.body {
+                MessageBody::VoteRequest { last_log_index, last_log_term, .. } => {
+                    index(*last_log_index) && term(*last_log_term)
+                }
+                MessageBody::VoteResponse { .. }
+                | MessageBody::HeartbeatResponse { .. }
+                | MessageBody::TimeoutNow => true,
+                MessageBody::Append { prev_log_index, prev_log_term, entries, leader_commit } => {
+                    index(*prev_log_index)
+                        && term(*prev_log_term)
+                        && index(*leader_commit)
+                        && entries.iter().all(|e| index(e.index) && term(e.term))
+                }
+                MessageBody::AppendResponse(AppendResponse::Accepted { match_index }) => index(*match_index),
+                MessageBody::AppendResponse(AppendResponse::Rejected {
+                    rejected_index,
+                    conflict_term,
+                    conflict_index,
+                }) => index(*rejected_index) && conflict_term.is_none_or(term) && index(*conflict_index),
+                MessageBody::Heartbeat { commit, .. } => index(*commit),
+                MessageBody::Snapshot { meta, .. } => index(meta.index) && term(meta.term),
+                MessageBody::SnapshotResponse { index: i, .. } => index(*i),
+            }
+    }
 }
 
 impl MessageBody {

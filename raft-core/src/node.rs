@@ -26,6 +26,7 @@ use crate::rng::Rng;
 use crate::status::{Counters, Status};
 use crate::types::{
     DurableState, Entry, EntryPayload, HardState, Index, NodeId, Role, Snapshot, SnapshotMeta, Term,
+    INDEX_MAX, TERM_MAX,
 };
 
 /// Where a proposal landed in the log. It is committed if and when an entry
@@ -149,6 +150,19 @@ impl RaftNode {
         config.validate().map_err(RestartError::Config)?;
         let (snapshot_index, snapshot_term) =
             durable.snapshot.as_ref().map_or((0, 0), |s| (s.meta.index, s.meta.term));
+        let last = durable.entries.last().map_or((0, 0), |e| (e.index, e.term));
+        for (what, value, max) in [
+            ("hard state term", durable.hard_state.term, TERM_MAX),
+            ("commit index", durable.hard_state.commit, INDEX_MAX),
+            ("snapshot index", snapshot_index, INDEX_MAX),
+            ("snapshot term", snapshot_term, TERM_MAX),
+            ("last log index", last.0, INDEX_MAX),
+            ("last log term", last.1, TERM_MAX),
+        ] {
+            if value > max {
+                return Err(RestartError::OutOfRange { what, value, max });
+            }
+        }
         let entries: Vec<Entry> = durable.entries.into_iter().filter(|e| e.index > snapshot_index).collect();
         let mut term = snapshot_term;
         for (expected, entry) in (snapshot_index + 1..).zip(entries.iter()) {
@@ -251,8 +265,22 @@ impl RaftNode {
             self.counters.dropped_unknown_peer += 1;
             return;
         }
+        if !m.within_bounds() {
+            self.counters.dropped_out_of_range += 1;
+            return;
+        }
         if m.term > self.term {
             match m.body {
+                // A transfer vote request skips the lease only for the term
+                // right after the leader's own, the only one a TimeoutNow
+                // from that leader produces: no peer can jump the cluster to
+                // an arbitrary term by setting the flag.
+                MessageBody::VoteRequest { transfer: true, .. }
+                    if self.in_leader_lease() && m.term != self.term + 1 =>
+                {
+                    self.counters.dropped_transfer += 1;
+                    return;
+                }
                 MessageBody::VoteRequest { transfer, .. } if !transfer && self.in_leader_lease() => {
                     // A node that heard from a leader within the minimum election
                     // timeout ignores vote requests: the leader is probably alive and
@@ -666,11 +694,11 @@ impl RaftNode {
                     _ => unreachable!(),
                 }
             }
-            MessageBody::TimeoutNow => {
-                // The leader hands over: campaign at once, skipping PreVote
-                // and asking voters to ignore their lease (§3.10).
-                self.start_election(true);
-            }
+            // The leader of this term hands over: campaign at once, skipping
+            // PreVote and asking voters to ignore their lease (§3.10). From
+            // anyone else it would force an election per message.
+            MessageBody::TimeoutNow if self.leader == Some(from) => self.start_election(true),
+            MessageBody::TimeoutNow => self.counters.dropped_transfer += 1,
             _ => self.counters.dropped_unexpected += 1,
         }
     }

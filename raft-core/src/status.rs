@@ -43,6 +43,12 @@ pub struct Counters {
     /// Messages that made no sense in the current role or state (for example
     /// an append response on a follower, or entries conflicting with committed ones).
     pub dropped_unexpected: u64,
+    /// Messages carrying a term or index beyond [`crate::TERM_MAX`] or
+    /// [`crate::INDEX_MAX`].
+    pub dropped_out_of_range: u64,
+    /// `TimeoutNow` messages and transfer vote requests refused because they
+    /// did not come from (or right after) the current term's leader.
+    pub dropped_transfer: u64,
     /// Proposals refused.
     pub proposals_refused: u64,
     /// Elections started (real, not PreVote).

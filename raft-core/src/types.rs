@@ -10,6 +10,15 @@ pub type Term = u64;
 /// A log index. The first real entry has index 1; index 0 is the empty prefix.
 pub type Index = u64;
 
+/// The largest term the core accepts from a peer or from disk: half the
+/// range of `u64`, so that every `term + 1` the core computes is exact. A
+/// message or durable state beyond it is refused, never wrapped or saturated
+/// (a term stuck at `u64::MAX` could never hold another election).
+pub const TERM_MAX: Term = u64::MAX / 2;
+/// The largest index the core accepts from a peer or from disk, for the
+/// same reason as [`TERM_MAX`].
+pub const INDEX_MAX: Index = u64::MAX / 2;
+
 /// What a log entry carries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EntryPayload {

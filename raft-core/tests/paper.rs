@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use proptest::prelude::*;
 use raft_core::{
     Action, AppendResponse, Config, DurableState, Entry, EntryPayload, Message, MessageBody, NodeId,
-    ProposeError, RaftNode, Role, Snapshot, SnapshotMeta,
+    ProposeError, RaftNode, RestartError, Role, Snapshot, SnapshotMeta, INDEX_MAX, TERM_MAX,
 };
 
 struct Cluster {
@@ -478,8 +478,19 @@ fn same_seed_gives_the_same_trace() {
     assert_eq!(run(), run());
 }
 
+/// A small number mostly, sometimes one at or near the top of `u64`: the
+/// core must refuse those, never overflow on them.
+fn v(small: u64) -> BoxedStrategy<u64> {
+    prop_oneof![
+        8 => 0..small,
+        1 => (TERM_MAX - 1)..=(TERM_MAX + 1),
+        1 => (u64::MAX - 2)..=u64::MAX,
+    ]
+    .boxed()
+}
+
 fn arbitrary_body() -> impl Strategy<Value = MessageBody> {
-    let entry = (0u64..6, 0u64..8, prop::option::of(prop::collection::vec(any::<u8>(), 0..4))).prop_map(
+    let entry = (v(6), v(8), prop::option::of(prop::collection::vec(any::<u8>(), 0..4))).prop_map(
         |(term, index, data)| Entry {
             term,
             index,
@@ -487,32 +498,29 @@ fn arbitrary_body() -> impl Strategy<Value = MessageBody> {
         },
     );
     prop_oneof![
-        (any::<bool>(), 0u64..10, 0u64..6, any::<bool>()).prop_map(
+        (any::<bool>(), v(10), v(6), any::<bool>()).prop_map(
             |(pre_vote, last_log_index, last_log_term, transfer)| {
                 MessageBody::VoteRequest { pre_vote, last_log_index, last_log_term, transfer }
             }
         ),
         (any::<bool>(), any::<bool>())
             .prop_map(|(pre_vote, granted)| MessageBody::VoteResponse { pre_vote, granted }),
-        (0u64..10, 0u64..6, prop::collection::vec(entry, 0..4), 0u64..12).prop_map(
+        (v(10), v(6), prop::collection::vec(entry, 0..4), v(12)).prop_map(
             |(prev_log_index, prev_log_term, entries, leader_commit)| {
                 MessageBody::Append { prev_log_index, prev_log_term, entries, leader_commit }
             }
         ),
-        (0u64..12)
-            .prop_map(|match_index| MessageBody::AppendResponse(AppendResponse::Accepted { match_index })),
-        (0u64..12, prop::option::of(0u64..6), 0u64..12).prop_map(
-            |(rejected_index, conflict_term, conflict_index)| {
-                MessageBody::AppendResponse(AppendResponse::Rejected {
-                    rejected_index,
-                    conflict_term,
-                    conflict_index,
-                })
-            }
-        ),
-        (0u64..12, 0u64..4).prop_map(|(commit, read_round)| MessageBody::Heartbeat { commit, read_round }),
-        (0u64..4).prop_map(|read_round| MessageBody::HeartbeatResponse { read_round }),
-        (0u64..12, 0u64..6, 0u64..8, prop::collection::vec(any::<u8>(), 0..6), any::<bool>()).prop_map(
+        (v(12)).prop_map(|match_index| MessageBody::AppendResponse(AppendResponse::Accepted { match_index })),
+        (v(12), prop::option::of(v(6)), v(12)).prop_map(|(rejected_index, conflict_term, conflict_index)| {
+            MessageBody::AppendResponse(AppendResponse::Rejected {
+                rejected_index,
+                conflict_term,
+                conflict_index,
+            })
+        }),
+        (v(12), v(4)).prop_map(|(commit, read_round)| MessageBody::Heartbeat { commit, read_round }),
+        (v(4)).prop_map(|read_round| MessageBody::HeartbeatResponse { read_round }),
+        (v(12), v(6), v(8), prop::collection::vec(any::<u8>(), 0..6), any::<bool>()).prop_map(
             |(index, term, offset, data, done)| {
                 MessageBody::Snapshot {
                     meta: SnapshotMeta { index, term, voters: vec![1, 2, 3] },
@@ -522,8 +530,7 @@ fn arbitrary_body() -> impl Strategy<Value = MessageBody> {
                 }
             }
         ),
-        (0u64..12, 0u64..10)
-            .prop_map(|(index, next_offset)| MessageBody::SnapshotResponse { index, next_offset }),
+        (v(12), v(10)).prop_map(|(index, next_offset)| MessageBody::SnapshotResponse { index, next_offset }),
         Just(MessageBody::TimeoutNow),
     ]
 }
@@ -619,4 +626,132 @@ fn a_follower_commits_no_further_than_the_entries_the_leader_sent() {
         .collect();
     assert_eq!(follower.commit_index(), 3, "commit stops at the last entry the leader vouched for");
     assert!(applied.iter().all(|&i| i <= 3), "stale entries were applied: {applied:?}");
+}
+
+#[test]
+fn a_transfer_vote_request_for_a_far_term_does_not_move_a_follower_in_its_lease() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let term = c.node(2).term();
+    for far in [term + 2, TERM_MAX, u64::MAX] {
+        let body = MessageBody::VoteRequest {
+            pre_vote: false,
+            last_log_index: 99,
+            last_log_term: 99,
+            transfer: true,
+        };
+        c.node(2).step(Message { from: 3, to: 2, term: far, body });
+        assert_eq!(c.node(2).term(), term, "a transfer vote for term {far} moved node 2 from term {term}");
+        assert_eq!(c.node(2).leader(), Some(1));
+    }
+    let counters = c.node(2).status().counters;
+    assert_eq!((counters.dropped_transfer, counters.dropped_out_of_range), (2, 1), "{counters:?}");
+    // The real thing still works: a transfer is the term right after the leader's.
+    c.node(1).transfer_leadership(2).unwrap();
+    c.flush();
+    assert_eq!(c.leaders(), vec![2]);
+    assert_eq!(c.node(2).term(), term + 1);
+}
+
+#[test]
+fn timeout_now_is_honoured_only_from_the_leader_of_the_current_term() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let term = c.node(2).term();
+    // From a follower of this term, from anyone with a newer term (then the
+    // recipient knows no leader of that term yet): refused, no election.
+    for (from, msg_term) in [(3, term), (3, term + 1), (1, term + 1)] {
+        c.node(2).step(Message { from, to: 2, term: msg_term, body: MessageBody::TimeoutNow });
+        let status = c.node(2).status();
+        assert_eq!(status.role, Role::Follower, "TimeoutNow from {from} in term {msg_term}");
+        assert_eq!(status.counters.elections, 0, "TimeoutNow from {from} in term {msg_term}");
+    }
+    assert_eq!(c.node(2).status().counters.dropped_transfer, 3);
+    c.queue.clear();
+    c.tick_all(60);
+    let leader = c.leaders()[0];
+    let follower = if leader == 2 { 3 } else { 2 };
+    let (term, elections) = (c.node(follower).term(), c.node(follower).status().counters.elections);
+    c.node(follower).step(Message { from: leader, to: follower, term, body: MessageBody::TimeoutNow });
+    assert_eq!(
+        c.node(follower).status().counters.elections,
+        elections + 1,
+        "from the leader of term {term}, it campaigns"
+    );
+}
+
+#[test]
+fn messages_with_terms_or_indexes_at_the_top_of_u64_are_refused_and_the_cluster_goes_on() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let term = c.node(1).term();
+    let meta = SnapshotMeta { index: u64::MAX, term, voters: vec![1, 2, 3] };
+    let bodies = [
+        MessageBody::Snapshot { meta, offset: 0, data: vec![1], done: true },
+        MessageBody::Append {
+            prev_log_index: u64::MAX,
+            prev_log_term: term,
+            entries: vec![],
+            leader_commit: u64::MAX,
+        },
+        MessageBody::Heartbeat { commit: u64::MAX, read_round: 0 },
+    ];
+    for body in bodies {
+        c.node(2).step(Message { from: 1, to: 2, term, body });
+    }
+    c.node(2).step(Message { from: 3, to: 2, term: u64::MAX, body: MessageBody::TimeoutNow });
+    assert_eq!(c.node(2).status().counters.dropped_out_of_range, 4);
+    c.node(1).propose(b"after".to_vec()).unwrap();
+    c.tick_all(10);
+    assert_eq!(c.commands(2), vec![b"after".to_vec()]);
+}
+
+#[test]
+fn a_cluster_near_the_largest_term_still_elects_and_commits() {
+    let start = TERM_MAX - 10;
+    let mut c = Cluster::new(3);
+    for id in 1..=3 {
+        let mut durable = DurableState::default();
+        durable.hard_state.term = start;
+        c.durable.insert(id, durable.clone());
+        c.nodes.insert(id, RaftNode::restart(config(id, 3), durable).unwrap());
+    }
+    c.elect(1);
+    c.isolate(1);
+    c.tick_all(60);
+    let leaders = c.leaders();
+    assert_eq!(leaders.iter().filter(|&&l| l != 1).count(), 1, "no new leader near TERM_MAX: {leaders:?}");
+    let leader = *leaders.iter().find(|&&l| l != 1).unwrap();
+    assert!(c.node(leader).term() > start + 1);
+    c.node(leader).propose(b"x".to_vec()).unwrap();
+    c.flush();
+    assert_eq!(c.commands(leader), vec![b"x".to_vec()]);
+}
+
+#[test]
+fn restart_refuses_durable_terms_and_indexes_beyond_the_largest_accepted() {
+    let snapshot =
+        |index| Snapshot { meta: SnapshotMeta { index, term: 1, voters: vec![1, 2, 3] }, data: vec![] };
+    let cases = [
+        (DurableState { snapshot: Some(snapshot(u64::MAX)), ..Default::default() }, "snapshot index"),
+        (
+            DurableState {
+                hard_state: raft_core::HardState { term: u64::MAX, ..Default::default() },
+                ..Default::default()
+            },
+            "hard state term",
+        ),
+        (
+            DurableState {
+                entries: vec![Entry { index: INDEX_MAX + 1, term: 1, payload: EntryPayload::Blank }],
+                ..Default::default()
+            },
+            "last log index",
+        ),
+    ];
+    for (durable, what) in cases {
+        let err = RaftNode::restart(config(1, 3), durable).unwrap_err();
+        assert!(matches!(err, RestartError::OutOfRange { what: w, .. } if w == what), "{err}");
+        assert!(err.to_string().contains(what), "{err}");
+    }
 }

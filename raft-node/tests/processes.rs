@@ -2,204 +2,9 @@
 //! directory, damaged WALs, hostile bytes on the port. Every wait is a
 //! condition polled until a deadline.
 
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use raft_client::bench::{run_load, BenchOp, LoadSpec};
-use raft_client::{Client, ClientConfig};
-use raft_core::{NodeId, Role};
-use raft_net::transport;
-use raft_net::wire::{
-    ClientRequest, ClientResponse, Command as WireCommand, NodeStatus, RequestKind, ResponseKind, Sender,
-    WriteOp, WriteResult,
-};
-
-const BIN: &str = env!("CARGO_BIN_EXE_raft-node");
-const CLUSTER_ID: &str = "raft-lite";
-
-/// `n` consecutive ports that are free now, below the kernel's ephemeral
-/// range (32768+), so that no outgoing connection of a parallel test can take
-/// one between this check and the node's bind. Each test process starts at
-/// its own pid-derived offset and never hands out a port twice.
-fn free_ports(n: u16) -> Vec<u16> {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(
-        0,
-        20_000 + (std::process::id() % 600) as u16 * 16,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    loop {
-        let first = NEXT.fetch_add(n, Ordering::SeqCst);
-        assert!(first < 32_000, "ran out of test ports");
-        let ports: Vec<u16> = (first..first + n).collect();
-        if ports.iter().all(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return ports;
-        }
-    }
-}
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    addrs: BTreeMap<NodeId, String>,
-    children: BTreeMap<NodeId, Child>,
-    extra: Vec<String>,
-}
-
-impl Cluster {
-    fn start(n: u64, extra: &[&str]) -> Cluster {
-        let ports = free_ports(n as u16);
-        let addrs = (1..=n).map(|id| (id, format!("127.0.0.1:{}", ports[id as usize - 1]))).collect();
-        Cluster::start_on(addrs, extra)
-    }
-
-    /// A new cluster (new data directories) on these addresses.
-    fn start_on(addrs: BTreeMap<NodeId, String>, extra: &[&str]) -> Cluster {
-        let n = addrs.len() as u64;
-        let mut c = Cluster {
-            dir: tempfile::tempdir().unwrap(),
-            addrs,
-            children: BTreeMap::new(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        for id in 1..=n {
-            c.spawn(id);
-        }
-        c
-    }
-
-    fn data_dir(&self, id: NodeId) -> PathBuf {
-        self.dir.path().join(id.to_string())
-    }
-
-    fn command(&self, id: NodeId) -> Command {
-        let peers: Vec<String> =
-            self.addrs.iter().filter(|(&p, _)| p != id).map(|(p, a)| format!("{p}={a}")).collect();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("node-{id}.log")))
-            .unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run")
-            .args(["--id", &id.to_string(), "--listen", &self.addrs[&id], "--peers", &peers.join(",")])
-            .arg("--data-dir")
-            .arg(self.data_dir(id))
-            .args(if peers.is_empty() { &["--single-node"][..] } else { &[] })
-            .args(&self.extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log));
-        cmd
-    }
-
-    /// The `raft-node run` arguments of node `id`, as `command` uses them.
-    fn args(&self, id: NodeId) -> Vec<String> {
-        let peers: Vec<String> =
-            self.addrs.iter().filter(|(&p, _)| p != id).map(|(p, a)| format!("{p}={a}")).collect();
-        let data_dir = self.data_dir(id).to_string_lossy().into_owned();
-        ["run", "--id", &id.to_string(), "--listen", &self.addrs[&id], "--peers", &peers.join(",")]
-            .into_iter()
-            .chain(["--data-dir", &data_dir])
-            .map(str::to_string)
-            .collect()
-    }
-
-    fn log_of(&self, id: NodeId) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
-    }
-
-    fn spawn(&mut self, id: NodeId) {
-        let child = self.command(id).spawn().unwrap();
-        self.children.insert(id, child);
-    }
-
-    fn kill(&mut self, id: NodeId) {
-        let mut child = self.children.remove(&id).unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    fn client(&self, timeout: Duration) -> Client {
-        let addrs: Vec<String> = self.addrs.values().cloned().collect();
-        Client::new(ClientConfig::new(&addrs.join(","), CLUSTER_ID, timeout)).unwrap()
-    }
-
-    fn client_of(&self, id: NodeId) -> Client {
-        Client::new(ClientConfig::new(&self.addrs[&id], CLUSTER_ID, Duration::from_secs(10))).unwrap()
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for id in self.addrs.keys() {
-            let log =
-                std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            out += &format!("--- node {id} (last 40 lines)\n");
-            for line in tail.into_iter().rev() {
-                out += line;
-                out.push('\n');
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in self.children.values_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-async fn wait_until<T>(what: &str, deadline: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn statuses(c: &Cluster) -> Vec<NodeStatus> {
-    let client = c.client(Duration::from_millis(300));
-    client.status_all().await.into_iter().filter_map(|(_, s)| s.ok()).collect()
-}
-
-async fn leader(c: &Cluster) -> Option<NodeStatus> {
-    let all = statuses(c).await;
-    let leaders: Vec<&NodeStatus> = all.iter().filter(|s| s.role == Role::Leader).collect();
-    // Two nodes may both believe they lead for a moment (different terms);
-    // take the one every other live node follows.
-    leaders
-        .into_iter()
-        .find(|l| {
-            all.iter().filter(|s| s.leader == Some(l.id) && s.term == l.term).count() * 2 > c.addrs.len()
-        })
-        .cloned()
-}
-
-async fn status_of(c: &Cluster, id: NodeId) -> Option<NodeStatus> {
-    let client = c.client(Duration::from_millis(300));
-    match client.ask(&c.addrs[&id], RequestKind::Status).await {
-        Ok(ResponseKind::Status(s)) => Some(s),
-        _ => None,
-    }
-}
+use common::*;
 
 #[test]
 fn three_and_five_node_clusters_elect_one_leader_and_serve_writes_through_any_node() {
@@ -257,11 +62,6 @@ fn leader_sigkill_elects_a_new_leader_and_the_old_one_catches_up_after_restart()
             assert_eq!(client.get(format!("b{i}").as_bytes(), false).await.unwrap(), Some(b"2".to_vec()));
         }
     });
-}
-
-fn signal(c: &Cluster, id: NodeId, sig: &str) {
-    let pid = c.children[&id].id().to_string();
-    assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success(), "kill {sig} {pid}");
 }
 
 /// A leader that stops answering without dying (SIGSTOP: a long GC pause, a
@@ -376,16 +176,6 @@ fn whole_cluster_sigkill_and_restart_keeps_every_acknowledged_write() {
             assert_eq!(got, Some(format!("v{i}").into_bytes()), "acknowledged write k{i} lost\n{}", c.logs());
         }
     });
-}
-
-fn wal_segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("wal-"))
-        .collect();
-    files.sort();
-    files
 }
 
 #[test]
@@ -542,21 +332,6 @@ fn bad_flags_fail_with_one_clear_sentence() {
     assert!(stderr.contains("ID=HOST:PORT"), "{stderr}");
 }
 
-fn run_scenario(name: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    // The cluster uses base+1..base+3.
-    let base = free_ports(4)[0];
-    let out = Command::new(BIN)
-        .args(["cluster", "--scenario", name, "--base-port", &base.to_string()])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stdout.contains("[scenario] PASS"), "{stdout}\n{stderr}");
-}
-
 #[test]
 fn the_leader_crash_scenario_passes() {
     run_scenario("leader-crash");
@@ -565,19 +340,6 @@ fn the_leader_crash_scenario_passes() {
 #[test]
 fn the_follower_crash_scenario_passes() {
     run_scenario("follower-crash");
-}
-
-fn load_spec(op: BenchOp, clients: usize, conns: usize, duration: Duration) -> LoadSpec {
-    LoadSpec {
-        clients,
-        conns,
-        duration,
-        warmup: Duration::from_millis(200),
-        value_size: 100,
-        keys: 1000,
-        op,
-        request_timeout: Duration::from_secs(1),
-    }
 }
 
 #[test]
@@ -607,79 +369,6 @@ fn the_load_generator_counts_only_answered_requests_and_ends_when_the_leader_die
         assert!(started.elapsed() < Duration::from_secs(6), "the run hung: {:?}", started.elapsed());
         assert!(!report.errors.is_empty(), "a dead leader must show as errors: {report:?}");
     });
-}
-
-/// Runs `raft-node` with these arguments and environment, expecting it to
-/// refuse to start: it must exit non-zero within the deadline (never run
-/// on). Returns its stderr.
-fn refused_start(args: &[String], env: &[(&str, &str)]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let log_path = dir.path().join("stderr.log");
-    let mut child = Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
-        .env_remove("RAFT_PEERS")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-        .spawn()
-        .unwrap();
-    let end = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "raft-node {args:?} was expected to refuse to start but still runs after 20 s:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stderr = std::fs::read_to_string(&log_path).unwrap();
-    assert!(!status.success(), "raft-node {args:?} exited with success:\n{stderr}");
-    stderr
-}
-
-/// `args` with the value of `flag` replaced.
-fn with_flag(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
-    let at = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("no {flag} in {args:?}"));
-    args[at + 1] = value.to_string();
-    args
-}
-
-/// Waits until every node knows the cluster token and every member is
-/// recorded as holding data; returns the token.
-async fn wait_for_identity(c: &Cluster) -> u64 {
-    wait_until("every node to know the cluster token and every member", Duration::from_secs(15), async || {
-        let all = statuses(c).await;
-        let token = all.first()?.cluster_token;
-        let complete = all.len() == c.addrs.len()
-            && all.iter().all(|s| s.cluster_token == token && s.members_with_data.len() == c.addrs.len());
-        (token != 0 && complete).then_some(token)
-    })
-    .await
-}
-
-async fn write_keys(c: &Cluster, prefix: &str, n: usize) {
-    let mut client = c.client(Duration::from_secs(10));
-    for i in 0..n {
-        let (key, value) = (format!("{prefix}{i}"), format!("v{i}"));
-        client.put(key.as_bytes(), value.as_bytes()).await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
-    }
-}
-
-async fn assert_keys(c: &Cluster, prefix: &str, n: usize) {
-    let mut client = c.client(Duration::from_secs(10));
-    for i in 0..n {
-        let key = format!("{prefix}{i}");
-        let got = client.get(key.as_bytes(), false).await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
-        assert_eq!(got, Some(format!("v{i}").into_bytes()), "acknowledged write {key} lost\n{}", c.logs());
-    }
 }
 
 /// Mistake 1: node 1 is started on cluster A's data while nodes 2 and 3 hold
