@@ -1,6 +1,6 @@
 //! Helpers shared by the multi-process tests: a cluster of real `raft-node`
 //! processes on 127.0.0.1, waits on conditions with deadlines, refusals.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub use std::collections::BTreeMap;
 pub use std::io::Write;
