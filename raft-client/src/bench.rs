@@ -188,6 +188,7 @@ fn variant_name(answer: &ResponseKind) -> &'static str {
         ResponseKind::Status(_) => "status",
         ResponseKind::Log(_) => "log",
         ResponseKind::Error { .. } => "error",
+        ResponseKind::Invalid { .. } => "invalid",
     }
 }
 

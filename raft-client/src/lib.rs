@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use raft_net::transport::{self, FramedStream, NetError};
 use raft_net::wire::{
     ClientRequest, ClientResponse, Command, LogEntryView, NodeStatus, RequestKind, ResponseKind, Sender,
-    WriteOp, WriteResult,
+    WriteLimits, WriteOp, WriteResult,
 };
 
 /// The addresses `raft-node cluster` uses by default.
@@ -42,6 +42,10 @@ pub enum ClientError {
     /// The node answered with an error.
     #[error("{0}")]
     Server(String),
+    /// The request is refused for good (by this client before sending, or
+    /// by the node): retrying cannot help.
+    #[error("{0}")]
+    Invalid(String),
     /// No addresses were given.
     #[error("no cluster addresses given; pass --cluster HOST:PORT,... or set RAFT_CLUSTER")]
     NoAddresses,
@@ -56,6 +60,9 @@ pub struct ClientConfig {
     pub cluster_id: String,
     /// Deadline of one operation, retries included.
     pub timeout: Duration,
+    /// The largest key and value a write may carry: checked before sending
+    /// (the node checks its own limits too).
+    pub limits: WriteLimits,
 }
 
 impl ClientConfig {
@@ -65,6 +72,7 @@ impl ClientConfig {
             cluster: cluster.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
             cluster_id: cluster_id.to_string(),
             timeout,
+            limits: WriteLimits::default(),
         }
     }
 }
@@ -154,6 +162,7 @@ impl Client {
     /// Applies one write exactly once: the sequence number is fixed before the
     /// first attempt and reused by every retry.
     pub async fn write(&mut self, op: WriteOp) -> Result<WriteResult, ClientError> {
+        self.config.limits.check(&op).map_err(ClientError::Invalid)?;
         self.seq += 1;
         let command = Command { client_id: self.client_id, seq: self.seq, op };
         match self.call(RequestKind::Write(command)).await? {
@@ -182,6 +191,7 @@ impl Client {
                 }
                 Ok(ResponseKind::Unknown { reason }) => last = reason,
                 Ok(ResponseKind::Error { message }) => last = message,
+                Ok(ResponseKind::Invalid { message }) => return Err(ClientError::Invalid(message)),
                 Ok(answer) => return Ok(answer),
                 Err(NetError::Refused(reason)) => {
                     return Err(ClientError::Refused { addr: self.target.clone(), reason });

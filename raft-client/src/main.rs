@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use raft_client::{bench, Client, ClientConfig, ClientError, DEFAULT_CLUSTER, DEFAULT_CLUSTER_ID};
 use raft_core::Role;
-use raft_net::wire::{describe_token, parse_text_command, NodeStatus, TextCommand, WriteResult};
+use raft_net::wire::{describe_token, parse_text_command, NodeStatus, TextCommand, WriteLimits, WriteResult};
 
 #[derive(Parser, Debug)]
 #[command(name = "raft-client", version, about = "Talk to a Raft Lite cluster")]
@@ -26,6 +26,12 @@ struct Cli {
     /// Deadline of one operation, retries included, in milliseconds.
     #[arg(long = "timeout-ms", env = "RAFT_TIMEOUT_MS", default_value_t = 5000, global = true)]
     timeout_ms: u64,
+    /// The largest key this client sends, in bytes (the nodes check their own --max-key-bytes).
+    #[arg(long, env = "RAFT_MAX_KEY_BYTES", default_value_t = WriteLimits::default().key_bytes_max, global = true)]
+    max_key_bytes: usize,
+    /// The largest value this client sends, in bytes (the nodes check their own --max-value-bytes).
+    #[arg(long, env = "RAFT_MAX_VALUE_BYTES", default_value_t = WriteLimits::default().value_bytes_max, global = true)]
+    max_value_bytes: usize,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -187,7 +193,8 @@ fn status_verdict(statuses: &[(String, Result<NodeStatus, ClientError>)]) -> Res
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = ClientConfig::new(&cli.cluster, &cli.cluster_id, Duration::from_millis(cli.timeout_ms));
+    let mut config = ClientConfig::new(&cli.cluster, &cli.cluster_id, Duration::from_millis(cli.timeout_ms));
+    config.limits = WriteLimits { key_bytes_max: cli.max_key_bytes, value_bytes_max: cli.max_value_bytes };
     let mut client = Client::new(config.clone())?;
     match cli.command {
         Cmd::Set { key, value } => {

@@ -9,7 +9,8 @@ pub const MAGIC: u32 = 0x5241_4654;
 /// Bumped on any incompatible change of the wire types. 2: a put or delete
 /// answers whether the key existed ([`WriteResult::Done`]), not the old value.
 /// 3: the hello carries the cluster token; status shows the cluster identity.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: [`ResponseKind::Invalid`], a request refused for good (too large).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Who opens a connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +123,95 @@ pub enum IdentityOp {
     MemberHasData(NodeId),
 }
 
+/// The size limits of a client write, checked by the client before it sends
+/// and by the node before it proposes, so that the largest entry always fits
+/// in an append frame (see [`WriteLimits::validate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteLimits {
+    /// The largest key, in bytes.
+    pub key_bytes_max: usize,
+    /// The largest value, in bytes (each of a compare-and-swap's two).
+    pub value_bytes_max: usize,
+}
+
+/// Room in a command for everything but its key and values (session,
+/// sequence number, the operation's tag and lengths).
+pub const COMMAND_OVERHEAD_BYTES: usize = 1024;
+
+impl Default for WriteLimits {
+    /// 4 KiB keys, 1 MiB values.
+    fn default() -> WriteLimits {
+        WriteLimits { key_bytes_max: 4 << 10, value_bytes_max: 1 << 20 }
+    }
+}
+
+impl WriteLimits {
+    /// The largest command these limits allow: a compare-and-swap of the
+    /// largest key with two of the largest values, plus
+    /// [`COMMAND_OVERHEAD_BYTES`] (2,102,272 bytes by default).
+    pub fn command_bytes_max(&self) -> usize {
+        self.key_bytes_max + 2 * self.value_bytes_max + COMMAND_OVERHEAD_BYTES
+    }
+
+    /// Checks that an append of `append_bytes_max` of entries plus one
+    /// largest command (the core always sends at least one entry) fits in a
+    /// frame of `frame_bytes_max`, with room for the message around them.
+    pub fn validate(&self, append_bytes_max: usize, frame_bytes_max: usize) -> Result<(), String> {
+        if self.key_bytes_max == 0 || self.value_bytes_max == 0 {
+            return Err("--max-key-bytes and --max-value-bytes must be at least 1".to_string());
+        }
+        let needed = self.command_bytes_max() + append_bytes_max + 64 * 1024;
+        if needed > frame_bytes_max {
+            return Err(format!(
+                "--max-key-bytes {} and --max-value-bytes {} make a command of up to {} bytes, which with \
+                 the {append_bytes_max}-byte append budget does not fit in a {frame_bytes_max}-byte frame; \
+                 lower them (a value may be at most {} bytes)",
+                self.key_bytes_max,
+                self.value_bytes_max,
+                self.command_bytes_max(),
+                (frame_bytes_max
+                    .saturating_sub(append_bytes_max + 64 * 1024 + COMMAND_OVERHEAD_BYTES)
+                    .saturating_sub(self.key_bytes_max))
+                    / 2
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks one client write; the error is one sentence naming the size
+    /// and the limit.
+    pub fn check(&self, op: &WriteOp) -> Result<(), String> {
+        let (key, values): (&[u8], Vec<&[u8]>) = match op {
+            WriteOp::Put { key, value } => (key, vec![value]),
+            WriteOp::Delete { key } => (key, vec![]),
+            WriteOp::Cas { key, expected, new } => {
+                (key, expected.iter().map(Vec::as_slice).chain([&new[..]]).collect())
+            }
+            WriteOp::Identity(_) => {
+                return Err(
+                    "cluster bookkeeping is written by the leader itself, never by a client".to_string()
+                )
+            }
+        };
+        if key.len() > self.key_bytes_max {
+            return Err(format!(
+                "a key of {} bytes is above the largest this cluster takes ({} bytes, --max-key-bytes)",
+                key.len(),
+                self.key_bytes_max
+            ));
+        }
+        if let Some(value) = values.iter().find(|v| v.len() > self.value_bytes_max) {
+            return Err(format!(
+                "a value of {} bytes is above the largest this cluster takes ({} bytes, --max-value-bytes); \
+                 split it over several keys",
+                value.len(),
+                self.value_bytes_max
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A write as it is replicated: the operation plus the client session that
 /// makes a retried write apply once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,9 +317,16 @@ pub enum ResponseKind {
     Status(NodeStatus),
     /// Log entries.
     Log(Vec<LogEntryView>),
-    /// The request could not be served.
+    /// The request could not be served now (for example back-pressure);
+    /// retrying later may succeed.
     Error {
         /// One sentence.
+        message: String,
+    },
+    /// The request is refused for good: retrying it cannot succeed (a key
+    /// or value above the size limits, bookkeeping from a client).
+    Invalid {
+        /// One sentence naming what is wrong and the limit.
         message: String,
     },
 }
@@ -357,6 +454,29 @@ pub fn describe_bytes(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_command_the_limits_allow_fits_their_bound_and_an_append_frame() {
+        let limits = WriteLimits::default();
+        let op = WriteOp::Cas {
+            key: vec![1; limits.key_bytes_max],
+            expected: Some(vec![2; limits.value_bytes_max]),
+            new: vec![3; limits.value_bytes_max],
+        };
+        assert_eq!(limits.check(&op), Ok(()));
+        let command = Command { client_id: u64::MAX, seq: u64::MAX, op };
+        let encoded = crate::codec::encode(&command).unwrap().len();
+        assert!(encoded <= limits.command_bytes_max(), "{encoded} > {}", limits.command_bytes_max());
+        assert_eq!(limits.validate(1 << 20, crate::transport::MAX_FRAME_BYTES), Ok(()));
+        let too_big = WriteLimits { value_bytes_max: 8 << 20, ..limits };
+        let e = too_big.validate(1 << 20, crate::transport::MAX_FRAME_BYTES).unwrap_err();
+        assert!(e.contains("at most 7"), "{e}");
+        let e =
+            limits.check(&WriteOp::Put { key: b"k".to_vec(), value: vec![0; (1 << 20) + 1] }).unwrap_err();
+        assert!(e.contains("1048577 bytes") && e.contains("1048576 bytes, --max-value-bytes"), "{e}");
+        let e = limits.check(&WriteOp::Delete { key: vec![0; 4097] }).unwrap_err();
+        assert!(e.contains("4097 bytes") && e.contains("--max-key-bytes"), "{e}");
+    }
 
     #[test]
     fn bytes_render_short_text_as_is_and_the_rest_by_length() {

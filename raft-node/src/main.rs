@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use raft_core::NodeId;
+use raft_net::wire::WriteLimits;
 use raft_node::cluster::{self, ClusterOptions, Scenario};
 use raft_node::server::{self, NodeConfig};
 
@@ -71,6 +72,14 @@ struct RunArgs {
     /// Bound of the client session table (exactly-once writes).
     #[arg(long, env = "RAFT_MAX_SESSIONS", default_value_t = raft_node::kv::SESSIONS_MAX_DEFAULT)]
     max_sessions: usize,
+    /// The largest key a client may write, in bytes.
+    #[arg(long, env = "RAFT_MAX_KEY_BYTES", default_value_t = WriteLimits::default().key_bytes_max)]
+    max_key_bytes: usize,
+    /// The largest value a client may write, in bytes (a command is at most
+    /// a key, two values and 1 KiB; with the 1 MiB append budget it must fit
+    /// a 16 MiB frame, so a value may be at most about 7.4 MiB).
+    #[arg(long, env = "RAFT_MAX_VALUE_BYTES", default_value_t = WriteLimits::default().value_bytes_max)]
+    max_value_bytes: usize,
     /// Do not fsync the WAL. UNSAFE: acknowledged writes can be lost on a crash.
     #[arg(long, env = "RAFT_NO_FSYNC", hide = true)]
     no_fsync: bool,
@@ -181,6 +190,7 @@ fn run_node(args: RunArgs) -> Result<(), String> {
         sync: !args.no_fsync,
         sessions_max: args.max_sessions,
         single_node: args.single_node,
+        limits: WriteLimits { key_bytes_max: args.max_key_bytes, value_bytes_max: args.max_value_bytes },
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

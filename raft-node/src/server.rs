@@ -30,7 +30,7 @@ use raft_net::transport::{
 };
 use raft_net::wire::{
     describe_command, describe_token, ClientRequest, ClientResponse, Command, IdentityOp, LogEntryView,
-    NodeStatus, RequestKind, ResponseKind, Sender, WriteOp,
+    NodeStatus, RequestKind, ResponseKind, Sender, WriteLimits, WriteOp,
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -70,6 +70,8 @@ pub struct NodeConfig {
     /// Bootstrap a one-node cluster when `peers` is empty and the data
     /// directory is new (an empty `peers` alone is refused then).
     pub single_node: bool,
+    /// The largest key and value a client may write.
+    pub limits: WriteLimits,
 }
 
 /// How long a new member waits for each peer's answer to "do you know me
@@ -94,6 +96,9 @@ impl NodeConfig {
         config.heartbeat_interval_ticks = ticks(self.heartbeat);
         config.seed = std::process::id() as u64 ^ (self.id << 32);
         config.validate().map_err(|e| anyhow::anyhow!("invalid timeouts or membership: {e}"))?;
+        self.limits
+            .validate(config.max_append_bytes, transport::MAX_FRAME_BYTES)
+            .map_err(anyhow::Error::msg)?;
         Ok(config)
     }
 
@@ -411,6 +416,9 @@ impl Server {
     fn handle_client(&mut self, request: ClientRequest, reply: Reply) {
         match request.kind {
             RequestKind::Write(command) => {
+                if let Err(message) = self.config.limits.check(&command.op) {
+                    return reply.send(ResponseKind::Invalid { message });
+                }
                 let data = match codec::encode(&command) {
                     Ok(d) => d,
                     Err(e) => return reply.send(ResponseKind::Error { message: e.to_string() }),

@@ -66,3 +66,68 @@ fn a_peer_claiming_the_top_term_or_forcing_elections_moves_nobody() {
         assert_keys(&c, "after", 5).await;
     });
 }
+
+/// Case 2: a write too large for one append frame used to be accepted into
+/// the log, and the append carrying it broke the peer links and deposed the
+/// leader. Now the client refuses it before sending, the node refuses one
+/// sent past the client with the same sentence, and values up to the limit
+/// (1 MiB) replicate without disturbing the leader.
+#[test]
+fn writes_above_the_size_limits_are_refused_with_a_sentence_and_the_leader_stays() {
+    let c = Cluster::start(3, &[]);
+    runtime().block_on(async {
+        let first = wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+        let mut client = c.client(Duration::from_secs(10));
+        let started = Instant::now();
+        let err = client.put(b"big", &vec![7; 16_777_211]).await.unwrap_err();
+        assert!(matches!(err, raft_client::ClientError::Invalid(_)), "{err}");
+        assert!(
+            err.to_string().contains("16777211 bytes") && err.to_string().contains("--max-value-bytes"),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "refused only after {:?}", started.elapsed());
+
+        // Past the client's own check, on a raw connection: the node refuses.
+        let (mut conn, _) = transport::connect(&first.address, CLUSTER_ID, Sender::Client).await.unwrap();
+        let ops = [
+            WriteOp::Put { key: b"big".to_vec(), value: vec![1; 8 << 20] },
+            WriteOp::Put { key: vec![b'k'; 5000], value: b"v".to_vec() },
+            WriteOp::Cas { key: b"k".to_vec(), expected: Some(vec![0; (1 << 20) + 1]), new: vec![] },
+            WriteOp::Identity(raft_net::wire::IdentityOp::MemberHasData(9)),
+        ];
+        for (i, op) in ops.into_iter().enumerate() {
+            let command = WireCommand { client_id: 77, seq: i as u64 + 1, op };
+            let request = ClientRequest { id: i as u64, kind: RequestKind::Write(command) };
+            transport::send_frame(&mut conn, &request).await.unwrap();
+            let answer: ClientResponse = transport::recv_frame(&mut conn).await.unwrap();
+            let ResponseKind::Invalid { message } = answer.result else {
+                panic!("request {i} was not refused: {:?}", answer.result)
+            };
+            assert!(message.contains("bytes") || message.contains("bookkeeping"), "{message}");
+        }
+
+        // At the limit: 1 MiB values go through, and nobody holds an election.
+        for i in 0..20 {
+            client.put(format!("mib{i}").as_bytes(), &vec![i as u8; 1 << 20]).await.unwrap();
+        }
+        for s in statuses(&c).await {
+            assert_eq!(s.term, first.term, "node {} moved to term {}\n{}", s.id, s.term, c.logs());
+        }
+        let got = client.get(b"mib19", false).await.unwrap().unwrap();
+        assert_eq!((got.len(), got[0]), (1 << 20, 19));
+    });
+}
+
+#[test]
+fn size_limits_that_cannot_fit_a_frame_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1)[0];
+    let args: Vec<String> = ["run", "--id", "1", "--listen", &format!("127.0.0.1:{port}"), "--single-node"]
+        .into_iter()
+        .map(String::from)
+        .chain(["--data-dir".into(), dir.path().join("1").to_string_lossy().into_owned()])
+        .chain(["--max-value-bytes".into(), "10000000".into()])
+        .collect();
+    let stderr = refused_start(&args, &[]);
+    assert!(stderr.contains("--max-value-bytes 10000000") && stderr.contains("does not fit"), "{stderr}");
+}
