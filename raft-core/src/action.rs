@@ -26,6 +26,13 @@ pub enum Action {
     /// entry is handed out exactly once (again only after a restart).
     /// Only entries durable on this node are handed out.
     Apply(Vec<Entry>),
+    /// A snapshot from the leader arrived in full. Check it entirely (decode
+    /// it as the state machine would), then call
+    /// [`RaftNode::install_snapshot`](crate::RaftNode::install_snapshot) with
+    /// it if it is good, or
+    /// [`RaftNode::reject_snapshot`](crate::RaftNode::reject_snapshot) if not.
+    /// Until then nothing of it is durable and the log is unchanged.
+    CheckSnapshot(Snapshot),
     /// Replace the state machine with this snapshot (already made durable by an
     /// earlier `Persist`), then report `applied(snapshot.meta.index)`.
     ApplySnapshot(Snapshot),

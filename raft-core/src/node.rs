@@ -115,6 +115,9 @@ pub struct RaftNode {
     /// An installed snapshot, durable, waiting to be handed out for apply.
     snapshot_to_apply: Option<Snapshot>,
     incoming_snapshot: Option<IncomingSnapshot>,
+    /// A snapshot received in full, handed to the driver to check
+    /// ([`Action::CheckSnapshot`]): who sent it, and what it is.
+    snapshot_to_check: Option<(NodeId, SnapshotMeta)>,
 
     election_elapsed: u32,
     heartbeat_elapsed: u32,
@@ -197,6 +200,7 @@ impl RaftNode {
             apply_emitted: snapshot_index,
             snapshot_to_apply: None,
             incoming_snapshot: None,
+            snapshot_to_check: None,
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             election_timeout,
@@ -392,6 +396,41 @@ impl RaftNode {
             self.send_append(to, false);
         }
         Ok(())
+    }
+
+    /// The driver checked the snapshot of [`Action::CheckSnapshot`] and it is
+    /// good: the node installs it (it replaces the log, is persisted, then
+    /// applied) and acknowledges it to the leader once durable. A snapshot
+    /// that is no longer the one awaited, or already covered by the commit
+    /// index, is ignored.
+    pub fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let Some((from, meta)) = self.snapshot_to_check.take_if(|(_, m)| *m == snapshot.meta) else {
+            self.counters.dropped_unexpected += 1;
+            return;
+        };
+        if meta.index <= self.log.commit() {
+            return;
+        }
+        self.log.reset_to_snapshot(meta.index, meta.term);
+        self.snapshot = Some(snapshot.clone());
+        self.snapshot_to_persist = Some(snapshot);
+        self.send_after_persist_to(
+            from,
+            MessageBody::AppendResponse(AppendResponse::Accepted { match_index: meta.index }),
+        );
+    }
+
+    /// The driver checked the snapshot at `index` of [`Action::CheckSnapshot`]
+    /// and it is bad: it is dropped and counted, and the node keeps its log.
+    /// Nothing is answered: the leader sends it again from the start at its
+    /// heartbeat pace (a snapshot damaged on the way gets another chance,
+    /// without a hot loop).
+    pub fn reject_snapshot(&mut self, index: Index) {
+        if self.snapshot_to_check.take_if(|(_, m)| m.index == index).is_none() {
+            self.counters.dropped_unexpected += 1;
+            return;
+        }
+        self.counters.snapshots_rejected += 1;
     }
 
     /// The driver made persist batch `id` durable, and with it every earlier
@@ -934,6 +973,10 @@ impl RaftNode {
             self.term = term;
             self.vote = None;
         }
+        if self.leader != leader || leader.is_none() {
+            // Chunks of another leader's (or term's) snapshot never complete.
+            self.incoming_snapshot = None;
+        }
         self.role = RoleState::Follower;
         self.leader = leader;
         self.reset_election_timer();
@@ -1041,16 +1084,16 @@ impl RaftNode {
         if self.log.term(index) == Some(meta.term) {
             // We hold the entries the snapshot covers: just learn the commit.
             self.log.commit_to(index);
-        } else {
-            let snapshot = Snapshot { meta: incoming.meta, data: incoming.data };
-            self.log.reset_to_snapshot(index, meta.term);
-            self.snapshot = Some(snapshot.clone());
-            self.snapshot_to_persist = Some(snapshot);
+            self.send_after_persist_to(
+                from,
+                MessageBody::AppendResponse(AppendResponse::Accepted { match_index: index }),
+            );
+            return;
         }
-        self.send_after_persist_to(
-            from,
-            MessageBody::AppendResponse(AppendResponse::Accepted { match_index: index }),
-        );
+        // Nothing of it is trusted, let alone durable, before the driver has
+        // checked it in full: see `install_snapshot` and `reject_snapshot`.
+        self.snapshot_to_check = Some((from, meta));
+        self.actions.push(Action::CheckSnapshot(Snapshot { meta: incoming.meta, data: incoming.data }));
     }
 
     // ---------------------------------------------------------------- replication, leader side

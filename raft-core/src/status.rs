@@ -49,6 +49,8 @@ pub struct Counters {
     /// `TimeoutNow` messages and transfer vote requests refused because they
     /// did not come from (or right after) the current term's leader.
     pub dropped_transfer: u64,
+    /// Snapshots from a leader that the driver found bad ([`crate::RaftNode::reject_snapshot`]).
+    pub snapshots_rejected: u64,
     /// Proposals refused.
     pub proposals_refused: u64,
     /// Elections started (real, not PreVote).

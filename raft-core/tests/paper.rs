@@ -19,6 +19,8 @@ struct Cluster {
     queue: VecDeque<Message>,
     cut: BTreeSet<(NodeId, NodeId)>,
     sent: Vec<Message>,
+    /// Nodes whose driver finds every snapshot bad.
+    rejects_snapshots: BTreeSet<NodeId>,
 }
 
 fn config(id: NodeId, n: u64) -> Config {
@@ -48,6 +50,7 @@ impl Cluster {
             queue: VecDeque::new(),
             cut: BTreeSet::new(),
             sent: Vec::new(),
+            rejects_snapshots: BTreeSet::new(),
         }
     }
 
@@ -89,6 +92,10 @@ impl Cluster {
                             self.applied.get_mut(&id).unwrap().extend(entries);
                             self.node(id).applied(last);
                         }
+                        Action::CheckSnapshot(s) if self.rejects_snapshots.contains(&id) => {
+                            self.node(id).reject_snapshot(s.meta.index)
+                        }
+                        Action::CheckSnapshot(s) => self.node(id).install_snapshot(s),
                         Action::ApplySnapshot(s) => {
                             let applied = self.applied.get_mut(&id).unwrap();
                             applied.retain(|e| e.index <= s.meta.index);
@@ -560,6 +567,8 @@ proptest! {
                     Action::Persist(b) => c.node(1).persisted(b.id),
                     Action::Apply(e) => { let last = e.last().unwrap().index; c.node(1).applied(last) }
                     Action::ApplySnapshot(s) => c.node(1).applied(s.meta.index),
+                    Action::CheckSnapshot(s) if s.data.len() % 2 == 0 => c.node(1).install_snapshot(s),
+                    Action::CheckSnapshot(s) => c.node(1).reject_snapshot(s.meta.index),
                     _ => {}
                 }
             }
@@ -754,4 +763,72 @@ fn restart_refuses_durable_terms_and_indexes_beyond_the_largest_accepted() {
         assert!(matches!(err, RestartError::OutOfRange { what: w, .. } if w == what), "{err}");
         assert!(err.to_string().contains(what), "{err}");
     }
+}
+
+#[test]
+fn a_snapshot_the_driver_finds_bad_is_neither_persisted_nor_applied_and_is_sent_again() {
+    let mut c = Cluster::with_config(3, |cfg| cfg.snapshot_chunk_bytes = 4);
+    c.elect(1);
+    c.isolate(3);
+    for i in 0..10u8 {
+        c.node(1).propose(vec![i]).unwrap();
+    }
+    c.flush();
+    let applied = c.node(1).applied_index();
+    c.node(1).snapshot_taken(applied, b"state-machine-bytes".to_vec()).unwrap();
+    let before = c.node(3).last_index();
+    c.rejects_snapshots.insert(3);
+    c.heal();
+    c.tick_all(30);
+    let rejected = c.node(3).status().counters.snapshots_rejected;
+    assert!(
+        (2..=10).contains(&rejected),
+        "{rejected} snapshots rejected in 30 ticks: sent again at heartbeat pace"
+    );
+    assert!(c.durable[&3].snapshot.is_none(), "a rejected snapshot was persisted");
+    assert_eq!(c.node(3).last_index(), before, "a rejected snapshot changed the log");
+    assert_eq!(c.node(3).snapshot_meta().index, 0);
+    // The leader starts over; once the driver is happy, it installs.
+    c.rejects_snapshots.clear();
+    c.tick_all(20);
+    assert!(c.node(3).status().counters.snapshots_rejected >= rejected);
+    assert_eq!(c.durable[&3].snapshot.as_ref().unwrap().data, b"state-machine-bytes".to_vec());
+    assert_eq!(c.node(3).applied_index(), c.node(1).applied_index());
+}
+
+#[test]
+fn chunks_of_a_snapshot_from_an_old_term_are_dropped_when_the_term_changes() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let term = c.node(2).term();
+    let meta = SnapshotMeta { index: 50, term, voters: vec![1, 2, 3] };
+    let chunk =
+        |offset: u64| MessageBody::Snapshot { meta: meta.clone(), offset, data: vec![0; 10], done: false };
+    c.node(2).step(Message { from: 1, to: 2, term, body: chunk(0) });
+    c.node(2).step(Message { from: 1, to: 2, term, body: chunk(10) });
+    // A new leader in a new term: the half-received snapshot is forgotten,
+    // so a continuation of it is not taken in.
+    c.node(2).step(Message {
+        from: 3,
+        to: 2,
+        term: term + 1,
+        body: MessageBody::Heartbeat { commit: 0, read_round: 0 },
+    });
+    let _ = c.node(2).take_actions();
+    let meta3 = SnapshotMeta { term: term + 1, ..meta.clone() };
+    c.node(2).step(Message {
+        from: 3,
+        to: 2,
+        term: term + 1,
+        body: MessageBody::Snapshot { meta: meta3, offset: 20, data: vec![0; 10], done: true },
+    });
+    let actions = c.node(2).take_actions();
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            Action::Send(Message { body: MessageBody::SnapshotResponse { next_offset: 0, .. }, .. })
+        )),
+        "the follower should ask for the snapshot from offset 0: {actions:?}"
+    );
+    assert!(!actions.iter().any(|a| matches!(a, Action::CheckSnapshot(_))));
 }

@@ -7,5 +7,6 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod ratelimit;
 pub mod transport;
 pub mod wire;

@@ -33,6 +33,17 @@ pub struct ClusterIdentity {
     pub members_with_data: BTreeSet<NodeId>,
 }
 
+/// Why snapshot bytes could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The bytes are not an encoded snapshot.
+    #[error("the snapshot does not decode: {0}")]
+    Decode(#[from] CodecError),
+    /// They decode, but break an invariant of the store.
+    #[error("the snapshot is inconsistent: {0}")]
+    Invalid(String),
+}
+
 /// The key-value map plus the session table.
 ///
 /// The map is a `HashMap` (point reads and writes only; a `BTreeMap` of byte
@@ -168,7 +179,9 @@ impl KvStore {
         }
         self.sessions_by_index.insert(index, client_id);
         while self.sessions.len() > self.sessions_max {
-            let (_, client) = self.sessions_by_index.pop_first().expect("index has every session");
+            // `restore` checked that every session has its own index, and
+            // apply keeps it so: the index is never short of a session.
+            let Some((_, client)) = self.sessions_by_index.pop_first() else { break };
             self.sessions.remove(&client);
         }
     }
@@ -186,11 +199,49 @@ impl KvStore {
         })
     }
 
-    /// Replaces the state with a snapshot produced by [`KvStore::snapshot`].
-    /// The session bound stays this node's own.
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), CodecError> {
+    /// Replaces the state with a snapshot produced by [`KvStore::snapshot`],
+    /// after checking it in full: any bytes that are not such a snapshot are
+    /// an error and leave the store as it was (never a panic, then or on a
+    /// later write). The session bound stays this node's own.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), RestoreError> {
         let snapshot: SnapshotOwned = codec::decode(bytes)?;
-        let sessions_by_index = snapshot.sessions.iter().map(|(&client, s)| (s.last_index, client)).collect();
+        let invalid = |what: String| Err(RestoreError::Invalid(what));
+        if let Some(pair) = snapshot.data.windows(2).find(|w| w[0].0 >= w[1].0) {
+            return invalid(format!(
+                "keys are not strictly sorted (key of {} bytes repeats or goes back)",
+                pair[1].0.len()
+            ));
+        }
+        if snapshot.applied > raft_core::INDEX_MAX {
+            return invalid(format!(
+                "its index {} is beyond the largest index {}",
+                snapshot.applied,
+                raft_core::INDEX_MAX
+            ));
+        }
+        let mut sessions_by_index = BTreeMap::new();
+        for (&client, session) in &snapshot.sessions {
+            if session.last_index > snapshot.applied {
+                return invalid(format!(
+                    "session {client} was last used at index {}, after the snapshot's index {}",
+                    session.last_index, snapshot.applied
+                ));
+            }
+            if let Some(other) = sessions_by_index.insert(session.last_index, client) {
+                return invalid(format!(
+                    "sessions {other} and {client} share their last index {}",
+                    session.last_index
+                ));
+            }
+        }
+        if snapshot.identity.token_index > snapshot.applied
+            || (snapshot.identity.token == 0) != (snapshot.identity.token_index == 0)
+        {
+            return invalid(format!(
+                "the cluster token entry's index {} does not fit the snapshot's index {}",
+                snapshot.identity.token_index, snapshot.applied
+            ));
+        }
         *self = KvStore {
             data: snapshot.data.into_iter().map(|(k, v)| (k.into_vec(), v.into_vec())).collect(),
             sessions: snapshot.sessions,
@@ -292,6 +343,68 @@ mod tests {
         other.restore(&kv.snapshot().unwrap()).unwrap();
         assert_eq!(other.identity(), kv.identity());
         assert!(other.identity().members_with_data.contains(&2));
+    }
+
+    fn store_with_sessions() -> KvStore {
+        let mut kv = KvStore::new(3);
+        for i in 1..=5u64 {
+            kv.apply(i, put(i, 1, &format!("k{i}"), "v"));
+        }
+        kv
+    }
+
+    /// A snapshot whose sessions share one index used to restore, and the
+    /// next write that evicted a session panicked on every node.
+    #[test]
+    fn a_snapshot_whose_sessions_share_an_index_is_refused_and_the_store_is_unchanged() {
+        let kv = store_with_sessions();
+        let mut snapshot: SnapshotOwned = codec::decode(&kv.snapshot().unwrap()).unwrap();
+        for session in snapshot.sessions.values_mut() {
+            session.last_index = 4;
+        }
+        let bad = codec::encode(&SnapshotRef {
+            data: snapshot
+                .data
+                .iter()
+                .map(|(k, v)| (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v)))
+                .collect(),
+            sessions: &snapshot.sessions,
+            applied: snapshot.applied,
+            identity: &snapshot.identity,
+        })
+        .unwrap();
+        let mut other = store_with_sessions();
+        let err = other.restore(&bad).unwrap_err();
+        assert!(err.to_string().contains("share their last index 4"), "{err}");
+        assert_eq!(other, kv, "a refused snapshot changed the store");
+        other.apply(6, put(9, 1, "x", "y"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// No bytes make restore panic, nor the writes after it; flipping or
+        /// cutting bytes of a real snapshot is the likely damage.
+        #[test]
+        fn restore_never_panics_on_any_bytes(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 0..4),
+            cut in 0usize..4096,
+        ) {
+            let mut kv = KvStore::new(3);
+            let _ = kv.restore(&noise);
+            let mut real = store_with_sessions().snapshot().unwrap();
+            for (at, byte) in flips {
+                let len = real.len();
+                real[at % len] ^= byte;
+            }
+            real.truncate(cut.max(1));
+            if kv.restore(&real).is_ok() {
+                for i in 0..5 {
+                    kv.apply(kv.applied().saturating_add(1), put(100 + i, 1, "after", "restore"));
+                }
+            }
+        }
     }
 
     #[test]

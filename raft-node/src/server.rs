@@ -39,6 +39,7 @@ use tracing::{debug, info, warn};
 use crate::datadir::{self, Identity, StartFlags};
 use crate::kv::KvStore;
 use crate::storage::{Storage, StorageOptions};
+use raft_net::ratelimit::WarnLimiter;
 
 /// Everything a node needs to run.
 #[derive(Clone, Debug)]
@@ -200,6 +201,12 @@ struct Server {
     /// per term; a lost one is proposed again by the next leader).
     identity_proposed: Vec<IdentityOp>,
     identity_term: Term,
+    /// A snapshot from the leader that decoded and checked, as the store it
+    /// becomes once the core hands it back to apply (decoded once).
+    checked_snapshot: Option<(Index, KvStore)>,
+    /// Snapshots from a leader that did not check, and their warnings.
+    snapshots_rejected: u64,
+    snapshot_warnings: WarnLimiter,
 }
 
 /// Checks the data directory against the flags, or bootstraps a new one:
@@ -355,6 +362,9 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         token,
         identity_proposed: Vec::new(),
         identity_term: 0,
+        checked_snapshot: None,
+        snapshots_rejected: 0,
+        snapshot_warnings: WarnLimiter::new(Duration::from_secs(60)),
         config,
     };
     let mut ticker = tokio::time::interval(server.config.tick);
@@ -485,6 +495,41 @@ impl Server {
             .collect()
     }
 
+    /// Decodes and checks a snapshot from the leader in full before the core
+    /// may persist or apply it; a bad one is dropped, counted and logged (at
+    /// most once a minute), and the node goes on with its log.
+    fn check_snapshot(&mut self, snapshot: Snapshot) {
+        let mut kv = KvStore::new(self.config.sessions_max);
+        let index = snapshot.meta.index;
+        let problem = match kv.restore(&snapshot.data) {
+            Ok(()) if kv.applied() != index => {
+                Some(format!("its state is at index {} but its metadata says {index}", kv.applied()))
+            }
+            Ok(()) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        match problem {
+            None => {
+                self.checked_snapshot = Some((index, kv));
+                self.node.install_snapshot(snapshot);
+            }
+            Some(problem) => {
+                self.snapshots_rejected += 1;
+                if let Some(held_back) = self.snapshot_warnings.allow(std::time::Instant::now()) {
+                    warn!(
+                        node = self.config.id,
+                        index,
+                        bytes = snapshot.data.len(),
+                        rejected = self.snapshots_rejected,
+                        held_back,
+                        "dropped a snapshot from the leader: {problem}; keeping this node's log"
+                    );
+                }
+                self.node.reject_snapshot(index);
+            }
+        }
+    }
+
     /// Executes the core's actions until it has nothing more to say.
     fn process_actions(&mut self) -> anyhow::Result<()> {
         loop {
@@ -504,10 +549,15 @@ impl Server {
                         }
                     }
                     Action::Apply(entries) => self.apply(entries),
+                    Action::CheckSnapshot(snapshot) => self.check_snapshot(snapshot),
                     Action::ApplySnapshot(snapshot) => {
-                        self.kv
-                            .restore(&snapshot.data)
-                            .context("snapshot from the leader does not decode")?;
+                        match self.checked_snapshot.take() {
+                            Some((index, kv)) if index == snapshot.meta.index => self.kv = kv,
+                            _ => self
+                                .kv
+                                .restore(&snapshot.data)
+                                .context("a snapshot that was checked does not decode any more")?,
+                        }
                         self.last_snapshot_index = snapshot.meta.index;
                         info!(
                             node = self.config.id,

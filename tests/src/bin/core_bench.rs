@@ -290,6 +290,7 @@ impl Cluster {
                         black_box(entries);
                     }
                     Action::ApplySnapshot(snapshot) => self.nodes[i].applied(snapshot.meta.index),
+                    Action::CheckSnapshot(snapshot) => self.nodes[i].install_snapshot(snapshot),
                     Action::ReadReady { .. } | Action::ReadFailed { .. } | Action::RoleChanged { .. } => {}
                 }
             }

@@ -223,6 +223,10 @@ pub fn hash_action(h: &mut StableHasher, step: u64, node: u64, action: &Action) 
             h.write_u8(4);
             write_snapshot(h, s);
         }
+        Action::CheckSnapshot(s) => {
+            h.write_u8(8);
+            write_snapshot(h, s);
+        }
         Action::ReadReady { ctx, index } => {
             h.write_u8(5);
             h.write_u64(*ctx);

@@ -596,6 +596,13 @@ impl Simulation {
             }
             Action::Apply(entries) => self.apply_entries(id, entries),
             Action::ApplySnapshot(snapshot) => self.apply_snapshot(id, snapshot),
+            Action::CheckSnapshot(snapshot) => {
+                if KvStore::decode(&snapshot.data).is_ok() {
+                    self.raft_mut(id).install_snapshot(snapshot);
+                } else {
+                    self.raft_mut(id).reject_snapshot(snapshot.meta.index);
+                }
+            }
             Action::ReadReady { ctx, index } => {
                 self.slot_mut(id).ready_reads.push((ctx, index));
                 self.serve_reads(id);
@@ -1652,6 +1659,7 @@ fn describe_action(action: &Action) -> String {
         Action::ApplySnapshot(s) => {
             format!("apply snapshot@{}/t{}", s.meta.index, s.meta.term)
         }
+        Action::CheckSnapshot(s) => format!("check snapshot@{}/t{}", s.meta.index, s.meta.term),
         Action::ReadReady { ctx, index } => format!("read ready ctx {ctx} at {index}"),
         Action::ReadFailed { ctx, leader } => format!("read failed ctx {ctx} leader {leader:?}"),
         Action::RoleChanged { role, term, leader } => {
