@@ -129,6 +129,9 @@ enum WalEvent {
 }
 
 /// Owns the storage: appends every queued batch, then one fsync for all of them.
+/// How long the WAL thread waits, idle, before it records its last fsync.
+const SYNC_RECORD_IDLE: Duration = Duration::from_millis(20);
+
 fn wal_thread(
     mut storage: Storage,
     commands: std::sync::mpsc::Receiver<WalCmd>,
@@ -137,7 +140,27 @@ fn wal_thread(
     let fail = |e: anyhow::Error| {
         let _ = events.send(WalEvent::Failed(e));
     };
-    while let Ok(first) = commands.recv() {
+    loop {
+        // After a pause of SYNC_RECORD_IDLE, the last fsync is recorded in
+        // the segment (appends record the previous one as they go), so that
+        // recovery never takes those synced records for a torn write.
+        let first = if storage.sync_unrecorded() {
+            match commands.recv_timeout(SYNC_RECORD_IDLE) {
+                Ok(command) => command,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = storage.record_sync() {
+                        return fail(anyhow::Error::new(e).context("WAL fsync failed; stopping this node"));
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match commands.recv() {
+                Ok(command) => command,
+                Err(_) => return,
+            }
+        };
         let mut last_persist = None;
         let mut next = Some(first);
         while let Some(command) = next.take().or_else(|| commands.try_recv().ok()) {

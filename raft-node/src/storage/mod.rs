@@ -10,7 +10,16 @@
 //! # On-disk format
 //!
 //! - `wal-<seq:016x>.log`: WAL segments, numbered from 1 without gaps (older
-//!   ones are deleted from the front only). A segment is a sequence of records
+//!   ones are deleted from the front only). A segment (format version 3)
+//!   starts with a 512-byte sector holding two **sync slots** (see
+//!   `record::SyncSlot`; written alternately, each with its own checksum):
+//!   how far the segment is known synced, the length it was created with
+//!   (it never shrinks nor grows), and, once its successor exists durably,
+//!   that successor's number (sealed). Appends record the previous fsync in
+//!   the slot with their own write (covered by their own fsync), and the WAL
+//!   thread records the last one after 20 ms idle. Its records start at
+//!   byte 512 (a version-2 segment, still read, has no slots and its
+//!   records start at 0; appends never continue in one). The records are
 //!   `[len: u32 LE][crc32c(payload): u32 LE][payload]`, the payload being
 //!   [`codec::encode`](raft_net::codec::encode) of a `WalRecord`:
 //!   `Begin { format_version, seq }` (always first), `Entries(Vec<Entry>)`
@@ -39,7 +48,9 @@
 //!
 //! [`Storage::append`] encodes a whole batch into one reusable buffer and
 //! writes it with one positioned write at the end of the active segment's
-//! records (no fsync); [`Storage::sync`] makes everything appended so far
+//! records (plus the sync slot's 40 bytes; no fsync); a batch that would run
+//! past the segment's end goes whole into the next segment, made large
+//! enough for it, so that no record crosses a segment's end; [`Storage::sync`] makes everything appended so far
 //! durable with one `fdatasync` (group commit). When the records of the
 //! active segment have reached its capacity (1 MiB for a new log's first
 //! segment, twice the previous one's for each next, up to
@@ -56,7 +67,12 @@
 //! [`Storage::open`] replays every segment in order.
 //! - Zero fill after the records (an all-zero header and only zeros up to the
 //!   end of the file) is the clean end of a segment, in any segment.
-//! - A bad record in the **last** segment (a short header, a short payload, a
+//! - Damage to synced data is refused, never taken for a torn write: a
+//!   segment shorter than the length its slot records (cut short), a last
+//!   segment that is sealed (its successor, the newest segment, was
+//!   deleted), a bad record or an end of records before the slot's synced
+//!   offset (zeroed or damaged synced records).
+//! - A bad record in the **last** segment past its synced offset (a short header, a short payload, a
 //!   checksum mismatch, a length over the maximum that runs past the end) is
 //!   a write torn by a crash if nothing valid follows it (only zeros, or
 //!   stray bytes of the same unsynced write further on in the zero fill or
@@ -70,7 +86,9 @@
 //!   good checksum that does not decode), junk in an earlier segment's zero
 //!   fill, a missing segment, a hole in the log or a missing snapshot file
 //!   stops start-up with [`StorageError::Corrupt`], naming the file and byte
-//!   offset.
+//!   offset. The search for a valid record after a bad one is linear: it
+//!   checksums at most twice the bytes it searches (plus 1 MiB), and refuses
+//!   to guess past that.
 //!
 //! Then appends continue in the last segment, right at the end of its valid
 //! records, after its tail (torn bytes, zeros) has been cut off and it has
@@ -97,8 +115,9 @@ use tracing::{info, warn};
 pub use self::error::StorageError;
 use self::index::{Span, SpanIndex};
 use self::record::{
-    push_record, scan_segment, SegmentEnd, WalRecord, WalRecordRef, ENTRIES_RECORD_BYTES_TARGET,
-    FORMAT_VERSION, HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, SNAPSHOT_PAYLOAD_BYTES_MAX,
+    push_record, scan_segment, SegmentEnd, SyncSlot, WalRecord, WalRecordRef, ENTRIES_RECORD_BYTES_TARGET,
+    FORMAT_VERSION, FORMAT_VERSION_UNSLOTTED, HEADER_BYTES, RECORDS_START, RECORD_PAYLOAD_BYTES_MAX,
+    SNAPSHOT_PAYLOAD_BYTES_MAX,
 };
 use self::recovery::Replay;
 
@@ -138,9 +157,14 @@ pub struct Storage {
     active: File,
     /// Bytes of records in the active segment: where the next write goes.
     active_bytes: u64,
-    /// The preallocated length of the active segment: the next append after
-    /// the records reach it starts a new segment.
+    /// The preallocated length of the active segment: an append that would
+    /// run past it starts a new segment (no record crosses a segment's end).
     active_capacity: u64,
+    /// The active segment's sync slot as last written.
+    active_slot: SyncSlot,
+    /// `active_bytes` at the last fsync of the active segment: recorded in
+    /// its sync slot with the next write, or by [`Storage::record_sync`].
+    synced_end: u64,
     /// Where the live entries are.
     index: SpanIndex,
     /// The hard state last appended.
@@ -322,29 +346,42 @@ fn create_segment(
         .open(path)
         .map_err(StorageError::io("create", path))?;
     preallocate(&file, path, 0, capacity, opts.sync, pace)?;
+    let slot = first_slot(capacity);
+    file.write_all_at(&slot.encode(), slot.offset()).map_err(StorageError::io("write", path))?;
     if opts.sync {
         file.sync_all().map_err(StorageError::io("fsync", path))?;
     }
     Ok(file)
 }
 
+/// The sync slot a new segment of `capacity` bytes is created with.
+fn first_slot(capacity: u64) -> SyncSlot {
+    SyncSlot { gen: 1, synced_to: RECORDS_START, capacity, next_seq: 0 }
+}
+
 /// Opens the last segment again for appending at `end` (the end of its valid
-/// records): cuts off whatever follows (torn bytes, zeros, bytes past the
-/// preallocated size) and preallocates it again, durably, unless it already
-/// holds just zeros after `end` up to the preallocated size. Returns the file
-/// and its capacity: its length, within the bounds of a segment's.
+/// records): overwrites whatever follows with zeros (torn bytes, stray
+/// bytes) and preallocates it again, durably, unless it already holds just
+/// zeros after `end` up to the preallocated size. The file never becomes
+/// shorter than `capacity`, the length its sync slot records (a crash in
+/// the middle must not make it look cut short). Returns the file and its
+/// new capacity.
 fn reopen_segment(
     path: &Path,
     opts: &StorageOptions,
     end: u64,
     file_bytes: u64,
+    capacity: u64,
     torn: bool,
 ) -> Result<(File, u64), StorageError> {
     let file = OpenOptions::new().write(true).open(path).map_err(StorageError::io("open", path))?;
     let largest = preallocated_bytes(opts);
-    let len = file_bytes.clamp(FIRST_SEGMENT_BYTES.min(largest), largest).max(end);
+    let len = file_bytes.clamp(FIRST_SEGMENT_BYTES.min(largest), largest).max(end).max(capacity);
     if torn || file_bytes != len {
-        file.set_len(end).map_err(StorageError::io("truncate", path))?;
+        if !opts.sync {
+            // No zeros are written without syncing: drop the tail instead.
+            file.set_len(end).map_err(StorageError::io("truncate", path))?;
+        }
         preallocate(&file, path, end, len, opts.sync, false)?;
         if opts.sync {
             file.sync_all().map_err(StorageError::io("fsync", path))?;
@@ -417,28 +454,64 @@ impl Storage {
         }
 
         let mut replay = Replay::default();
-        // Where the records of the last segment end, its length, and whether
-        // a torn write follows them.
+        // Where the records of the last segment end, its length, whether a
+        // torn write follows them, and its sync slot (none: version 2).
         let mut last_end = None;
         for (k, &seq) in listing.segments.iter().enumerate() {
             let path = segment_path(seq);
             let data = fs::read(&path).map_err(StorageError::io("read", &path))?;
             let is_last = k + 1 == listing.segments.len();
-            let end = scan_segment(&path, &data, is_last, |offset, record| {
-                replay.apply(&path, seq, offset, record)
+            let slot = SyncSlot::read(&data);
+            let corrupt =
+                |offset: u64, reason: String| StorageError::Corrupt { path: path.clone(), offset, reason };
+            let (version, start, synced_to) = match slot {
+                Some(slot) => (FORMAT_VERSION, RECORDS_START, slot.synced_to),
+                None => (FORMAT_VERSION_UNSLOTTED, 0, 0),
+            };
+            if let Some(slot) = slot {
+                if (data.len() as u64) < slot.capacity {
+                    return Err(corrupt(
+                        data.len() as u64,
+                        format!(
+                            "the segment is {} bytes long but was created with {} and never shrinks: it was cut \
+                             short, and records synced up to byte {} (perhaps acknowledged writes) may be gone; \
+                             restore this node's data directory from a backup, or remove the node and add it \
+                             back as a new member",
+                            data.len(),
+                            slot.capacity,
+                            slot.synced_to
+                        ),
+                    ));
+                }
+                if is_last && slot.next_seq != 0 {
+                    return Err(corrupt(
+                        0,
+                        format!(
+                            "the segment was sealed when {} was created, but that file is missing: the newest \
+                             WAL segment was deleted, with the synced records (perhaps acknowledged writes) in \
+                             it; restore this node's data directory from a backup, or remove the node and add \
+                             it back as a new member",
+                            segment_name(slot.next_seq)
+                        ),
+                    ));
+                }
+            }
+            let end = scan_segment(&path, &data, is_last, start, synced_to, |offset, record| {
+                replay.apply(&path, (seq, version, start), offset, record)
             })?;
             if let SegmentEnd::TornTail { offset, written_end, bad } = &end {
                 warn!(
                     file = %path.display(),
                     offset,
                     dropped_bytes = written_end - offset,
-                    "cutting off a torn write at the tail of the WAL: {}",
+                    synced_to,
+                    "cutting off a torn write at the tail of the WAL (past the last sync): {}",
                     bad.describe("the record")
                 );
             }
             if is_last {
                 last_end =
-                    Some((end.offset(), data.len() as u64, matches!(end, SegmentEnd::TornTail { .. })));
+                    Some((end.offset(), data.len() as u64, matches!(end, SegmentEnd::TornTail { .. }), slot));
             }
         }
         let recovered = replay.finish(segment_path)?;
@@ -454,20 +527,25 @@ impl Storage {
                 warn!(file = %path.display(), error = %e, "could not remove a leftover temporary file");
             }
         }
-        let (active_seq, (active, active_capacity), active_bytes) = match (listing.segments.last(), last_end)
-        {
-            (Some(&seq), Some((end, file_bytes, torn))) => {
-                (seq, reopen_segment(&segment_path(seq), &opts, end, file_bytes, torn)?, end)
-            }
-            _ => {
-                let capacity = FIRST_SEGMENT_BYTES.min(preallocated_bytes(&opts));
-                (1, (create_segment(&segment_path(1), &opts, capacity, false)?, capacity), 0)
-            }
-        };
+        // Appends continue in the last segment if it has sync slots; a
+        // version-2 one (or none) is followed by a new segment.
         let mut segments: VecDeque<u64> = listing.segments.iter().copied().collect();
-        if segments.is_empty() {
-            segments.push_back(active_seq);
-        }
+        let (active_seq, active, active_capacity, active_slot, active_bytes) =
+            match (listing.segments.last(), last_end) {
+                (Some(&seq), Some((end, file_bytes, torn, Some(slot)))) => {
+                    let path = segment_path(seq);
+                    let (file, capacity) =
+                        reopen_segment(&path, &opts, end, file_bytes, slot.capacity, torn)?;
+                    (seq, file, capacity, SyncSlot { capacity, ..slot }, end)
+                }
+                (last, _) => {
+                    let seq = last.map_or(1, |&seq| seq + 1);
+                    let capacity = FIRST_SEGMENT_BYTES.min(preallocated_bytes(&opts));
+                    let file = create_segment(&segment_path(seq), &opts, capacity, false)?;
+                    segments.push_back(seq);
+                    (seq, file, capacity, first_slot(capacity), RECORDS_START)
+                }
+            };
         let mut storage = Storage {
             dir: dir.to_path_buf(),
             opts,
@@ -475,6 +553,8 @@ impl Storage {
             active,
             active_bytes,
             active_capacity,
+            active_slot,
+            synced_end: active_slot.synced_to,
             index: recovered.index,
             hard_state: recovered.hard_state,
             snapshot: recovered.snapshot,
@@ -487,13 +567,15 @@ impl Storage {
             #[cfg(test)]
             failpoint: None,
         };
-        if active_bytes == 0 {
+        if active_bytes == RECORDS_START {
             // A new segment, or one whose first records were torn.
             let mut header = Vec::new();
             storage.push_segment_header(&mut header, active_seq)?;
             storage.write_active(&header)?;
         }
         storage.sync()?;
+        // What was read back is durable now: record it (and the capacity).
+        storage.record_sync_unconditionally()?;
         // A reopened segment may be half full already: prepare its successor
         // now, not on the first append after it fills.
         storage.prepare_next_segment();
@@ -571,7 +653,7 @@ impl Storage {
             RECORD_PAYLOAD_BYTES_MAX,
         )?;
         let result = self.write_snapshot_file(snapshot.meta.index, &file_bytes).and_then(|()| {
-            self.write_active(&buf)?;
+            self.write_records(&mut buf)?;
             self.sync_unchecked()
         });
         self.buf = buf;
@@ -709,18 +791,15 @@ impl Storage {
     }
 
     /// [`Storage::append`] after the checks: encode everything (no side
-    /// effects yet), then write.
+    /// effects yet), then write. A batch that would run past the active
+    /// segment's end goes whole into a new segment (large enough for it), so
+    /// that no record crosses a segment's end and a file never grows.
     fn append_unchecked(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
-        let rotate = self.active_bytes >= self.active_capacity;
-        let seq = if rotate { self.active_seq() + 1 } else { self.active_seq() };
-        let base = if rotate { 0 } else { self.active_bytes };
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
+        // Span offsets relative to the start of the batch's records.
         let mut spans = Vec::new();
         let encoded = (|| {
-            if rotate {
-                self.push_segment_header(&mut buf, seq)?;
-            }
             let snapshot_file = match &batch.snapshot {
                 Some(snapshot) => {
                     push_wal_record(&mut buf, &WalRecordRef::InstallSnapshot(&snapshot.meta))?;
@@ -740,9 +819,9 @@ impl Storage {
                     .count()
                     .max(1);
                 let (chunk, tail) = rest.split_at(n);
-                let offset = base + buf.len() as u64;
+                let offset = buf.len() as u64;
                 push_wal_record(&mut buf, &WalRecordRef::Entries(chunk))?;
-                spans.push(Span { first: chunk[0].index, last: chunk[n - 1].index, seq, offset });
+                spans.push(Span { first: chunk[0].index, last: chunk[n - 1].index, seq: 0, offset });
                 rest = tail;
             }
             if let Some(hard_state) = &batch.hard_state {
@@ -751,29 +830,91 @@ impl Storage {
             Ok::<_, StorageError>(snapshot_file)
         })();
         let result = encoded.and_then(|snapshot_file| {
-            if rotate {
-                self.rotate(seq)?;
-            }
             if let (Some(snapshot), Some(bytes)) = (&batch.snapshot, snapshot_file) {
                 self.write_snapshot_file(snapshot.meta.index, &bytes)?;
             }
-            self.write_active(&buf)
+            self.write_records(&mut buf)
         });
         self.buf = buf;
-        result?;
+        let base = result?;
+        let seq = self.active_seq();
         if let Some(snapshot) = &batch.snapshot {
             self.index.clear();
             self.snapshot = Some(snapshot.meta.clone());
             self.snapshot_cleanup_pending = true;
         }
         for span in spans {
-            self.index.append(span);
+            self.index.append(Span { seq, offset: base + span.offset, ..span });
         }
         if let Some(hard_state) = batch.hard_state {
             self.hard_state = hard_state;
         }
         debug_assert_eq!(self.index.check(true), Ok(()));
         Ok(())
+    }
+
+    /// Writes records at the end of the active segment, or, if they would run
+    /// past its end, in a new segment after its header (`records` then
+    /// holds the header too). Records the last fsync in the sync slot on the
+    /// way. Returns the offset the given records start at.
+    fn write_records(&mut self, records: &mut Vec<u8>) -> Result<u64, StorageError> {
+        let mut base = self.active_bytes;
+        if self.active_bytes + records.len() as u64 > self.active_capacity {
+            let seq = self.active_seq() + 1;
+            let mut header = Vec::new();
+            self.push_segment_header(&mut header, seq)?;
+            let needed = RECORDS_START + (header.len() + records.len()) as u64;
+            self.rotate(seq, needed)?;
+            base = self.active_bytes + header.len() as u64;
+            header.extend_from_slice(records);
+            *records = header;
+        } else if self.opts.sync && self.synced_end > self.active_slot.synced_to {
+            // What the last fsync made durable, recorded with this write
+            // (the next fsync covers both).
+            self.write_active_slot(self.synced_end, 0)?;
+        }
+        self.write_active(records)?;
+        Ok(base)
+    }
+
+    /// Writes the active segment's next sync slot (not synced: the next
+    /// fsync of the segment makes it durable).
+    fn write_active_slot(&mut self, synced_to: u64, next_seq: u64) -> Result<(), StorageError> {
+        let slot =
+            SyncSlot { gen: self.active_slot.gen + 1, synced_to, capacity: self.active_capacity, next_seq };
+        let path = self.segment_path(self.active_seq());
+        self.active.write_all_at(&slot.encode(), slot.offset()).map_err(StorageError::io("write", &path))?;
+        self.active_slot = slot;
+        Ok(())
+    }
+
+    /// Whether the last fsync is not yet recorded in the active segment's
+    /// sync slot (see [`Storage::record_sync`]).
+    pub fn sync_unrecorded(&self) -> bool {
+        self.opts.sync && self.failed.is_none() && self.synced_end > self.active_slot.synced_to
+    }
+
+    /// Records in the active segment's sync slot how far it is synced, and
+    /// syncs that (one small write and an `fdatasync`). Appends record the
+    /// previous sync as they go; a driver calls this when the WAL is idle, so
+    /// that the last writes before a pause are known synced too: only bytes
+    /// past the recorded sync may be taken for a torn write at recovery.
+    pub fn record_sync(&mut self) -> Result<(), StorageError> {
+        self.check_running()?;
+        if !self.sync_unrecorded() {
+            return Ok(());
+        }
+        let result = self.record_sync_unconditionally();
+        self.stop_on_fatal(result)
+    }
+
+    fn record_sync_unconditionally(&mut self) -> Result<(), StorageError> {
+        if !self.opts.sync {
+            return Ok(());
+        }
+        self.write_active_slot(self.synced_end, 0)?;
+        let path = self.segment_path(self.active_seq());
+        self.active.sync_data().map_err(StorageError::io("fdatasync", &path))
     }
 
     /// Encodes the records every segment starts with: `Begin`, the current
@@ -788,34 +929,52 @@ impl Storage {
     }
 
     /// Finishes the active segment (fsync, so that only the last segment can
-    /// ever have a torn tail) and creates segment `seq`, preallocated, as the
-    /// new active one (the directory is fsynced by the next sync).
-    fn rotate(&mut self, seq: u64) -> Result<(), StorageError> {
+    /// ever have a torn tail) and creates segment `seq`, of at least
+    /// `needed_bytes`, preallocated, as the new active one; then seals the
+    /// old one (its sync slot names `seq`, once `seq` exists durably), so
+    /// that losing the newest segment is seen as such.
+    fn rotate(&mut self, seq: u64, needed_bytes: u64) -> Result<(), StorageError> {
         let old = self.segment_path(self.active_seq());
         if self.opts.sync {
             self.active.sync_data().map_err(StorageError::io("fdatasync", &old))?;
         }
         let path = self.segment_path(seq);
-        self.active = match self.next.take() {
-            Some(next) => {
+        let prepared = self.next.take();
+        let (file, capacity) = match prepared {
+            Some(next) if next.capacity >= needed_bytes => {
                 debug_assert_eq!(next.seq, seq);
-                self.active_capacity = next.capacity;
                 let file = next.thread.join().unwrap_or_else(|_| {
                     Err(StorageError::io("preallocate", &next.temp)(std::io::Error::other(
                         "the thread preparing it panicked",
                     )))
                 })?;
                 fs::rename(&next.temp, &path).map_err(StorageError::io("rename into place", &next.temp))?;
-                file
+                (file, next.capacity)
             }
-            None => {
-                self.active_capacity = next_capacity(&self.opts, self.active_capacity);
-                create_segment(&path, &self.opts, self.active_capacity, false)?
+            other => {
+                if let Some(next) = other {
+                    // Too small for this batch: made anew, larger.
+                    let _ = next.thread.join();
+                    let _ = fs::remove_file(&next.temp);
+                }
+                let capacity =
+                    next_capacity(&self.opts, self.active_capacity).max(needed_bytes.next_multiple_of(4096));
+                (create_segment(&path, &self.opts, capacity, false)?, capacity)
             }
         };
+        if self.opts.sync {
+            sync_dir(&self.dir)?;
+            let sealed = self.active_bytes;
+            self.write_active_slot(sealed, seq)?;
+            self.active.sync_data().map_err(StorageError::io("fdatasync", &old))?;
+        }
+        self.active = file;
+        self.active_capacity = capacity;
+        self.active_slot = first_slot(capacity);
         self.segments.push_back(seq);
-        self.active_bytes = 0;
-        self.dir_sync_pending = true;
+        self.active_bytes = RECORDS_START;
+        self.synced_end = RECORDS_START;
+        self.dir_sync_pending = false;
         Ok(())
     }
 
@@ -866,6 +1025,7 @@ impl Storage {
         #[cfg(test)]
         self.fail_if(tests::FailPoint::Sync, "fdatasync", &path)?;
         self.active.sync_data().map_err(StorageError::io("fdatasync", &path))?;
+        self.synced_end = self.active_bytes;
         if self.dir_sync_pending {
             sync_dir(&self.dir)?;
             self.dir_sync_pending = false;

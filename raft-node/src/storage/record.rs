@@ -40,7 +40,82 @@ pub(crate) const ENTRIES_RECORD_BYTES_TARGET: usize = 1 << 20;
 /// A data directory of another version is refused at start-up, with both
 /// versions named. 2: a session's last put or delete result says whether the
 /// key existed instead of holding the old value (it is part of snapshots).
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// 3: a segment starts with two sync slots ([`SyncSlot`]) and its records at
+/// [`RECORDS_START`]; version-2 segments (records from byte 0, no slots) are
+/// still read, and never written to again.
+pub(crate) const FORMAT_VERSION: u32 = 3;
+
+/// The format of segments without sync slots, still read.
+pub(crate) const FORMAT_VERSION_UNSLOTTED: u32 = 2;
+
+/// Where the records of a version-3 segment start: the sector before them
+/// holds the two sync slots.
+pub(crate) const RECORDS_START: u64 = 512;
+
+/// Offsets of the two sync slots; a slot of generation `g` lives at
+/// `SLOT_OFFSETS[g % 2]`, so that a torn slot write leaves the other intact.
+const SLOT_OFFSETS: [u64; 2] = [0, 256];
+
+/// Bytes of one encoded sync slot.
+pub(crate) const SLOT_BYTES: usize = 40;
+
+/// What a segment knows about itself, rewritten in place (alternating
+/// between two slots) as it is synced: how far its records are durable, the
+/// length it was created with, and whether its successor exists. With it,
+/// recovery tells a torn write (only ever past `synced_to`) from damage to
+/// synced data: a segment cut short, zeroed, or deleted after it.
+///
+/// Encoded as `[0u32][crc32c of the rest][gen][synced_to][capacity][next_seq]`
+/// (little endian): the leading zero can never start a record (no record
+/// has length 0), so a version-2 segment is never read as slotted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SyncSlot {
+    /// Generation: the slot with the highest valid one is current.
+    pub(crate) gen: u64,
+    /// Every byte before this offset is durable (was fsynced).
+    pub(crate) synced_to: u64,
+    /// The length the segment file was preallocated to; it never shrinks.
+    pub(crate) capacity: u64,
+    /// Non-zero once the segment is sealed: segment `next_seq` exists durably
+    /// and every later record is there.
+    pub(crate) next_seq: u64,
+}
+
+impl SyncSlot {
+    /// Where this slot is written.
+    pub(crate) fn offset(&self) -> u64 {
+        SLOT_OFFSETS[(self.gen % 2) as usize]
+    }
+
+    /// The slot's bytes.
+    pub(crate) fn encode(&self) -> [u8; SLOT_BYTES] {
+        let mut out = [0u8; SLOT_BYTES];
+        for (k, v) in [self.gen, self.synced_to, self.capacity, self.next_seq].into_iter().enumerate() {
+            out[8 + 8 * k..16 + 8 * k].copy_from_slice(&v.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&out[8..]);
+        out[4..8].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<SyncSlot> {
+        let bytes = bytes.get(..SLOT_BYTES)?;
+        let word = |k: usize| u64::from_le_bytes(bytes[8 + 8 * k..16 + 8 * k].try_into().expect("8 bytes"));
+        let stored = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+        let slot = SyncSlot { gen: word(0), synced_to: word(1), capacity: word(2), next_seq: word(3) };
+        (bytes[..4] == [0; 4] && stored == crc32c::crc32c(&bytes[8..]) && slot.gen != 0).then_some(slot)
+    }
+
+    /// The current slot of a segment's bytes, if it has one (a version-3
+    /// segment); `None` for a version-2 segment.
+    pub(crate) fn read(data: &[u8]) -> Option<SyncSlot> {
+        SLOT_OFFSETS
+            .iter()
+            .filter_map(|&at| SyncSlot::decode(data.get(at as usize..)?))
+            .filter(|slot| slot.offset() < RECORDS_START)
+            .max_by_key(|slot| slot.gen)
+    }
+}
 
 /// One WAL record, as decoded. Replay applies them in order.
 ///
@@ -217,22 +292,44 @@ pub(crate) fn parse_wal_record(data: &[u8], pos: usize) -> Result<(WalRecord, us
 /// damaged length field, but skips zero fill quickly: a record's length field
 /// is never all zeros, so none starts more than 3 bytes before a non-zero
 /// byte. Only called on the error path.
-fn find_valid_record(data: &[u8], from: usize) -> Option<usize> {
-    let last_start = data.len().checked_sub(HEADER_BYTES)?;
+///
+/// Linear in the bytes searched: a candidate is checksummed only if its
+/// length fits and its first payload byte is a record tag, and the bytes
+/// checksummed in all are bounded by twice the bytes searched (plus 1 MiB);
+/// past that budget the search gives up with `Err`, and the caller refuses
+/// to guess (junk after a damaged length once made recovery quadratic).
+fn find_valid_record(data: &[u8], from: usize) -> Result<Option<usize>, SearchExhausted> {
+    let Some(last_start) = data.len().checked_sub(HEADER_BYTES) else { return Ok(None) };
+    let mut budget = 2 * data.len().saturating_sub(from) + (1 << 20);
     let mut q = from;
     while q <= last_start {
-        let nonzero = q + data[q..].iter().position(|&b| b != 0)?;
-        q = q.max(nonzero.saturating_sub(3));
+        let Some(nonzero) = data[q..].iter().position(|&b| b != 0) else { return Ok(None) };
+        q = q.max((q + nonzero).saturating_sub(3));
         if q > last_start {
-            return None;
+            return Ok(None);
         }
-        if parse_wal_record(data, q).is_ok() {
-            return Some(q);
+        let len = u32::from_le_bytes(data[q..q + 4].try_into().expect("4 bytes")) as usize;
+        let fits = len > 0 && len <= RECORD_PAYLOAD_BYTES_MAX && len <= last_start - q;
+        if fits && data[q + HEADER_BYTES] <= WAL_RECORD_TAG_MAX {
+            if len > budget {
+                return Err(SearchExhausted);
+            }
+            budget -= len;
+            if parse_wal_record(data, q).is_ok() {
+                return Ok(Some(q));
+            }
         }
         q += 1;
     }
-    None
+    Ok(None)
 }
+
+/// [`find_valid_record`] ran out of its checksum budget.
+#[derive(Debug)]
+struct SearchExhausted;
+
+/// The largest first byte of an encoded [`WalRecord`]: its variant tag.
+const WAL_RECORD_TAG_MAX: u8 = 4;
 
 /// The unit a disk writes atomically, at least: a write torn by a power loss
 /// leaves whole sectors unwritten.
@@ -300,13 +397,34 @@ impl SegmentEnd {
 /// - otherwise corruption: a bad record followed by a valid one, any bad
 ///   record in an earlier segment (only the last one can have been written
 ///   when a crash happened).
+///
+/// The records start at `start`; every byte before `synced_to` is known
+/// durable (the segment's sync slot), so a bad record or an end of records
+/// before it is damage to synced data, never a torn write.
 pub(crate) fn scan_segment(
     path: &Path,
     data: &[u8],
     is_last: bool,
+    start: u64,
+    synced_to: u64,
     mut apply: impl FnMut(u64, WalRecord) -> Result<(), StorageError>,
 ) -> Result<SegmentEnd, StorageError> {
-    let mut pos = 0;
+    let corrupt = |offset: usize, reason: String| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    let synced = |pos: usize, what: String| {
+        corrupt(
+            pos,
+            format!(
+                "{what}, before byte {synced_to}, up to which this segment was synced: synced records \
+                 (perhaps acknowledged writes) are damaged or gone, so this is no torn write; restore this \
+                 node's data directory from a backup, or remove the node and add it back as a new member"
+            ),
+        )
+    };
+    let mut pos = start as usize;
     while pos < data.len() {
         match parse_wal_record(data, pos) {
             Ok((record, next)) => {
@@ -314,15 +432,13 @@ pub(crate) fn scan_segment(
                 pos = next;
             }
             Err(bad) => {
+                let what = "the WAL record";
+                if (pos as u64) < synced_to {
+                    return Err(synced(pos, bad.describe(what)));
+                }
                 if data[pos..].iter().all(|&b| b == 0) {
                     return Ok(SegmentEnd::Clean { offset: pos as u64 });
                 }
-                let corrupt = |offset: usize, reason: String| StorageError::Corrupt {
-                    path: path.to_path_buf(),
-                    offset: offset as u64,
-                    reason,
-                };
-                let what = "the WAL record";
                 if !is_last {
                     return Err(corrupt(
                         pos,
@@ -344,7 +460,18 @@ pub(crate) fn scan_segment(
                     }
                     _ => (pos + 1, false),
                 };
-                if let Some(valid) = find_valid_record(data, resume_at) {
+                let found = find_valid_record(data, resume_at).map_err(|SearchExhausted| {
+                    corrupt(
+                        pos,
+                        format!(
+                            "{}, and the {} bytes after it hold too much that looks like records to tell a \
+                             torn write from damage; restore this node's data directory from a backup",
+                            bad.describe(what),
+                            data.len() - pos
+                        ),
+                    )
+                })?;
+                if let Some(valid) = found {
                     // Valid records after a bad one: corruption, unless part
                     // of the bad record was never written. Segments are
                     // preallocated, so the disk may keep the later sectors of
@@ -373,6 +500,9 @@ pub(crate) fn scan_segment(
                 return Ok(torn_tail(data, pos, bad));
             }
         }
+    }
+    if (pos as u64) < synced_to {
+        return Err(synced(pos, "the file ends there".to_string()));
     }
     Ok(SegmentEnd::Clean { offset: pos as u64 })
 }

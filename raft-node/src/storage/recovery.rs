@@ -14,7 +14,7 @@ use raft_core::{Entry, HardState, Index, SnapshotMeta};
 
 use super::error::StorageError;
 use super::index::{Span, SpanIndex};
-use super::record::{WalRecord, FORMAT_VERSION};
+use super::record::{WalRecord, FORMAT_VERSION, FORMAT_VERSION_UNSLOTTED};
 
 /// The state described by the records replayed so far.
 #[derive(Debug, Default)]
@@ -35,16 +35,17 @@ pub(crate) struct Recovered {
 }
 
 impl Replay {
-    /// Applies the record found at `offset` of segment `seq` (file `path`).
+    /// Applies the record found at `offset` of segment `seq` (file `path`),
+    /// a segment of format `version` whose records start at `records_start`.
     pub(crate) fn apply(
         &mut self,
         path: &Path,
-        seq: u64,
+        (seq, version, records_start): (u64, u32, u64),
         offset: u64,
         record: WalRecord,
     ) -> Result<(), StorageError> {
         let corrupt = |reason: String| StorageError::Corrupt { path: path.to_path_buf(), offset, reason };
-        let first_in_segment = offset == 0;
+        let first_in_segment = offset == records_start;
         match record {
             WalRecord::Begin { format_version, seq: recorded } => {
                 if !first_in_segment {
@@ -52,10 +53,11 @@ impl Replay {
                         "a segment-start record appears in the middle of the segment".into(),
                     ));
                 }
-                if format_version != FORMAT_VERSION {
+                if format_version != version {
                     return Err(corrupt(format!(
-                        "the segment has format version {format_version}, but this build reads version \
-                         {FORMAT_VERSION}: run a build that reads version {format_version}"
+                        "the segment has format version {format_version}, but this build reads versions \
+                         {FORMAT_VERSION_UNSLOTTED} and {FORMAT_VERSION} (and version {version} in a segment \
+                         laid out like this one): run a build that reads version {format_version}"
                     )));
                 }
                 if recorded != seq {

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use raft_core::{Entry, EntryPayload, HardState, PersistBatch, SnapshotMeta};
 use raft_net::codec;
 
-use super::record::{push_record, WalRecord, WalRecordRef, RECORD_PAYLOAD_BYTES_MAX};
+use super::record::{
+    push_record, SyncSlot, WalRecord, WalRecordRef, RECORDS_START, RECORD_PAYLOAD_BYTES_MAX,
+};
 use super::{segment_name, Storage, StorageError, StorageOptions};
 
 /// A failure to inject into the next matching operation.
@@ -384,13 +386,13 @@ fn the_log_rolls_over_many_small_segments_and_recovers_all_of_them() {
     let active_bytes = storage.active_bytes;
     assert_eq!(storage.entries(1, 1000).unwrap(), entries(1, 1000));
     drop(storage);
-    for seq in 1..count as u64 {
-        // Rolled over once their records reached the limit: no zero fill.
+    for seq in 1..=count as u64 {
+        // Rolled over before a batch would run past the end: no record
+        // crosses it, and no file grows past its capacity.
         let len = file_len(&segment(dir.path(), seq));
-        assert!(len >= 4096 && !all_zero_from(&segment(dir.path(), seq), len - 1), "segment {seq}: {len}");
+        assert_eq!(len, 4096, "segment {seq}");
     }
-    let last = segment(dir.path(), count as u64);
-    assert_eq!(file_len(&last), active_bytes.max(4096));
+    assert!(active_bytes <= 4096);
     let names: Vec<String> =
         fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
     assert!(names.iter().all(|n| n.starts_with("wal-")), "no prepared segment left behind: {names:?}");
@@ -419,13 +421,28 @@ fn the_log_rolls_over_many_small_segments_and_recovers_all_of_them() {
     assert_eq!(durable.hard_state, hs);
 }
 
-/// Writes a segment `seq` by hand: its first records, then zero fill.
+/// The first `RECORDS_START` bytes of a version-3 segment of `capacity`
+/// bytes: its sync slot (nothing synced past the slots yet).
+fn slot_area(capacity: u64) -> Vec<u8> {
+    let mut bytes = vec![0; RECORDS_START as usize];
+    let slot = SyncSlot { gen: 1, synced_to: RECORDS_START, capacity, next_seq: 0 };
+    let at = slot.offset() as usize;
+    bytes[at..at + slot.encode().len()].copy_from_slice(&slot.encode());
+    bytes
+}
+
+/// Writes a segment `seq` by hand: its sync slots, its first records, then
+/// zero fill.
 fn write_segment(dir: &Path, seq: u64, hard_state: &HardState, zero_fill: usize) {
-    let mut bytes = Vec::new();
+    let mut records = Vec::new();
     let begin = WalRecordRef::Begin { format_version: super::record::FORMAT_VERSION, seq };
-    push_record(&mut bytes, &begin, "test", RECORD_PAYLOAD_BYTES_MAX).unwrap();
-    push_record(&mut bytes, &WalRecordRef::HardState(hard_state), "test", RECORD_PAYLOAD_BYTES_MAX).unwrap();
-    bytes.resize(bytes.len() + zero_fill, 0);
+    push_record(&mut records, &begin, "test", RECORD_PAYLOAD_BYTES_MAX).unwrap();
+    push_record(&mut records, &WalRecordRef::HardState(hard_state), "test", RECORD_PAYLOAD_BYTES_MAX)
+        .unwrap();
+    let capacity = RECORDS_START as usize + records.len() + zero_fill;
+    let mut bytes = slot_area(capacity as u64);
+    bytes.extend_from_slice(&records);
+    bytes.resize(capacity, 0);
     fs::write(segment(dir, seq), bytes).unwrap();
 }
 
@@ -467,8 +484,9 @@ fn a_last_segment_torn_before_its_first_record_gets_a_new_start() {
     drop(storage);
     // Segment 2 was created and preallocated, but its first record is torn.
     let second = segment(dir.path(), 2);
-    let mut bytes = vec![0; 8192];
-    bytes[..6].copy_from_slice(&[40, 0, 0, 0, 7, 7]);
+    let mut bytes = slot_area(8192);
+    bytes.resize(8192, 0);
+    bytes[512..518].copy_from_slice(&[40, 0, 0, 0, 7, 7]);
     fs::write(&second, bytes).unwrap();
 
     let (mut storage, durable) = Storage::open(dir.path(), opts()).unwrap();
@@ -515,4 +533,199 @@ fn a_new_log_starts_with_a_small_segment_and_each_next_one_is_twice_as_large() {
     let (storage, durable) = Storage::open(dir.path(), four_mib).unwrap();
     assert_eq!(durable.entries, (1..=index).map(big).collect::<Vec<_>>());
     assert_eq!(storage.segment_count(), 5);
+}
+
+/// Appends entries 1..=n in batches of one, syncing each and recording the
+/// last sync, as the WAL thread does when it goes idle.
+fn synced_log(dir: &Path, n: u64) -> Storage {
+    let (mut storage, _) = Storage::open(dir, opts()).unwrap();
+    for i in 1..=n {
+        storage
+            .append(&batch(i, vec![entry(i, 1)], Some(HardState { term: 1, vote: Some(1), commit: i })))
+            .unwrap();
+        storage.sync().unwrap();
+    }
+    storage.record_sync().unwrap();
+    storage
+}
+
+fn corrupt_message(err: StorageError, path: &Path) -> String {
+    let message = err.to_string();
+    assert!(matches!(err, StorageError::Corrupt { .. }), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    message
+}
+
+/// Case 6: the last segment cut to half its length used to be taken as a
+/// torn tail (last index 267 -> 188, fsynced entries dropped). A segment
+/// never shrinks, so a short one is refused, naming both lengths.
+#[test]
+fn a_segment_cut_short_is_refused_not_taken_for_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = synced_log(dir.path(), 50);
+    let end = storage.active_bytes;
+    drop(storage);
+    let wal = segment(dir.path(), 1);
+    let file = fs::OpenOptions::new().write(true).open(&wal).unwrap();
+    file.set_len(end / 2).unwrap();
+    drop(file);
+    let message = corrupt_message(Storage::open(dir.path(), opts()).unwrap_err(), &wal);
+    assert!(
+        message.contains(&format!("{} bytes long but was created with {}", end / 2, 1 << 20)),
+        "{message}"
+    );
+    assert!(message.contains("cut short"), "{message}");
+}
+
+/// Case 6: deleting the newest segment used to lose its entries silently
+/// (267 -> 109). The segment before it was sealed when it was created.
+#[test]
+fn a_deleted_newest_segment_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = StorageOptions { segment_bytes_max: 4096, sync: true };
+    let (mut storage, _) = Storage::open(dir.path(), small.clone()).unwrap();
+    for i in 1..=200 {
+        storage.append(&batch(i, vec![entry(i, 1)], None)).unwrap();
+        storage.sync().unwrap();
+    }
+    let count = storage.segment_count() as u64;
+    assert!(count >= 2, "{count} segments");
+    drop(storage);
+    fs::remove_file(segment(dir.path(), count)).unwrap();
+    let before = segment(dir.path(), count - 1);
+    let message = corrupt_message(Storage::open(dir.path(), small).unwrap_err(), &before);
+    assert!(message.contains(&format!("sealed when {} was created", segment_name(count))), "{message}");
+}
+
+/// Case 6: only bytes past the last recorded sync may be a torn write. The
+/// same damage to the last record is cut as torn while its sync is not yet
+/// recorded, and refused once it is.
+#[test]
+fn damage_before_the_recorded_sync_is_corruption_and_after_it_a_torn_tail() {
+    let damage = |dir: &Path, at: u64| {
+        let file = fs::OpenOptions::new().write(true).open(segment(dir, 1)).unwrap();
+        file.write_all_at(&[0xde, 0xad], at).unwrap();
+    };
+    // Recorded: refused.
+    let dir = tempfile::tempdir().unwrap();
+    let storage = synced_log(dir.path(), 20);
+    let last = storage.index.spans().last().unwrap().offset;
+    assert!(!storage.sync_unrecorded());
+    drop(storage);
+    damage(dir.path(), last + 10);
+    let message = corrupt_message(Storage::open(dir.path(), opts()).unwrap_err(), &segment(dir.path(), 1));
+    assert!(message.contains("up to which this segment was synced"), "{message}");
+
+    // Synced but not yet recorded (the WAL thread records it when idle):
+    // the one case where the last synced batch can still be taken as torn.
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = synced_log(dir.path(), 20);
+    storage.append(&batch(21, vec![entry(21, 1)], None)).unwrap();
+    storage.sync().unwrap();
+    assert!(storage.sync_unrecorded());
+    let last = storage.index.spans().last().unwrap().offset;
+    drop(storage);
+    damage(dir.path(), last + 10);
+    let (_, durable) = Storage::open(dir.path(), opts()).unwrap();
+    assert_eq!(durable.entries, entries(1, 20));
+}
+
+/// Case 6: synced records zeroed (or a file that ends early) are refused
+/// too: the records must reach the recorded sync.
+#[test]
+fn synced_records_that_were_zeroed_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = synced_log(dir.path(), 20);
+    let last = storage.index.spans().last().unwrap().offset;
+    let end = storage.active_bytes;
+    drop(storage);
+    let file = fs::OpenOptions::new().write(true).open(segment(dir.path(), 1)).unwrap();
+    file.write_all_at(&vec![0; (end - last) as usize], last).unwrap();
+    drop(file);
+    let message = corrupt_message(Storage::open(dir.path(), opts()).unwrap_err(), &segment(dir.path(), 1));
+    assert!(message.contains(&format!("before byte {end}")), "{message}");
+}
+
+/// Case 6: junk after a damaged length field made recovery quadratic (40
+/// MiB: still at 100% CPU after a minute). The search for valid records
+/// after a bad one is bounded: here it gives up and refuses, in a sentence.
+#[test]
+fn junk_after_a_damaged_length_is_searched_in_linear_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = StorageOptions { segment_bytes_max: 64 << 20, sync: false };
+    let (mut storage, _) = Storage::open(dir.path(), big.clone()).unwrap();
+    for i in 1..=5 {
+        storage.append(&batch(i, vec![entry(i, 1)], None)).unwrap();
+    }
+    let end = storage.active_bytes;
+    drop(storage);
+    // A damaged length, then 40 MiB of pseudo-random bytes.
+    let mut junk = vec![0u8; 40 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in junk.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let file = fs::OpenOptions::new().write(true).open(segment(dir.path(), 1)).unwrap();
+    file.set_len(64 << 20).unwrap();
+    file.write_all_at(&junk, end).unwrap();
+    drop(file);
+    let started = std::time::Instant::now();
+    let err = Storage::open(dir.path(), big).unwrap_err();
+    let message = corrupt_message(err, &segment(dir.path(), 1));
+    assert!(message.contains("too much that looks like records"), "{message}");
+    eprintln!("recovery gave up after {:?}", started.elapsed());
+}
+
+/// A batch larger than the active segment's room goes whole into a new
+/// segment made large enough: no record crosses a segment's end, and every
+/// file keeps the length it was created with.
+#[test]
+fn a_batch_larger_than_a_segment_gets_a_segment_of_its_own_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = Storage::open(dir.path(), opts()).unwrap();
+    append_range(&mut storage, 1, 3, None);
+    let huge = Entry { term: 1, index: 4, payload: EntryPayload::Command(vec![7; 3 << 20]) };
+    storage.append(&batch(4, vec![huge.clone()], None)).unwrap();
+    storage.sync().unwrap();
+    append_range(&mut storage, 5, 6, None);
+    let count = storage.segment_count();
+    assert!(count >= 2);
+    drop(storage);
+    for seq in 1..=count as u64 {
+        let data = fs::read(segment(dir.path(), seq)).unwrap();
+        let slot = SyncSlot::read(&data).unwrap();
+        assert_eq!(data.len() as u64, slot.capacity, "segment {seq} grew past its capacity");
+    }
+    let (_, durable) = Storage::open(dir.path(), opts()).unwrap();
+    let mut expected = entries(1, 3);
+    expected.push(huge);
+    expected.extend(entries(5, 6));
+    assert_eq!(durable.entries, expected);
+}
+
+/// A version-2 data directory (records from byte 0, no sync slots) is still
+/// read, and appends go on in a new version-3 segment after it.
+#[test]
+fn a_version_2_segment_is_read_and_followed_by_a_slotted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let hs = HardState { term: 4, vote: Some(2), commit: 3 };
+    let mut bytes = Vec::new();
+    let begin = WalRecordRef::Begin { format_version: 2, seq: 1 };
+    push_record(&mut bytes, &begin, "test", RECORD_PAYLOAD_BYTES_MAX).unwrap();
+    push_record(&mut bytes, &WalRecordRef::HardState(&hs), "test", RECORD_PAYLOAD_BYTES_MAX).unwrap();
+    push_record(&mut bytes, &WalRecordRef::Entries(&entries(1, 3)), "test", RECORD_PAYLOAD_BYTES_MAX)
+        .unwrap();
+    bytes.resize(bytes.len() + 4096, 0);
+    fs::write(segment(dir.path(), 1), bytes).unwrap();
+    let (mut storage, durable) = Storage::open(dir.path(), opts()).unwrap();
+    assert_eq!((durable.entries, durable.hard_state), (entries(1, 3), hs));
+    assert_eq!(storage.segment_count(), 2);
+    append_range(&mut storage, 4, 5, None);
+    drop(storage);
+    assert!(SyncSlot::read(&fs::read(segment(dir.path(), 2)).unwrap()).is_some());
+    let (_, durable) = Storage::open(dir.path(), opts()).unwrap();
+    assert_eq!(durable.entries, entries(1, 5));
 }
