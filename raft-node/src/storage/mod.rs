@@ -21,7 +21,7 @@
 //!   byte 512 (a version-2 segment, still read, has no slots and its
 //!   records start at 0; appends never continue in one). The records are
 //!   `[len: u32 LE][crc32c(payload): u32 LE][payload]`, the payload being
-//!   [`codec::encode`](raft_net::codec::encode) of a `WalRecord`:
+//!   [`codec::encode`] of a `WalRecord`:
 //!   `Begin { format_version, seq }` (always first), `Entries(Vec<Entry>)`
 //!   (discard entries `>=` the first one's index, then append), `HardState`
 //!   (replace), `InstallSnapshot(meta)` (replace the snapshot, discard every
