@@ -39,6 +39,7 @@ fn status_says_a_cluster_id_refusal_as_such_and_fails() {
         cluster_id: "another-cluster".into(),
         peers: vec![],
         cluster_token: SharedToken::default(),
+        limits: Default::default(),
     });
     let (inbound, _keep) = tokio::sync::mpsc::channel(16);
     runtime.spawn(transport::serve(listener, config, inbound, Arc::new(NetCounters::default())));

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::{debug, info, warn};
 
 use crate::codec::{self, CodecError};
+use crate::ratelimit::WarnLimiter;
 use crate::wire::{
     describe_token, ClientRequest, ClientResponse, Hello, HelloReply, ResponseKind, Sender, MAGIC,
     PROTOCOL_VERSION,
@@ -37,6 +38,9 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most requests of one client connection waiting for their answers: past
 /// this, the connection is not read until answers have gone out.
 pub const CLIENT_REQUESTS_IN_FLIGHT_MAX: usize = 4096;
+/// Bytes a connection's reader asks the socket for at a time: a frame's
+/// buffer grows with what arrives, never by what its length claims.
+const READ_CHUNK_BYTES: usize = 64 << 10;
 
 /// A framed TCP connection.
 pub type FramedStream = Framed<TcpStream, LengthDelimitedCodec>;
@@ -59,6 +63,31 @@ pub enum NetError {
     /// The hello was refused.
     #[error("handshake refused: {0}")]
     Refused(String),
+    /// A client connection sent nothing for its idle timeout.
+    #[error("idle for {0:?}")]
+    Idle(Duration),
+    /// A frame, once begun, did not arrive whole within the frame timeout.
+    #[error("a frame of {len} bytes took longer than {timeout:?} to arrive ({received} bytes came)")]
+    SlowFrame {
+        /// The frame's declared length (0 if its header did not arrive).
+        len: usize,
+        /// Bytes of it received.
+        received: usize,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// A frame declared a length above the limit.
+    #[error("a frame of {len} bytes is above the {max}-byte limit")]
+    FrameTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The node is holding as many bytes of partly received frames, or of
+    /// answers waiting for their clients, as it allows.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 /// The length-delimited codec every connection uses: a 4-byte big-endian
@@ -140,11 +169,52 @@ pub enum Inbound {
 /// answer is never dropped for want of room, however many requests a client
 /// pipelines (the connection is read no further while
 /// [`CLIENT_REQUESTS_IN_FLIGHT_MAX`] of its requests wait for answers).
-/// Dropping a `Reply` unanswered frees its place; the client gets no answer.
+/// Answers waiting to be written count against the connection's and the
+/// listener's byte budgets ([`ConnectionLimits`]): a client whose answers go
+/// past them (it pipelines and does not read) is disconnected, its answers
+/// dropped. Dropping a `Reply` unanswered frees its place; the client gets
+/// no answer.
 #[derive(Debug)]
 pub struct Reply {
     id: u64,
-    permit: mpsc::OwnedPermit<ClientResponse>,
+    permit: mpsc::OwnedPermit<QueuedAnswer>,
+    conn: Arc<ConnAnswers>,
+}
+
+/// The answers of one client connection waiting to be written.
+#[derive(Debug)]
+struct ConnAnswers {
+    queued_bytes: AtomicUsize,
+    /// Set when the answers went past a budget: the connection closes.
+    overflow: tokio_util::sync::CancellationToken,
+    state: Arc<ListenerState>,
+    limits: ConnectionLimits,
+}
+
+/// An answer in a connection's queue; dropping it (written, or the
+/// connection gone) gives its bytes back to the budgets.
+#[derive(Debug)]
+struct QueuedAnswer {
+    response: ClientResponse,
+    bytes: usize,
+    conn: Arc<ConnAnswers>,
+}
+
+impl Drop for QueuedAnswer {
+    fn drop(&mut self) {
+        self.conn.queued_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.conn.state.answer_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// About how many bytes an answer takes while it waits to be written.
+fn answer_bytes(result: &ResponseKind) -> usize {
+    64 + match result {
+        ResponseKind::Value(Some(v)) => v.len(),
+        ResponseKind::Written(crate::wire::WriteResult::Cas { current: Some(v), .. }) => v.len(),
+        ResponseKind::Status(_) | ResponseKind::Log(_) => 4096,
+        _ => 0,
+    }
 }
 
 impl Reply {
@@ -154,9 +224,20 @@ impl Reply {
     }
 
     /// Queues the answer for the connection's writer (if the connection is
-    /// gone, the answer goes nowhere).
+    /// gone, the answer goes nowhere; if it would take the connection or the
+    /// listener past its budget of queued answers, the connection is closed).
     pub fn send(self, result: ResponseKind) {
-        self.permit.send(ClientResponse { id: self.id, result });
+        let bytes = answer_bytes(&result);
+        let conn = self.conn;
+        let mine = conn.queued_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let all = conn.state.answer_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let answer =
+            QueuedAnswer { response: ClientResponse { id: self.id, result }, bytes, conn: conn.clone() };
+        if mine > conn.limits.answer_bytes_per_connection_max || all > conn.limits.answer_bytes_max {
+            conn.overflow.cancel();
+            return; // `answer` drops here, giving its bytes back
+        }
+        self.permit.send(answer);
     }
 }
 
@@ -192,6 +273,213 @@ impl SharedToken {
     }
 }
 
+/// What a listener allows its connections: how many, for how long, and
+/// how many bytes they may make it hold. Memory and descriptors a hostile or
+/// broken client can take are bounded by these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open connections in all (peers and clients); more are closed at once.
+    pub connections_max: usize,
+    /// Open connections from one IP address.
+    pub connections_per_source_max: usize,
+    /// A client connection that begins no frame for this long is closed
+    /// (peer links are not: a follower's link to another follower carries
+    /// nothing for as long as the cluster is healthy).
+    pub client_idle_timeout: Duration,
+    /// A frame, once its first byte has arrived, must arrive whole within
+    /// this (a frame sent a byte at a time cannot hold a connection).
+    pub frame_timeout: Duration,
+    /// Bytes of partly received frames, across all connections; a
+    /// connection that would go past it is closed.
+    pub partial_frame_bytes_max: usize,
+    /// Bytes of answers waiting to be written to one client connection; a
+    /// client that pipelines requests and does not read its answers is
+    /// closed when its answers go past it.
+    pub answer_bytes_per_connection_max: usize,
+    /// Bytes of answers waiting to be written, across all connections.
+    pub answer_bytes_max: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> ConnectionLimits {
+        ConnectionLimits {
+            connections_max: 1024,
+            connections_per_source_max: 256,
+            client_idle_timeout: Duration::from_secs(60),
+            frame_timeout: Duration::from_secs(10),
+            partial_frame_bytes_max: 256 << 20,
+            answer_bytes_per_connection_max: 64 << 20,
+            answer_bytes_max: 512 << 20,
+        }
+    }
+}
+
+/// Open connections, in all and per source address, and the bytes held in
+/// partial frames and queued answers: shared by a listener's connections.
+#[derive(Debug, Default)]
+struct ListenerState {
+    by_source: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    open: AtomicUsize,
+    partial_frame_bytes: AtomicUsize,
+    answer_bytes: AtomicUsize,
+}
+
+/// One admitted connection; dropping it frees its place.
+struct Admitted {
+    state: Arc<ListenerState>,
+    source: std::net::IpAddr,
+}
+
+impl ListenerState {
+    /// Admits a connection from `source`, or says why not.
+    fn admit(
+        self: &Arc<Self>,
+        source: std::net::IpAddr,
+        limits: &ConnectionLimits,
+    ) -> Result<Admitted, String> {
+        let mut by_source = self.by_source.lock().expect("connection table poisoned");
+        let open = self.open.load(Ordering::Relaxed);
+        if open >= limits.connections_max {
+            return Err(format!("{open} connections are open, the most this node takes (--max-connections)"));
+        }
+        let from_source = by_source.entry(source).or_insert(0);
+        if *from_source >= limits.connections_per_source_max {
+            return Err(format!(
+                "{from_source} connections from {source} are open, the most one address may hold \
+                 (--max-connections-per-source)"
+            ));
+        }
+        *from_source += 1;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(Admitted { state: self.clone(), source })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut by_source = self.state.by_source.lock().expect("connection table poisoned");
+        if let Some(n) = by_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                by_source.remove(&self.source);
+            }
+        }
+        self.state.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads length-delimited frames (the format of [`frame_codec`]) from one
+/// connection, with the listener's limits: a frame's buffer grows only with
+/// the bytes that arrived, those bytes count against the listener's budget
+/// of partial frames, a begun frame must arrive within the frame timeout,
+/// and, if given, a connection that begins no frame within its idle timeout
+/// is closed. Buffered: one read can bring many small frames.
+struct FrameReader {
+    read: tokio::net::tcp::OwnedReadHalf,
+    buf: bytes::BytesMut,
+    state: Arc<ListenerState>,
+    /// Bytes of `buf` counted in `state.partial_frame_bytes`.
+    held: usize,
+    limits: ConnectionLimits,
+}
+
+impl FrameReader {
+    fn new(
+        read: tokio::net::tcp::OwnedReadHalf,
+        state: Arc<ListenerState>,
+        limits: ConnectionLimits,
+    ) -> Self {
+        FrameReader { read, buf: bytes::BytesMut::new(), state, held: 0, limits }
+    }
+
+    /// The next frame's body; `Closed` at a clean end of stream. `idle`
+    /// bounds the wait for a frame to begin.
+    async fn next(&mut self, idle: Option<Duration>) -> Result<Bytes, NetError> {
+        use tokio::io::AsyncReadExt;
+        let mut begun = (!self.buf.is_empty()).then(tokio::time::Instant::now);
+        loop {
+            if self.buf.len() >= 4 {
+                let len = u32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
+                if len > MAX_FRAME_BYTES {
+                    return Err(NetError::FrameTooLarge { len, max: MAX_FRAME_BYTES });
+                }
+                if self.buf.len() >= 4 + len {
+                    let mut frame = self.buf.split_to(4 + len);
+                    let _ = frame.split_to(4);
+                    self.release();
+                    return Ok(frame.freeze());
+                }
+                self.buf.reserve((4 + len - self.buf.len()).min(READ_CHUNK_BYTES));
+            } else {
+                self.buf.reserve(READ_CHUNK_BYTES);
+            }
+            let read = self.read.read_buf(&mut self.buf);
+            let n = match begun {
+                Some(start) => match tokio::time::timeout_at(start + self.limits.frame_timeout, read).await {
+                    Ok(n) => n?,
+                    Err(_) => {
+                        let len = match self.buf.get(..4) {
+                            Some(h) => u32::from_be_bytes(h.try_into().expect("4 bytes")) as usize,
+                            None => 0,
+                        };
+                        return Err(NetError::SlowFrame {
+                            len,
+                            received: self.buf.len().saturating_sub(4),
+                            timeout: self.limits.frame_timeout,
+                        });
+                    }
+                },
+                None => match idle {
+                    Some(idle) => {
+                        tokio::time::timeout(idle, read).await.map_err(|_| NetError::Idle(idle))??
+                    }
+                    None => read.await?,
+                },
+            };
+            if n == 0 {
+                return Err(if self.buf.is_empty() {
+                    NetError::Closed
+                } else {
+                    NetError::Io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the connection closed inside a frame",
+                    ))
+                });
+            }
+            begun.get_or_insert_with(tokio::time::Instant::now);
+            self.hold()?;
+        }
+    }
+
+    /// Counts the buffered bytes of the frame in progress against the budget.
+    fn hold(&mut self) -> Result<(), NetError> {
+        let more = self.buf.len().saturating_sub(self.held);
+        if more == 0 {
+            return Ok(());
+        }
+        let before = self.state.partial_frame_bytes.fetch_add(more, Ordering::Relaxed);
+        self.held += more;
+        if before + more > self.limits.partial_frame_bytes_max {
+            return Err(NetError::Overloaded(format!(
+                "the node holds {} bytes of partly received frames, the most it allows",
+                before + more
+            )));
+        }
+        Ok(())
+    }
+
+    fn release(&mut self) {
+        self.state.partial_frame_bytes.fetch_sub(self.held, Ordering::Relaxed);
+        self.held = 0;
+    }
+}
+
+impl Drop for FrameReader {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// What the listener needs to know.
 #[derive(Clone, Debug)]
 pub struct ListenerConfig {
@@ -204,27 +492,52 @@ pub struct ListenerConfig {
     /// This node's cluster token: a peer's hello with another (non-zero)
     /// token is refused.
     pub cluster_token: SharedToken,
+    /// What connections may take.
+    pub limits: ConnectionLimits,
 }
 
 /// Accepts connections until the listener fails; each connection runs in its
-/// own task and ends on its own errors only.
+/// own task and ends on its own errors only. Connections past the limits of
+/// [`ConnectionLimits`] are closed at once; the warnings of refused and
+/// closed connections are rate-limited (one line per 10 s, with the number
+/// held back).
 pub async fn serve(
     listener: TcpListener,
     config: Arc<ListenerConfig>,
     inbound: mpsc::Sender<Inbound>,
     counters: Arc<NetCounters>,
 ) {
+    let state = Arc::new(ListenerState::default());
+    let warnings = Arc::new(std::sync::Mutex::new(WarnLimiter::new(Duration::from_secs(10))));
+    let warn_limited =
+        move |warnings: &std::sync::Mutex<WarnLimiter>, node: NodeId, addr: SocketAddr, reason: &str| {
+            let allowed = warnings.lock().expect("warn limiter poisoned").allow(std::time::Instant::now());
+            if let Some(held_back) = allowed {
+                warn!(node, %addr, held_back, "closed connection: {reason}");
+            }
+        };
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
+                let admitted = match state.admit(addr.ip(), &config.limits) {
+                    Ok(admitted) => admitted,
+                    Err(reason) => {
+                        counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+                        warn_limited(&warnings, config.node_id, addr, &reason);
+                        continue; // `stream` drops: closed
+                    }
+                };
                 let (config, inbound, counters) = (config.clone(), inbound.clone(), counters.clone());
+                let (state, warnings) = (state.clone(), warnings.clone());
                 tokio::spawn(async move {
-                    if let Err(reason) = handle_connection(stream, addr, &config, inbound).await {
+                    let result = handle_connection(stream, addr, &config, state, inbound).await;
+                    drop(admitted);
+                    if let Err(reason) = result {
                         match reason {
                             NetError::Closed => debug!(node = config.node_id, %addr, "connection closed"),
                             reason => {
                                 counters.connections_refused.fetch_add(1, Ordering::Relaxed);
-                                warn!(node = config.node_id, %addr, %reason, "closed connection");
+                                warn_limited(&warnings, config.node_id, addr, &reason.to_string());
                             }
                         }
                     }
@@ -242,23 +555,28 @@ async fn handle_connection(
     stream: TcpStream,
     addr: SocketAddr,
     config: &ListenerConfig,
+    state: Arc<ListenerState>,
     inbound: mpsc::Sender<Inbound>,
 ) -> Result<(), NetError> {
-    let mut framed = framed(stream);
-    let hello: Hello = match tokio::time::timeout(HELLO_TIMEOUT, recv_frame(&mut framed)).await {
-        Err(_) => return Err(NetError::HelloTimeout),
-        Ok(result) => result?,
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let mut reader = FrameReader::new(read, state.clone(), config.limits.clone());
+    let mut writer = tokio_util::codec::FramedWrite::new(write, frame_codec());
+    let hello: Hello = match reader.next(Some(HELLO_TIMEOUT)).await {
+        Err(NetError::Idle(_)) => return Err(NetError::HelloTimeout),
+        result => codec::decode(&result?)?,
     };
     if let Err(reason) = check_hello(&hello, config) {
-        let _ = send_frame(&mut framed, &HelloReply::Refused { reason: reason.clone() }).await;
+        let reply = HelloReply::Refused { reason: reason.clone() };
+        let _ = writer.send(Bytes::from(codec::encode(&reply)?)).await;
         return Err(NetError::Refused(reason));
     }
-    send_frame(&mut framed, &HelloReply::Welcome { node_id: config.node_id }).await?;
+    writer.send(Bytes::from(codec::encode(&HelloReply::Welcome { node_id: config.node_id })?)).await?;
     match hello.sender {
         Sender::Peer(peer) => {
             info!(node = config.node_id, peer, %addr, "peer connected");
             loop {
-                let m: Message = recv_frame(&mut framed).await?;
+                let m: Message = codec::decode(&reader.next(None).await?)?;
                 if m.from != peer || m.to != config.node_id {
                     return Err(NetError::Refused(format!(
                         "peer {peer} sent a message from {} to {}",
@@ -270,7 +588,15 @@ async fn handle_connection(
                 }
             }
         }
-        Sender::Client => serve_client(framed, inbound).await,
+        Sender::Client => {
+            let conn = Arc::new(ConnAnswers {
+                queued_bytes: AtomicUsize::new(0),
+                overflow: tokio_util::sync::CancellationToken::new(),
+                state,
+                limits: config.limits.clone(),
+            });
+            serve_client(reader, writer, conn, inbound).await
+        }
     }
 }
 
@@ -314,48 +640,80 @@ fn check_hello(hello: &Hello, config: &ListenerConfig) -> Result<(), String> {
     Ok(())
 }
 
-async fn serve_client(framed: FramedStream, inbound: mpsc::Sender<Inbound>) -> Result<(), NetError> {
-    let (mut sink, mut stream) = framed.split();
-    let (reply_tx, mut reply_rx) = mpsc::channel::<ClientResponse>(CLIENT_REQUESTS_IN_FLIGHT_MAX);
+async fn serve_client(
+    mut reader: FrameReader,
+    mut sink: tokio_util::codec::FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>,
+    conn: Arc<ConnAnswers>,
+    inbound: mpsc::Sender<Inbound>,
+) -> Result<(), NetError> {
+    let idle = conn.limits.client_idle_timeout;
+    let (reply_tx, mut reply_rx) = mpsc::channel::<QueuedAnswer>(CLIENT_REQUESTS_IN_FLIGHT_MAX);
+    let overflow = conn.overflow.clone();
+    let writer_overflow = overflow.clone();
     let writer = tokio::spawn(async move {
-        while let Some(response) = reply_rx.recv().await {
-            let mut batch = vec![response];
-            while let Ok(more) = reply_rx.try_recv() {
-                batch.push(more);
-                if batch.len() >= 256 {
-                    break;
-                }
-            }
-            for response in batch {
-                let bytes = match codec::encode(&response) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        warn!(error = %e, "could not encode a client response");
-                        continue;
-                    }
+        // A socket that takes no bytes for the idle timeout (a client that
+        // stopped reading) ends the connection too.
+        let write_all = async move {
+            loop {
+                let response = tokio::select! {
+                    biased;
+                    _ = writer_overflow.cancelled() => return,
+                    response = reply_rx.recv() => match response {
+                        Some(response) => response,
+                        None => return,
+                    },
                 };
-                if sink.feed(Bytes::from(bytes)).await.is_err() {
-                    return;
+                let mut batch = vec![response];
+                while let Ok(more) = reply_rx.try_recv() {
+                    batch.push(more);
+                    if batch.len() >= 256 {
+                        break;
+                    }
                 }
+                for answer in &batch {
+                    let bytes = match codec::encode(&answer.response) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            warn!(error = %e, "could not encode a client response");
+                            continue;
+                        }
+                    };
+                    match tokio::time::timeout(idle, sink.feed(Bytes::from(bytes))).await {
+                        Ok(Ok(())) => {}
+                        _ => return,
+                    }
+                }
+                match tokio::time::timeout(idle, SinkExt::<Bytes>::flush(&mut sink)).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+                // Their bytes count until the socket has taken them.
+                drop(batch);
             }
-            if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
-                return;
-            }
-        }
+        };
+        write_all.await
     });
     let result = loop {
         // Room for this request's answer first: with every place taken, the
         // connection waits here, unread, until answers have been written.
-        let Ok(permit) = reply_tx.clone().reserve_owned().await else { break Ok(()) };
-        let request: ClientRequest = match stream.next().await {
-            Some(Ok(bytes)) => match codec::decode(&bytes) {
-                Ok(r) => r,
-                Err(e) => break Err(NetError::Codec(e)),
+        let permit = tokio::select! {
+            biased;
+            _ = overflow.cancelled() => break Err(answers_overflow(&conn)),
+            permit = reply_tx.clone().reserve_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break Ok(()),
             },
-            Some(Err(e)) => break Err(NetError::Io(e)),
-            None => break Err(NetError::Closed),
         };
-        let reply = Reply { id: request.id, permit };
+        let frame = tokio::select! {
+            biased;
+            _ = overflow.cancelled() => break Err(answers_overflow(&conn)),
+            frame = reader.next(Some(idle)) => frame,
+        };
+        let request: ClientRequest = match frame.and_then(|f| Ok(codec::decode(&f)?)) {
+            Ok(r) => r,
+            Err(e) => break Err(e),
+        };
+        let reply = Reply { id: request.id, permit, conn: conn.clone() };
         if inbound.send(Inbound::Client { request, reply }).await.is_err() {
             break Ok(());
         }
@@ -364,6 +722,16 @@ async fn serve_client(framed: FramedStream, inbound: mpsc::Sender<Inbound>) -> R
     // Let answers to requests already taken in go out before closing.
     let _ = writer.await;
     result
+}
+
+fn answers_overflow(conn: &ConnAnswers) -> NetError {
+    NetError::Overloaded(format!(
+        "the client does not read its answers fast enough: {} bytes of them were waiting (at most {} per \
+         connection and {} in all)",
+        conn.queued_bytes.load(Ordering::Relaxed),
+        conn.limits.answer_bytes_per_connection_max,
+        conn.limits.answer_bytes_max
+    ))
 }
 
 /// The sending half of a link to one peer.
@@ -523,6 +891,7 @@ mod tests {
             cluster_id: "c".into(),
             peers: vec![2],
             cluster_token: SharedToken::new(0xa),
+            limits: ConnectionLimits::default(),
         };
         let hello = |token| Hello { cluster_token: token, ..Hello::new("c", Sender::Peer(2)) };
         let e = check_hello(&hello(0xb), &config).unwrap_err();
@@ -547,15 +916,17 @@ mod tests {
             cluster_id: "t".into(),
             peers: vec![],
             cluster_token: SharedToken::default(),
+            limits: ConnectionLimits::default(),
         });
         let (inbound_tx, mut inbound_rx) = mpsc::channel(65_536);
         tokio::spawn(serve(listener, config, inbound_tx, Arc::new(NetCounters::default())));
-        // The "node": answers every request at once with a large value, so
-        // that the socket buffers fill long before the answers run out.
+        // The "node": answers every request at once with a value large
+        // enough that the socket buffers fill long before the answers run
+        // out (4 KiB: 4096 waiting answers stay within the 64 MiB budget).
         tokio::spawn(async move {
             while let Some(event) = inbound_rx.recv().await {
                 if let Inbound::Client { reply, .. } = event {
-                    reply.send(ResponseKind::Value(Some(vec![7; 16 << 10])));
+                    reply.send(ResponseKind::Value(Some(vec![7; 4 << 10])));
                 }
             }
         });
@@ -581,5 +952,123 @@ mod tests {
         };
         let finished = tokio::time::timeout(Duration::from_secs(30), read_all).await;
         assert!(finished.is_ok(), "only {seen} of {requests} answers arrived");
+    }
+
+    /// Case 3 of issue 10: a client pipelining gets of a 1 MiB value and
+    /// never reading grew a leader to 4.1 GB. Its answers now count against
+    /// the connection's budget: past it the connection is closed (its
+    /// answers dropped), and the listener serves the next client as before.
+    #[tokio::test]
+    async fn a_client_that_never_reads_its_answers_is_closed_at_its_budget() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let limits =
+            ConnectionLimits { answer_bytes_per_connection_max: 8 << 20, ..ConnectionLimits::default() };
+        let config = Arc::new(ListenerConfig {
+            node_id: 1,
+            cluster_id: "t".into(),
+            peers: vec![],
+            cluster_token: SharedToken::default(),
+            limits,
+        });
+        let (inbound_tx, mut inbound_rx) = mpsc::channel(65_536);
+        let counters = Arc::new(NetCounters::default());
+        tokio::spawn(serve(listener, config, inbound_tx, counters.clone()));
+        let answered = Arc::new(AtomicU64::new(0));
+        let answered_by_node = answered.clone();
+        tokio::spawn(async move {
+            while let Some(event) = inbound_rx.recv().await {
+                if let Inbound::Client { reply, .. } = event {
+                    answered_by_node.fetch_add(1, Ordering::Relaxed);
+                    reply.send(ResponseKind::Value(Some(vec![7; 1 << 20])));
+                }
+            }
+        });
+        let (mut greedy, _) = connect(&addr, "t", Sender::Client).await.unwrap();
+        let get = |id| ClientRequest { id, kind: RequestKind::Get { key: b"k".to_vec(), stale: true } };
+        // It sends and never reads; the node closes it once its unread
+        // answers pass 8 MiB, so its writes start failing.
+        let mut sent = 0u64;
+        let closed = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                sent += 1;
+                if send_frame(&mut greedy, &get(sent)).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the greedy connection is still open after {sent} requests");
+        let answered = answered.load(Ordering::Relaxed);
+        assert!(answered < 200, "{answered} answers of 1 MiB were made for a client that reads none");
+        assert!(counters.connections_refused.load(Ordering::Relaxed) >= 1);
+        // Another client is served as if nothing happened.
+        let (mut polite, _) = connect(&addr, "t", Sender::Client).await.unwrap();
+        send_frame(&mut polite, &get(1)).await.unwrap();
+        let answer: ClientResponse = recv_frame(&mut polite).await.unwrap();
+        assert_eq!(answer.result, ResponseKind::Value(Some(vec![7; 1 << 20])));
+    }
+
+    /// Case 5 of issue 10: a frame sent a byte at a time held its
+    /// connection forever, and 40 partial frames of 16 MiB held 718 MiB.
+    /// A begun frame must now arrive within the frame timeout, and the
+    /// buffer of a partial frame holds what arrived, not what it claims.
+    #[tokio::test]
+    async fn a_frame_that_arrives_too_slowly_closes_its_connection() {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let limits =
+            ConnectionLimits { frame_timeout: Duration::from_millis(300), ..ConnectionLimits::default() };
+        let config = Arc::new(ListenerConfig {
+            node_id: 1,
+            cluster_id: "t".into(),
+            peers: vec![],
+            cluster_token: SharedToken::default(),
+            limits,
+        });
+        let (inbound_tx, _inbound_rx) = mpsc::channel(16);
+        tokio::spawn(serve(listener, config, inbound_tx, Arc::new(NetCounters::default())));
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        // The header of a 16 MiB hello, then a byte now and then.
+        stream.write_all(&(16u32 << 20).to_be_bytes()).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut closed = false;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if stream.write_all(&[1]).await.is_err() {
+                closed = true;
+                break;
+            }
+        }
+        // A write to a closed socket may succeed once; a read tells for sure.
+        let mut byte = [0u8; 1];
+        use tokio::io::AsyncReadExt;
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await;
+        assert!(closed || matches!(read, Ok(Ok(0)) | Ok(Err(_))), "still open after {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn connections_past_the_caps_are_not_admitted_and_a_closed_one_frees_its_place() {
+        let state = Arc::new(ListenerState::default());
+        let limits = ConnectionLimits {
+            connections_max: 3,
+            connections_per_source_max: 2,
+            ..ConnectionLimits::default()
+        };
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let first = state.admit(a, &limits).unwrap();
+        let _second = state.admit(a, &limits).unwrap();
+        let e = state.admit(a, &limits).err().unwrap();
+        assert!(
+            e.contains("2 connections from 10.0.0.1") && e.contains("--max-connections-per-source"),
+            "{e}"
+        );
+        let _third = state.admit(b, &limits).unwrap();
+        let e = state.admit(b, &limits).err().unwrap();
+        assert!(e.contains("3 connections are open") && e.contains("--max-connections"), "{e}");
+        drop(first);
+        assert!(state.admit(a, &limits).is_ok());
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use raft_core::NodeId;
+use raft_net::transport::ConnectionLimits;
 use raft_net::wire::WriteLimits;
 use raft_node::cluster::{self, ClusterOptions, Scenario};
 use raft_node::server::{self, NodeConfig};
@@ -80,6 +81,20 @@ struct RunArgs {
     /// a 16 MiB frame, so a value may be at most about 7.4 MiB).
     #[arg(long, env = "RAFT_MAX_VALUE_BYTES", default_value_t = WriteLimits::default().value_bytes_max)]
     max_value_bytes: usize,
+    /// Most connections open at once (peers and clients); more are closed at
+    /// once. The open-file limit is raised to fit, if the hard limit allows.
+    #[arg(long, env = "RAFT_MAX_CONNECTIONS", default_value_t = ConnectionLimits::default().connections_max)]
+    max_connections: usize,
+    /// Most connections open at once from one IP address.
+    #[arg(long, env = "RAFT_MAX_CONNECTIONS_PER_SOURCE", default_value_t = ConnectionLimits::default().connections_per_source_max)]
+    max_connections_per_source: usize,
+    /// A client connection that sends nothing (or reads none of its answers)
+    /// for this long is closed, in milliseconds.
+    #[arg(long, env = "RAFT_CLIENT_IDLE_TIMEOUT_MS", default_value_t = ConnectionLimits::default().client_idle_timeout.as_millis() as u64)]
+    client_idle_timeout_ms: u64,
+    /// A frame, once begun, must arrive whole within this many milliseconds.
+    #[arg(long, env = "RAFT_FRAME_TIMEOUT_MS", default_value_t = ConnectionLimits::default().frame_timeout.as_millis() as u64)]
+    frame_timeout_ms: u64,
     /// Do not fsync the WAL. UNSAFE: acknowledged writes can be lost on a crash.
     #[arg(long, env = "RAFT_NO_FSYNC", hide = true)]
     no_fsync: bool,
@@ -176,6 +191,12 @@ fn run_node(args: RunArgs) -> Result<(), String> {
             args.tick_ms, args.heartbeat_ms, args.election_timeout_ms
         ));
     }
+    if args.max_connections == 0 || args.max_connections_per_source == 0 {
+        return Err("--max-connections and --max-connections-per-source must be at least 1".to_string());
+    }
+    if args.client_idle_timeout_ms == 0 || args.frame_timeout_ms == 0 {
+        return Err("--client-idle-timeout-ms and --frame-timeout-ms must be at least 1".to_string());
+    }
     let config = NodeConfig {
         id: args.id,
         advertise: args.advertise.unwrap_or_else(|| args.listen.clone()),
@@ -191,6 +212,13 @@ fn run_node(args: RunArgs) -> Result<(), String> {
         sessions_max: args.max_sessions,
         single_node: args.single_node,
         limits: WriteLimits { key_bytes_max: args.max_key_bytes, value_bytes_max: args.max_value_bytes },
+        connection_limits: ConnectionLimits {
+            connections_max: args.max_connections,
+            connections_per_source_max: args.max_connections_per_source,
+            client_idle_timeout: Duration::from_millis(args.client_idle_timeout_ms),
+            frame_timeout: Duration::from_millis(args.frame_timeout_ms),
+            ..ConnectionLimits::default()
+        },
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

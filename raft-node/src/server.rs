@@ -26,7 +26,7 @@ use raft_core::{
 };
 use raft_net::codec;
 use raft_net::transport::{
-    self, Inbound, LinkIdentity, ListenerConfig, NetCounters, PeerLink, Reply, SharedToken,
+    self, ConnectionLimits, Inbound, LinkIdentity, ListenerConfig, NetCounters, PeerLink, Reply, SharedToken,
 };
 use raft_net::wire::{
     describe_command, describe_token, ClientRequest, ClientResponse, Command, IdentityOp, LogEntryView,
@@ -73,6 +73,8 @@ pub struct NodeConfig {
     pub single_node: bool,
     /// The largest key and value a client may write.
     pub limits: WriteLimits,
+    /// What connections may take of this node.
+    pub connection_limits: ConnectionLimits,
 }
 
 /// How long a new member waits for each peer's answer to "do you know me
@@ -129,6 +131,46 @@ enum WalEvent {
 }
 
 /// Owns the storage: appends every queued batch, then one fsync for all of them.
+/// Descriptors a node needs besides its connections: WAL segments, snapshot
+/// files, the lock, the runtime's own.
+const FDS_BESIDES_CONNECTIONS: u64 = 64;
+
+/// Checks the open-file limit against `--max-connections` at start-up: raises
+/// the soft limit up to the hard one if it is short, and if even that is
+/// short, lowers the connection cap to fit it, saying so in one WARN line
+/// (past the limit, accept fails and legitimate clients time out).
+fn connection_limits_within_fd_limit(node: NodeId, limits: &ConnectionLimits) -> ConnectionLimits {
+    let needed = limits.connections_max as u64 + FDS_BESIDES_CONNECTIONS;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read or write the one struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return limits.clone();
+    }
+    if limit.rlim_cur >= needed {
+        return limits.clone();
+    }
+    let raised = libc::rlimit { rlim_cur: needed.min(limit.rlim_max), rlim_max: limit.rlim_max };
+    // SAFETY: as above.
+    let soft = if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        raised.rlim_cur
+    } else {
+        limit.rlim_cur
+    };
+    if soft >= needed {
+        info!(node, from = limit.rlim_cur, to = soft, "raised the open-file limit for --max-connections");
+        return limits.clone();
+    }
+    let fit = soft.saturating_sub(FDS_BESIDES_CONNECTIONS).max(1) as usize;
+    warn!(
+        node,
+        "the open-file limit is {soft} (hard limit {}), too low for --max-connections {} (needs about {needed}); \
+         taking at most {fit} connections: raise the limit (ulimit -n) or lower --max-connections",
+        limit.rlim_max,
+        limits.connections_max
+    );
+    ConnectionLimits { connections_max: fit, ..limits.clone() }
+}
+
 /// How long the WAL thread waits, idle, before it records its last fsync.
 const SYNC_RECORD_IDLE: Duration = Duration::from_millis(20);
 
@@ -355,6 +397,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         cluster_id: config.cluster_id.clone(),
         peers: config.peers.keys().copied().collect(),
         cluster_token: token.clone(),
+        limits: connection_limits_within_fd_limit(config.id, &config.connection_limits),
     });
     let accept_task = tokio::spawn(transport::serve(listener, listener_config, inbound_tx, counters.clone()));
     let link_identity = LinkIdentity { cluster_id: config.cluster_id.clone(), cluster_token: token.clone() };

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# A/B speed of two builds on this machine, in one run: W1 (puts) at each C in
+# CLIENTS against a fresh 3-node cluster of build A (an older revision) and
+# build B (the working tree), alternating A, B, A, B, ... so that the
+# machine's drift lands on both; prints each round and the medians.
+#
+#   scripts/ab.sh REV            # REV: a git revision for A, e.g. HEAD~3
+#
+# Environment (defaults in brackets):
+#   ROUNDS [6]          rounds per build and C
+#   DURATION [5]        seconds measured per round, after a 1 s warm-up
+#   CLIENTS [64 1]      the C values
+#   AB_DIR [/tmp/raft-ab]   scratch: A's worktree and target, data directories, raw results
+#   RAFT_BASE_PORT [7300]   nodes listen on 127.0.0.1:RAFT_BASE_PORT+1..+3
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+REV=${1:?usage: scripts/ab.sh REV}
+ROUNDS=${ROUNDS:-6}
+DUR=${DURATION:-5}
+CLIENTS=${CLIENTS:-64 1}
+AB_DIR=${AB_DIR:-/tmp/raft-ab}
+BASE=${RAFT_BASE_PORT:-7300}
+mkdir -p "$AB_DIR"
+
+# Build A in a worktree of its own, B here.
+if [ ! -d "$AB_DIR/a" ]; then git worktree add -f --detach "$AB_DIR/a" "$REV" >/dev/null; fi
+git -C "$AB_DIR/a" checkout -q --detach "$REV"
+(cd "$AB_DIR/a" && cargo build --release -q -p raft-node -p raft-client --target-dir "$AB_DIR/a-target")
+cargo build --release -q -p raft-node -p raft-client
+declare -A BIN=([A]="$AB_DIR/a-target/release" [B]="$here/target/release")
+
+peers=() ; for i in 1 2 3; do peers+=("127.0.0.1:$((BASE + i))"); done
+cluster=$(IFS=,; echo "${peers[*]}")
+pids=()
+stop() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done; pids=(); }
+trap stop EXIT
+start() {   # build
+  stop
+  rm -rf "$AB_DIR/data"; mkdir -p "$AB_DIR/data"
+  for i in 1 2 3; do
+    local p=()
+    for j in 1 2 3; do [ "$j" = "$i" ] || p+=("$j=${peers[$((j - 1))]}"); done
+    "${BIN[$1]}/raft-node" run --id "$i" --listen "${peers[$((i - 1))]}" --peers "$(IFS=,; echo "${p[*]}")" \
+      --data-dir "$AB_DIR/data/$i" >"$AB_DIR/data/node-$i.log" 2>&1 &
+    pids+=("$!")
+  done
+  for _ in $(seq 100); do
+    "${BIN[$1]}/raft-client" --cluster "$cluster" status 2>/dev/null | grep -q leader && return 0
+    sleep 0.1
+  done
+  echo "ab: build $1 elected no leader; see $AB_DIR/data/node-*.log" >&2
+  exit 1
+}
+
+results=$AB_DIR/results.jsonl
+: >"$results"
+for c in $CLIENTS; do
+  for r in $(seq "$ROUNDS"); do
+    for b in A B; do
+      start "$b"
+      sync; sleep 1
+      "${BIN[$b]}/raft-client" --cluster "$cluster" bench --op put --clients "$c" --duration "${DUR}s" \
+        --warmup 1s --value-size 100 --keys 10000 --json |
+        python3 -c "import json,sys; r=json.load(sys.stdin); r.update(build='$b', clients=$c, round=$r); print(json.dumps(r))" |
+        tee -a "$results" | python3 -c "import json,sys; r=json.load(sys.stdin); print(f\"C={r['clients']} round {r['round']} {r['build']}: {r['ops_per_s']:,.0f} ops/s\")"
+    done
+  done
+done
+stop
+python3 - "$results" "$REV" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"\nA = {sys.argv[2]}, B = working tree; medians of {max(r['round'] for r in rows)} rounds")
+print("| C | A ops/s | B ops/s | B/A | A p99 µs | B p99 µs |")
+print("|---|---|---|---|---|---|")
+for c in sorted({r['clients'] for r in rows}, reverse=True):
+    med = lambda b, k: statistics.median(r[k] for r in rows if r['clients'] == c and r['build'] == b)
+    a, b = med('A', 'ops_per_s'), med('B', 'ops_per_s')
+    print(f"| {c} | {a:,.0f} | {b:,.0f} | {b / a:.3f} | {med('A', 'p99_us'):,.0f} | {med('B', 'p99_us'):,.0f} |")
+EOF
