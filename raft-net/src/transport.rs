@@ -655,14 +655,7 @@ async fn serve_client(
         // stopped reading) ends the connection too.
         let write_all = async move {
             loop {
-                let response = tokio::select! {
-                    biased;
-                    _ = writer_overflow.cancelled() => return,
-                    response = reply_rx.recv() => match response {
-                        Some(response) => response,
-                        None => return,
-                    },
-                };
+                let Some(response) = reply_rx.recv().await else { return };
                 let mut batch = vec![response];
                 while let Ok(more) = reply_rx.try_recv() {
                     batch.push(more);
@@ -691,7 +684,13 @@ async fn serve_client(
                 drop(batch);
             }
         };
-        write_all.await
+        // Past a budget, the connection closes now, not when a blocked
+        // write gives up.
+        tokio::select! {
+            biased;
+            _ = writer_overflow.cancelled() => {}
+            _ = write_all => {}
+        }
     });
     let result = loop {
         // Room for this request's answer first: with every place taken, the

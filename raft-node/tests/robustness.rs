@@ -196,3 +196,143 @@ fn a_follower_whose_wal_was_cut_short_refuses_to_start_and_the_cluster_serves() 
         assert_keys(&c, "k", 30).await;
     });
 }
+
+/// Case 5: 4,500 idle connections after a hello were kept forever (105 MB,
+/// 4,517 fds), a frame could be sent a byte a second, and 40 partial frames
+/// of 16 MiB held 718 MiB. Now one address holds at most
+/// --max-connections-per-source, idle clients are closed, a begun frame must
+/// arrive in time, and a partial frame holds only what arrived.
+#[test]
+fn idle_connections_and_slow_or_partial_frames_do_not_exhaust_the_node() {
+    use tokio::io::AsyncWriteExt;
+    let flags = [
+        "--max-connections-per-source",
+        "100",
+        "--client-idle-timeout-ms",
+        "1500",
+        "--frame-timeout-ms",
+        "1500",
+    ];
+    let c = Cluster::start(1, &flags);
+    let pid = c.children[&1].id();
+    let addr = c.addrs[&1].clone();
+    runtime().block_on(async {
+        wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+        // A flood of idle clients: past 100, each is closed at once.
+        let mut held = Vec::new();
+        let mut refused = 0;
+        for _ in 0..400 {
+            match transport::connect(&addr, CLUSTER_ID, Sender::Client).await {
+                Ok((conn, _)) => held.push(conn),
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(held.len() <= 100 && refused >= 300, "{} kept, {refused} refused", held.len());
+        // They are closed once idle; then a client gets in and is served.
+        wait_until("a write after the idle clients are closed", Duration::from_secs(15), async || {
+            let mut client = c.client(Duration::from_millis(500));
+            client.put(b"after-idle", b"1").await.ok()
+        })
+        .await;
+        drop(held);
+
+        // 40 frames that claim 16 MiB each and bring 1 MiB, left hanging.
+        let rss_before = rss_bytes(pid);
+        let mut partial = Vec::new();
+        for _ in 0..40 {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            s.write_all(&(16u32 << 20).to_be_bytes()).await.unwrap();
+            s.write_all(&vec![1u8; 1 << 20]).await.unwrap();
+            partial.push(s);
+        }
+        let mut rss_max = 0;
+        for _ in 0..10 {
+            rss_max = rss_max.max(rss_bytes(pid));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            rss_max < rss_before + (160 << 20),
+            "40 partial frames took the node from {} MiB to {} MiB",
+            rss_before >> 20,
+            rss_max >> 20
+        );
+        eprintln!(
+            "RSS {} MiB before, at most {} MiB with 40 partial frames",
+            rss_before >> 20,
+            rss_max >> 20
+        );
+
+        // A frame sent a byte at a time is cut off at the frame timeout.
+        let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        slow.write_all(&100u32.to_be_bytes()).await.unwrap();
+        let cut = wait_until("the slow frame to be cut off", Duration::from_secs(15), async || {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            slow.write_all(&[1]).await.err()
+        })
+        .await;
+        eprintln!("slow frame: {cut}");
+        let mut client = c.client(Duration::from_secs(10));
+        client.put(b"after-frames", b"2").await.unwrap();
+        assert_eq!(client.get(b"after-idle", false).await.unwrap(), Some(b"1".to_vec()));
+        drop(partial);
+    });
+}
+
+/// Case 3: one client pipelining gets of a 1 MiB value and never reading
+/// grew the leader to 4.1 GB, which stayed, and other clients waited. Its
+/// unread answers now count against 64 MiB: past it, it is disconnected; the
+/// leader's RSS stays bounded and the other clients are served meanwhile.
+#[test]
+fn a_client_that_never_reads_its_answers_is_disconnected_and_memory_stays_bounded() {
+    let c = Cluster::start(3, &[]);
+    runtime().block_on(async {
+        let first = wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+        let pid = first.pid;
+        let mut client = c.client(Duration::from_secs(10));
+        client.put(b"big", &vec![9; 1 << 20]).await.unwrap();
+        let rss_before = rss_bytes(pid);
+        let (mut greedy, _) = transport::connect(&first.address, CLUSTER_ID, Sender::Client).await.unwrap();
+        let greedy_task = tokio::spawn(async move {
+            for id in 1..=4096u64 {
+                let request =
+                    ClientRequest { id, kind: RequestKind::Get { key: b"big".to_vec(), stale: false } };
+                if transport::send_frame(&mut greedy, &request).await.is_err() {
+                    return id;
+                }
+            }
+            // Keep it open, unread, until the test ends.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            4097
+        });
+        let mut rss_max = 0;
+        let started = Instant::now();
+        let mut i = 0;
+        while started.elapsed() < Duration::from_secs(4) {
+            rss_max = rss_max.max(rss_bytes(pid));
+            client
+                .put(format!("polite{i}").as_bytes(), b"v")
+                .await
+                .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+            i += 1;
+        }
+        assert!(i > 10, "only {i} polite writes in 4 s");
+        assert!(
+            rss_max < rss_before + (256 << 20),
+            "the leader went from {} MiB to {} MiB",
+            rss_before >> 20,
+            rss_max >> 20
+        );
+        eprintln!(
+            "leader RSS {} MiB before, at most {} MiB; {i} polite writes",
+            rss_before >> 20,
+            rss_max >> 20
+        );
+        wait_until(
+            "the leader to say why it closed the greedy client",
+            Duration::from_secs(10),
+            async || c.log_of(first.id).contains("does not read its answers").then_some(()),
+        )
+        .await;
+        greedy_task.abort();
+    });
+}

@@ -316,3 +316,13 @@ pub fn load_spec(op: BenchOp, clients: usize, conns: usize, duration: Duration) 
         request_timeout: Duration::from_secs(1),
     }
 }
+
+/// The resident set size of process `pid`, in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
