@@ -14,7 +14,7 @@
 //! being replicated (the leader writes its log in parallel with sending it,
 //! thesis §10.2.1).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,9 +128,15 @@ enum WalEvent {
     Persisted(u64),
     /// The storage failed; the node must stop.
     Failed(anyhow::Error),
+    /// The disk is full: appends wait (and are retried) until space is freed.
+    DiskFull(String),
+    /// Appends go through again after a full disk.
+    DiskResumed,
 }
 
-/// Owns the storage: appends every queued batch, then one fsync for all of them.
+/// How often the WAL thread tries again a batch that found the disk full.
+const DISK_FULL_RETRY: Duration = Duration::from_millis(250);
+
 /// Descriptors a node needs besides its connections: WAL segments, snapshot
 /// files, the lock, the runtime's own.
 const FDS_BESIDES_CONNECTIONS: u64 = 64;
@@ -174,6 +180,12 @@ fn connection_limits_within_fd_limit(node: NodeId, limits: &ConnectionLimits) ->
 /// How long the WAL thread waits, idle, before it records its last fsync.
 const SYNC_RECORD_IDLE: Duration = Duration::from_millis(20);
 
+/// Owns the storage: appends every queued batch, then one fsync for all of
+/// them. A full disk stops nothing: the batch that found it and every later
+/// command wait, in order, and are tried again every [`DISK_FULL_RETRY`]
+/// until space is freed (nothing acknowledged depends on them: their
+/// `Persisted` has not been sent). A snapshot that cannot be saved is
+/// logged and left: the log it would have compacted is kept.
 fn wal_thread(
     mut storage: Storage,
     commands: std::sync::mpsc::Receiver<WalCmd>,
@@ -182,45 +194,64 @@ fn wal_thread(
     let fail = |e: anyhow::Error| {
         let _ = events.send(WalEvent::Failed(e));
     };
+    let mut queue: VecDeque<WalCmd> = VecDeque::new();
+    let mut disk_full = false;
     loop {
-        // After a pause of SYNC_RECORD_IDLE, the last fsync is recorded in
-        // the segment (appends record the previous one as they go), so that
-        // recovery never takes those synced records for a torn write.
-        let first = if storage.sync_unrecorded() {
-            match commands.recv_timeout(SYNC_RECORD_IDLE) {
-                Ok(command) => command,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    if let Err(e) = storage.record_sync() {
-                        return fail(anyhow::Error::new(e).context("WAL fsync failed; stopping this node"));
+        if queue.is_empty() {
+            // After a pause of SYNC_RECORD_IDLE, the last fsync is recorded
+            // in the segment (appends record it as they go, at most every
+            // 100 ms), so that recovery never takes those synced records for
+            // a torn write.
+            let first = if storage.sync_unrecorded() {
+                match commands.recv_timeout(SYNC_RECORD_IDLE) {
+                    Ok(command) => command,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if let Err(e) = storage.record_sync() {
+                            return fail(
+                                anyhow::Error::new(e).context("WAL fsync failed; stopping this node"),
+                            );
+                        }
+                        continue;
                     }
-                    continue;
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
                 }
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-            }
-        } else {
-            match commands.recv() {
-                Ok(command) => command,
-                Err(_) => return,
-            }
-        };
+            } else {
+                match commands.recv() {
+                    Ok(command) => command,
+                    Err(_) => return,
+                }
+            };
+            queue.push_back(first);
+        }
+        queue.extend(commands.try_iter());
         let mut last_persist = None;
-        let mut next = Some(first);
-        while let Some(command) = next.take().or_else(|| commands.try_recv().ok()) {
+        let mut no_space = None;
+        while let Some(command) = queue.pop_front() {
             match command {
-                WalCmd::Persist(batch) => {
-                    if let Err(e) = storage.append(&batch) {
-                        return fail(anyhow::Error::new(e).context("WAL append failed; stopping this node"));
+                WalCmd::Persist(batch) => match storage.append(&batch) {
+                    Ok(()) => last_persist = Some(batch.id),
+                    Err(e) if e.is_no_space() => {
+                        no_space = Some(e.to_string());
+                        queue.push_front(WalCmd::Persist(batch));
+                        break;
                     }
-                    last_persist = Some(batch.id);
-                }
-                WalCmd::Snapshot(snapshot) => {
-                    // Saving a snapshot syncs the WAL, earlier appends included.
-                    if let Err(e) = storage.save_snapshot(&snapshot) {
+                    Err(e) => {
+                        return fail(anyhow::Error::new(e).context("WAL append failed; stopping this node"))
+                    }
+                },
+                // Saving a snapshot syncs the WAL, earlier appends included.
+                WalCmd::Snapshot(snapshot) => match storage.save_snapshot(&snapshot) {
+                    Ok(()) => {}
+                    Err(e) if !storage.stopped() => warn!(
+                        index = snapshot.meta.index,
+                        "could not save a snapshot: {e}; keeping the log it would have compacted"
+                    ),
+                    Err(e) => {
                         return fail(
                             anyhow::Error::new(e).context("cannot save a snapshot; stopping this node"),
-                        );
+                        )
                     }
-                }
+                },
             }
         }
         if let Some(id) = last_persist {
@@ -230,6 +261,24 @@ fn wal_thread(
             if events.send(WalEvent::Persisted(id)).is_err() {
                 return;
             }
+        }
+        match no_space {
+            Some(why) => {
+                if !disk_full {
+                    disk_full = true;
+                    if events.send(WalEvent::DiskFull(why)).is_err() {
+                        return;
+                    }
+                }
+                std::thread::sleep(DISK_FULL_RETRY);
+            }
+            None if disk_full => {
+                disk_full = false;
+                if events.send(WalEvent::DiskResumed).is_err() {
+                    return;
+                }
+            }
+            None => {}
         }
     }
 }
@@ -272,6 +321,8 @@ struct Server {
     /// Snapshots from a leader that did not check, and their warnings.
     snapshots_rejected: u64,
     snapshot_warnings: WarnLimiter,
+    /// Why the WAL cannot write now (a full disk), if it cannot.
+    disk_full: Option<String>,
 }
 
 /// Checks the data directory against the flags, or bootstraps a new one:
@@ -431,6 +482,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         checked_snapshot: None,
         snapshots_rejected: 0,
         snapshot_warnings: WarnLimiter::new(Duration::from_secs(60)),
+        disk_full: None,
         config,
     };
     let mut ticker = tokio::time::interval(server.config.tick);
@@ -447,6 +499,14 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
             event = wal_events.recv() => match event {
                 Some(WalEvent::Persisted(id)) => server.node.persisted(id),
                 Some(WalEvent::Failed(e)) => break Err(e),
+                Some(WalEvent::DiskFull(why)) => {
+                    warn!(node = server.config.id, "{why}; client writes are refused until then");
+                    server.disk_full = Some(why);
+                }
+                Some(WalEvent::DiskResumed) => {
+                    info!(node = server.config.id, "the disk has room again; writes resumed");
+                    server.disk_full = None;
+                }
                 None => break Err(anyhow::anyhow!("the WAL thread stopped")),
             },
             event = inbound_rx.recv() => {
@@ -494,6 +554,10 @@ impl Server {
             RequestKind::Write(command) => {
                 if let Err(message) = self.config.limits.check(&command.op) {
                     return reply.send(ResponseKind::Invalid { message });
+                }
+                if let Some(why) = &self.disk_full {
+                    let message = format!("node {} cannot take writes: {why}", self.config.id);
+                    return reply.send(ResponseKind::Error { message });
                 }
                 let data = match codec::encode(&command) {
                     Ok(d) => d,

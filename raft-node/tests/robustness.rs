@@ -336,3 +336,69 @@ fn a_client_that_never_reads_its_answers_is_disconnected_and_memory_stays_bounde
         greedy_task.abort();
     });
 }
+
+/// Case 7: a full disk stopped the node (`WAL append failed; stopping this
+/// node`) while 2 MiB were still free (the next segment's preallocation took
+/// them). Now the WAL uses what is left, then refuses writes with a sentence,
+/// keeps serving reads, and resumes by itself once space is freed; nothing
+/// acknowledged is lost, before or after a restart.
+#[test]
+fn a_full_disk_refuses_writes_with_a_sentence_and_resumes_once_space_is_freed() {
+    let disk = SmallDisk::new(24 << 20);
+    let filler = disk.path().join("filler");
+    std::fs::write(&filler, vec![1u8; 8 << 20]).unwrap();
+    std::fs::create_dir(disk.path().join("data")).unwrap();
+    let port = free_ports(1)[0];
+    let mut c = Cluster::unstarted(BTreeMap::from([(1, format!("127.0.0.1:{port}"))]), &[]);
+    std::os::unix::fs::symlink(disk.path().join("data"), c.data_dir(1)).unwrap();
+    c.spawn(1);
+    let value = vec![5u8; 64 << 10];
+    let acknowledged = runtime().block_on(async {
+        wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+        let mut acknowledged = 0;
+        let refusal = loop {
+            assert!(acknowledged < 1000, "24 MiB took {acknowledged} writes of 64 KiB and is not full");
+            let mut client = c.client(Duration::from_millis(1500));
+            match client.put(format!("k{acknowledged}").as_bytes(), &value).await {
+                Ok(_) => acknowledged += 1,
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert!(refusal.contains("no space left") || refusal.contains("cannot take writes"), "{refusal}");
+        // The node still runs, says why, and serves reads.
+        let mut client = c.client(Duration::from_secs(5));
+        let refused = wait_until("the refusal sentence", Duration::from_secs(10), async || {
+            match c.client(Duration::from_millis(500)).put(b"probe", b"x").await {
+                Err(e) if e.to_string().contains("cannot take writes") => Some(e.to_string()),
+                _ => None,
+            }
+        })
+        .await;
+        assert!(refused.contains("free space there"), "{refused}");
+        assert!(c.log_of(1).contains("client writes are refused until then"), "{}", c.logs());
+        for i in 0..acknowledged {
+            let got = client.get(format!("k{i}").as_bytes(), false).await.unwrap();
+            assert_eq!(got.as_deref(), Some(&value[..]), "acknowledged write k{i} lost");
+        }
+        // Space freed: writes go through again, by themselves.
+        std::fs::remove_file(&filler).unwrap();
+        wait_until("a write after space was freed", Duration::from_secs(15), async || {
+            c.client(Duration::from_millis(500)).put(b"after", b"freed").await.ok()
+        })
+        .await;
+        assert!(c.log_of(1).contains("writes resumed"), "{}", c.logs());
+        eprintln!("{acknowledged} writes of 64 KiB acknowledged before the disk was full");
+        acknowledged
+    });
+    c.kill(1);
+    c.spawn(1);
+    runtime().block_on(async {
+        wait_until("a leader after the restart", Duration::from_secs(15), async || leader(&c).await).await;
+        let mut client = c.client(Duration::from_secs(5));
+        assert_eq!(client.get(b"after", false).await.unwrap(), Some(b"freed".to_vec()));
+        for i in 0..acknowledged {
+            let got = client.get(format!("k{i}").as_bytes(), false).await.unwrap();
+            assert_eq!(got.as_deref(), Some(&value[..]), "acknowledged write k{i} lost after the restart");
+        }
+    });
+}

@@ -29,6 +29,21 @@ pub enum StorageError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The disk is full (or the quota reached) while making a new segment or
+    /// a snapshot file: nothing in the WAL changed, and the same write can
+    /// be tried again once space is freed. Not fatal.
+    #[error(
+        "no space left on the disk to {op} {}: {source}; free space there (writes resume by themselves)",
+        path.display()
+    )]
+    NoSpace {
+        /// The file that could not be made.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// Durable data is damaged somewhere other than a torn tail, so it cannot
     /// be trusted: start-up stops rather than silently losing data.
     #[error(
@@ -101,5 +116,25 @@ impl StorageError {
     /// that further writes must be refused.
     pub(crate) fn is_fatal(&self) -> bool {
         matches!(self, StorageError::Io { .. })
+    }
+
+    /// Whether this is a full disk, after which the same write may be tried
+    /// again once space is freed.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StorageError::NoSpace { .. })
+    }
+
+    /// An [`StorageError::Io`] error that says the disk is full (`ENOSPC`,
+    /// `EDQUOT`) as [`StorageError::NoSpace`]. Only for writes that change
+    /// nothing the WAL relies on when they fail (a new file).
+    pub(crate) fn no_space_is_not_fatal(self) -> Self {
+        match self {
+            StorageError::Io { path, op, source }
+                if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) =>
+            {
+                StorageError::NoSpace { path, op, source }
+            }
+            other => other,
+        }
     }
 }

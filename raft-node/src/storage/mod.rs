@@ -748,6 +748,11 @@ impl Storage {
         self.segments.len()
     }
 
+    /// Whether an earlier failure stopped the storage (every write refused).
+    pub fn stopped(&self) -> bool {
+        self.failed.is_some()
+    }
+
     fn active_seq(&self) -> u64 {
         *self.segments.back().expect("there is always an active segment")
     }
@@ -953,29 +958,7 @@ impl Storage {
             self.active.sync_data().map_err(StorageError::io("fdatasync", &old))?;
         }
         let path = self.segment_path(seq);
-        let prepared = self.next.take();
-        let (file, capacity) = match prepared {
-            Some(next) if next.capacity >= needed_bytes => {
-                debug_assert_eq!(next.seq, seq);
-                let file = next.thread.join().unwrap_or_else(|_| {
-                    Err(StorageError::io("preallocate", &next.temp)(std::io::Error::other(
-                        "the thread preparing it panicked",
-                    )))
-                })?;
-                fs::rename(&next.temp, &path).map_err(StorageError::io("rename into place", &next.temp))?;
-                (file, next.capacity)
-            }
-            other => {
-                if let Some(next) = other {
-                    // Too small for this batch: made anew, larger.
-                    let _ = next.thread.join();
-                    let _ = fs::remove_file(&next.temp);
-                }
-                let capacity =
-                    next_capacity(&self.opts, self.active_capacity).max(needed_bytes.next_multiple_of(4096));
-                (create_segment(&path, &self.opts, capacity, false)?, capacity)
-            }
-        };
+        let (file, capacity) = self.new_segment(seq, &path, needed_bytes)?;
         if self.opts.sync {
             sync_dir(&self.dir)?;
             let sealed = self.active_bytes;
@@ -990,6 +973,57 @@ impl Storage {
         self.synced_end = RECORDS_START;
         self.dir_sync_pending = false;
         Ok(())
+    }
+
+    /// Makes segment `seq` at `path`, of at least `needed_bytes`: the one
+    /// prepared in the background if it is large enough, else a new one of
+    /// the next capacity. On a full disk it tries once more with just the
+    /// bytes needed, then gives up with [`StorageError::NoSpace`], leaving no
+    /// file behind: nothing in the WAL has changed, so the append may be
+    /// tried again.
+    fn new_segment(&mut self, seq: u64, path: &Path, needed_bytes: u64) -> Result<(File, u64), StorageError> {
+        if let Some(next) = self.next.take() {
+            debug_assert_eq!(next.seq, seq);
+            let joined = next.thread.join().unwrap_or_else(|_| {
+                Err(StorageError::io("preallocate", &next.temp)(std::io::Error::other(
+                    "the thread preparing it panicked",
+                )))
+            });
+            match joined {
+                Ok(file) if next.capacity >= needed_bytes => {
+                    fs::rename(&next.temp, path)
+                        .map_err(StorageError::io("rename into place", &next.temp))?;
+                    return Ok((file, next.capacity));
+                }
+                // Too small for this batch, or the disk was full: made anew.
+                Ok(_) => {
+                    let _ = fs::remove_file(&next.temp);
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&next.temp);
+                    let e = e.no_space_is_not_fatal();
+                    if !e.is_no_space() {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let needed = needed_bytes.next_multiple_of(4096);
+        let mut capacity = next_capacity(&self.opts, self.active_capacity).max(needed);
+        loop {
+            match create_segment(path, &self.opts, capacity, false)
+                .map_err(StorageError::no_space_is_not_fatal)
+            {
+                Ok(file) => return Ok((file, capacity)),
+                Err(e) => {
+                    let _ = fs::remove_file(path);
+                    if !e.is_no_space() || capacity == needed {
+                        return Err(e);
+                    }
+                    capacity = needed;
+                }
+            }
+        }
     }
 
     /// Writes `bytes` at the end of the active segment's records (over the
@@ -1048,15 +1082,22 @@ impl Storage {
     }
 
     /// Writes a snapshot file durably: temp file, fsync, rename, fsync directory.
+    /// A full disk is [`StorageError::NoSpace`] (the temp file removed).
     fn write_snapshot_file(&mut self, index: Index, bytes: &[u8]) -> Result<(), StorageError> {
         let path = self.dir.join(snapshot_name(index));
         let temp = self.dir.join(format!("{}.tmp", snapshot_name(index)));
-        let mut file = File::create(&temp).map_err(StorageError::io("create", &temp))?;
-        file.write_all(bytes).map_err(StorageError::io("write", &temp))?;
-        if self.opts.sync {
-            file.sync_all().map_err(StorageError::io("fsync", &temp))?;
+        let written = (|| {
+            let mut file = File::create(&temp).map_err(StorageError::io("create", &temp))?;
+            file.write_all(bytes).map_err(StorageError::io("write", &temp))?;
+            if self.opts.sync {
+                file.sync_all().map_err(StorageError::io("fsync", &temp))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&temp);
+            return Err(StorageError::no_space_is_not_fatal(e));
         }
-        drop(file);
         fs::rename(&temp, &path).map_err(StorageError::io("rename into place", &temp))?;
         if self.opts.sync {
             sync_dir(&self.dir)?;

@@ -60,17 +60,21 @@ impl Cluster {
 
     /// A new cluster (new data directories) on these addresses.
     pub fn start_on(addrs: BTreeMap<NodeId, String>, extra: &[&str]) -> Cluster {
-        let n = addrs.len() as u64;
-        let mut c = Cluster {
+        let mut c = Cluster::unstarted(addrs, extra);
+        for id in 1..=c.addrs.len() as u64 {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// A cluster whose nodes are not started yet (see `spawn`).
+    pub fn unstarted(addrs: BTreeMap<NodeId, String>, extra: &[&str]) -> Cluster {
+        Cluster {
             dir: tempfile::tempdir().unwrap(),
             addrs,
             children: BTreeMap::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        for id in 1..=n {
-            c.spawn(id);
         }
-        c
     }
 
     pub fn data_dir(&self, id: NodeId) -> PathBuf {
@@ -325,4 +329,37 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// A small filesystem of its own (tmpfs, mounted for the test, unmounted on
+/// drop): a disk that fills up. Needs root, as CI has.
+pub struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    pub fn new(bytes: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a {bytes}-byte tmpfs to fill a disk and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
 }
