@@ -33,6 +33,55 @@ pub struct ClusterIdentity {
     pub members_with_data: BTreeSet<NodeId>,
 }
 
+/// Appends `[len: u32 LE][encoded value]` to `out`.
+fn push_block<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), CodecError> {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    codec::encode_into(value, out).inspect_err(|_| out.truncate(at))?;
+    let len = u32::try_from(out.len() - at - 4)
+        .map_err(|_| CodecError::Encode("a snapshot block of 4 GiB".into()))?;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// Reads the blocks of a format-2 snapshot (after its magic).
+fn read_blocks(mut bytes: &[u8]) -> Result<SnapshotOwned, RestoreError> {
+    let next_block = |bytes: &mut &[u8]| -> Result<Vec<u8>, RestoreError> {
+        let truncated = || RestoreError::Invalid("a block runs past the end of the snapshot".into());
+        let len =
+            u32::from_le_bytes(bytes.get(..4).ok_or_else(truncated)?.try_into().expect("4 bytes")) as usize;
+        let block = bytes.get(4..4 + len).ok_or_else(truncated)?.to_vec();
+        *bytes = &bytes[4 + len..];
+        Ok(block)
+    };
+    let header: SnapshotHeader = codec::decode(&next_block(&mut bytes)?)?;
+    let mut data = Vec::with_capacity(header.pairs.min(bytes.len() as u64) as usize);
+    while (data.len() as u64) < header.pairs {
+        if bytes.is_empty() {
+            return Err(RestoreError::Invalid(format!(
+                "the header announces {} pairs but the blocks hold {}",
+                header.pairs,
+                data.len()
+            )));
+        }
+        let block: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)> =
+            codec::decode(&next_block(&mut bytes)?)?;
+        if block.is_empty() {
+            return Err(RestoreError::Invalid("an empty block of pairs".into()));
+        }
+        data.extend(block);
+    }
+    if data.len() as u64 != header.pairs || !bytes.is_empty() {
+        return Err(RestoreError::Invalid(format!(
+            "{} pairs and {} bytes after them, where the header announces {} pairs and nothing after",
+            data.len(),
+            bytes.len(),
+            header.pairs
+        )));
+    }
+    Ok(SnapshotOwned { data, sessions: header.sessions, applied: header.applied, identity: header.identity })
+}
+
 /// Why snapshot bytes could not be restored.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -60,8 +109,30 @@ pub struct KvStore {
     identity: ClusterIdentity,
 }
 
-/// The snapshot format, borrowed for writing...
+/// The first bytes of a snapshot of format 2: blocks, each `[len: u32 LE]`
+/// and an encoded value, so that a snapshot may be of any size while no
+/// block comes near the codec's decode limit. 0xff never starts a format-1
+/// snapshot (one encoded [`SnapshotOwned`]: a varint length, which 0xff
+/// cannot begin).
+const SNAPSHOT_MAGIC: [u8; 8] = *b"\xffRLKV\x00\x00\x02";
+
+/// Target bytes of key-value pairs per block of a format-2 snapshot.
+const SNAPSHOT_BLOCK_BYTES: usize = 1 << 20;
+
+/// The first block of a format-2 snapshot: everything but the pairs, and
+/// how many pairs the blocks after it hold.
+#[derive(Serialize, Deserialize)]
+struct SnapshotHeader {
+    sessions: BTreeMap<u64, Session>,
+    applied: Index,
+    identity: ClusterIdentity,
+    pairs: u64,
+}
+
+/// The format-1 snapshot, borrowed for writing (kept for the tests that
+/// pin reading it)...
 #[derive(Serialize)]
+#[cfg_attr(not(test), allow(dead_code))]
 struct SnapshotRef<'a> {
     data: Vec<(&'a serde_bytes::Bytes, &'a serde_bytes::Bytes)>,
     sessions: &'a BTreeMap<u64, Session>,
@@ -186,17 +257,40 @@ impl KvStore {
         }
     }
 
-    /// Serializes the whole state (data sorted by key, and sessions).
+    /// Serializes the whole state: data sorted by key (so that every
+    /// replica writes the same bytes for the same state), sessions and the
+    /// cluster identity, as a format-2 snapshot of any size.
     pub fn snapshot(&self) -> Result<Vec<u8>, CodecError> {
-        let mut data: Vec<(&serde_bytes::Bytes, &serde_bytes::Bytes)> =
-            self.data.iter().map(|(k, v)| (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v))).collect();
-        data.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        codec::encode(&SnapshotRef {
-            data,
-            sessions: &self.sessions,
+        let mut pairs: Vec<(&Vec<u8>, &Vec<u8>)> = self.data.iter().collect();
+        pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let bytes: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 16).sum();
+        let mut out = Vec::with_capacity(bytes + 4096);
+        out.extend_from_slice(&SNAPSHOT_MAGIC);
+        let header = SnapshotHeader {
+            sessions: self.sessions.clone(),
             applied: self.applied,
-            identity: &self.identity,
-        })
+            identity: self.identity.clone(),
+            pairs: pairs.len() as u64,
+        };
+        push_block(&mut out, &header)?;
+        let mut rest = &pairs[..];
+        while !rest.is_empty() {
+            let mut size = 0;
+            let n = rest
+                .iter()
+                .take_while(|(k, v)| {
+                    size += k.len() + v.len() + 16;
+                    size <= SNAPSHOT_BLOCK_BYTES
+                })
+                .count()
+                .max(1);
+            let (block, tail) = rest.split_at(n);
+            let block: Vec<(&serde_bytes::Bytes, &serde_bytes::Bytes)> =
+                block.iter().map(|(k, v)| (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v))).collect();
+            push_block(&mut out, &block)?;
+            rest = tail;
+        }
+        Ok(out)
     }
 
     /// Replaces the state with a snapshot produced by [`KvStore::snapshot`],
@@ -204,7 +298,11 @@ impl KvStore {
     /// an error and leave the store as it was (never a panic, then or on a
     /// later write). The session bound stays this node's own.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), RestoreError> {
-        let snapshot: SnapshotOwned = codec::decode(bytes)?;
+        let snapshot = if bytes.starts_with(&SNAPSHOT_MAGIC) {
+            read_blocks(&bytes[SNAPSHOT_MAGIC.len()..])?
+        } else {
+            codec::decode::<SnapshotOwned>(bytes)?
+        };
         let invalid = |what: String| Err(RestoreError::Invalid(what));
         if let Some(pair) = snapshot.data.windows(2).find(|w| w[0].0 >= w[1].0) {
             return invalid(format!(
@@ -358,7 +456,7 @@ mod tests {
     #[test]
     fn a_snapshot_whose_sessions_share_an_index_is_refused_and_the_store_is_unchanged() {
         let kv = store_with_sessions();
-        let mut snapshot: SnapshotOwned = codec::decode(&kv.snapshot().unwrap()).unwrap();
+        let mut snapshot = read_blocks(&kv.snapshot().unwrap()[SNAPSHOT_MAGIC.len()..]).unwrap();
         for session in snapshot.sessions.values_mut() {
             session.last_index = 4;
         }
@@ -405,6 +503,58 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Case 1 of issue 10: state past ~63 MiB made every snapshot fail, on
+    /// every node, for good. A snapshot is blocks now, of any size.
+    #[test]
+    fn a_state_larger_than_the_decode_limit_snapshots_and_restores() {
+        let mut kv = KvStore::new(10);
+        for i in 0..80u64 {
+            let value = vec![i as u8; 1 << 20];
+            kv.apply(
+                i + 1,
+                Command {
+                    client_id: 1,
+                    seq: i + 1,
+                    op: WriteOp::Put { key: i.to_be_bytes().to_vec(), value },
+                },
+            );
+        }
+        let bytes = kv.snapshot().unwrap();
+        assert!(bytes.len() > raft_net::codec::DECODE_LIMIT_BYTES, "{} bytes", bytes.len());
+        let mut other = KvStore::new(10);
+        other.restore(&bytes).unwrap();
+        assert_eq!(other, kv);
+        // A cut or a doubled block is refused, not half restored.
+        assert!(KvStore::new(10).restore(&bytes[..bytes.len() - 1]).is_err());
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(&bytes[bytes.len() - 100..]);
+        assert!(KvStore::new(10).restore(&longer).is_err());
+    }
+
+    /// A snapshot written by the format before blocks is still restored.
+    #[test]
+    fn a_format_1_snapshot_is_still_restored() {
+        let kv = store_with_sessions();
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = {
+            let mut p: Vec<_> = kv.data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            p.sort();
+            p
+        };
+        let old = codec::encode(&SnapshotRef {
+            data: pairs
+                .iter()
+                .map(|(k, v)| (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v)))
+                .collect(),
+            sessions: &kv.sessions,
+            applied: kv.applied,
+            identity: &kv.identity,
+        })
+        .unwrap();
+        let mut other = KvStore::new(3);
+        other.restore(&old).unwrap();
+        assert_eq!(other, kv);
     }
 
     #[test]

@@ -70,6 +70,9 @@ struct RunArgs {
     /// Take a snapshot and compact the log every this many applied entries.
     #[arg(long, env = "RAFT_SNAPSHOT_ENTRIES", default_value_t = 100_000)]
     snapshot_entries: u64,
+    /// ...or once the commands applied since the last snapshot hold this many bytes.
+    #[arg(long, env = "RAFT_SNAPSHOT_LOG_BYTES", default_value_t = 256 << 20)]
+    snapshot_log_bytes: u64,
     /// Bound of the client session table (exactly-once writes).
     #[arg(long, env = "RAFT_MAX_SESSIONS", default_value_t = raft_node::kv::SESSIONS_MAX_DEFAULT)]
     max_sessions: usize,
@@ -208,6 +211,7 @@ fn run_node(args: RunArgs) -> Result<(), String> {
         election_timeout: Duration::from_millis(args.election_timeout_ms),
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         snapshot_entries: args.snapshot_entries.max(1),
+        snapshot_log_bytes: args.snapshot_log_bytes.max(1),
         sync: !args.no_fsync,
         sessions_max: args.max_sessions,
         single_node: args.single_node,

@@ -62,8 +62,10 @@ pub struct NodeConfig {
     pub election_timeout: Duration,
     /// Heartbeat interval.
     pub heartbeat: Duration,
-    /// Take a snapshot after this many applied entries.
+    /// Take a snapshot after this many applied entries...
     pub snapshot_entries: u64,
+    /// ...or once the commands applied since the last one hold this many bytes.
+    pub snapshot_log_bytes: u64,
     /// fsync the WAL (only benchmarks of the non-durable path turn this off).
     pub sync: bool,
     /// Bound of the client session table.
@@ -323,6 +325,8 @@ struct Server {
     snapshot_warnings: WarnLimiter,
     /// Why the WAL cannot write now (a full disk), if it cannot.
     disk_full: Option<String>,
+    /// Bytes of commands applied since the last snapshot.
+    log_bytes_since_snapshot: u64,
 }
 
 /// Checks the data directory against the flags, or bootstraps a new one:
@@ -483,6 +487,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         snapshots_rejected: 0,
         snapshot_warnings: WarnLimiter::new(Duration::from_secs(60)),
         disk_full: None,
+        log_bytes_since_snapshot: 0,
         config,
     };
     let mut ticker = tokio::time::interval(server.config.tick);
@@ -835,6 +840,7 @@ impl Server {
                 }
                 EntryPayload::Command(data) => match codec::decode::<Command>(data) {
                     Ok(command) => {
+                        self.log_bytes_since_snapshot += data.len() as u64;
                         if tracing::enabled!(tracing::Level::DEBUG) {
                             debug!(node = self.config.id, index = entry.index, cmd = %describe_command(&command), "applied");
                         }
@@ -917,9 +923,13 @@ impl Server {
 
     fn maybe_snapshot(&mut self) -> anyhow::Result<()> {
         let applied = self.node.applied_index();
-        if applied < self.last_snapshot_index + self.config.snapshot_entries {
+        let by_entries = applied >= self.last_snapshot_index + self.config.snapshot_entries;
+        let by_bytes = self.log_bytes_since_snapshot >= self.config.snapshot_log_bytes
+            && applied > self.last_snapshot_index;
+        if !(by_entries || by_bytes) {
             return Ok(());
         }
+        self.log_bytes_since_snapshot = 0;
         let data = self.kv.snapshot().context("cannot serialize the state machine")?;
         // The core compacts its log and records the snapshot's metadata (term
         // at `applied`, voters); the WAL thread saves the same snapshot after

@@ -402,3 +402,55 @@ fn a_full_disk_refuses_writes_with_a_sentence_and_resumes_once_space_is_freed() 
         }
     });
 }
+
+/// Case 1: with state over ~63 MiB every node exited at the same index
+/// (`refused to write a snapshot of 125832292 bytes`), again after every
+/// restart. Now a 90 MiB state snapshots (triggered by log bytes), a
+/// follower that missed it catches up by that snapshot, and the whole
+/// cluster restarts from it.
+#[test]
+fn a_state_past_the_old_snapshot_limit_snapshots_and_a_follower_catches_up_by_it() {
+    let mut c = Cluster::start(3, &["--snapshot-log-bytes", "70000000"]);
+    let value = |i: u64| vec![(i % 251) as u8; 1 << 20];
+    let follower = runtime().block_on(async {
+        let first = wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+        (1..=3).find(|&id| id != first.id).unwrap()
+    });
+    c.kill(follower);
+    runtime().block_on(async {
+        let mut client = c.client(Duration::from_secs(20));
+        for i in 0..90u64 {
+            client
+                .put(format!("big{i}").as_bytes(), &value(i))
+                .await
+                .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+        }
+        wait_until("a snapshot of more than 63 MiB", Duration::from_secs(60), async || {
+            let l = leader(&c).await?;
+            (l.snapshot_index >= 70).then_some(())
+        })
+        .await;
+    });
+    c.spawn(follower);
+    runtime().block_on(async {
+        wait_until("the follower to catch up by snapshot", Duration::from_secs(90), async || {
+            let s = status_of(&c, follower).await?;
+            let l = leader(&c).await?;
+            (s.snapshot_index >= 70 && s.applied >= l.commit).then_some(())
+        })
+        .await;
+        assert!(c.log_of(follower).contains("installed snapshot from leader"), "{}", c.logs());
+    });
+    for id in 1..=3 {
+        c.kill(id);
+        c.spawn(id);
+    }
+    runtime().block_on(async {
+        wait_until("a leader after the restart", Duration::from_secs(30), async || leader(&c).await).await;
+        let mut client = c.client_of(follower);
+        for i in (0..90u64).step_by(7) {
+            let got = client.get(format!("big{i}").as_bytes(), true).await.unwrap();
+            assert_eq!(got, Some(value(i)), "big{i} on the follower after the restart");
+        }
+    });
+}

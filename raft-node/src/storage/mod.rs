@@ -652,7 +652,6 @@ impl Storage {
         if snapshot.meta.index <= current {
             return Err(StorageError::StaleSnapshot { index: snapshot.meta.index, current });
         }
-        let file_bytes = encode_snapshot_file(snapshot)?;
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         push_record(
@@ -661,7 +660,7 @@ impl Storage {
             "a WAL record",
             RECORD_PAYLOAD_BYTES_MAX,
         )?;
-        let result = self.write_snapshot_file(snapshot.meta.index, &file_bytes).and_then(|()| {
+        let result = self.write_snapshot_file(snapshot).and_then(|()| {
             self.write_records(&mut buf)?;
             self.sync_unchecked()
         });
@@ -814,13 +813,9 @@ impl Storage {
         // Span offsets relative to the start of the batch's records.
         let mut spans = Vec::new();
         let encoded = (|| {
-            let snapshot_file = match &batch.snapshot {
-                Some(snapshot) => {
-                    push_wal_record(&mut buf, &WalRecordRef::InstallSnapshot(&snapshot.meta))?;
-                    Some(encode_snapshot_file(snapshot)?)
-                }
-                None => None,
-            };
+            if let Some(snapshot) = &batch.snapshot {
+                push_wal_record(&mut buf, &WalRecordRef::InstallSnapshot(&snapshot.meta))?;
+            }
             let mut rest = &batch.entries[..];
             while !rest.is_empty() {
                 let mut bytes = 0;
@@ -841,11 +836,11 @@ impl Storage {
             if let Some(hard_state) = &batch.hard_state {
                 push_wal_record(&mut buf, &WalRecordRef::HardState(hard_state))?;
             }
-            Ok::<_, StorageError>(snapshot_file)
+            Ok::<_, StorageError>(())
         })();
-        let result = encoded.and_then(|snapshot_file| {
-            if let (Some(snapshot), Some(bytes)) = (&batch.snapshot, snapshot_file) {
-                self.write_snapshot_file(snapshot.meta.index, &bytes)?;
+        let result = encoded.and_then(|()| {
+            if let Some(snapshot) = &batch.snapshot {
+                self.write_snapshot_file(snapshot)?;
             }
             self.write_records(&mut buf)
         });
@@ -1083,12 +1078,15 @@ impl Storage {
 
     /// Writes a snapshot file durably: temp file, fsync, rename, fsync directory.
     /// A full disk is [`StorageError::NoSpace`] (the temp file removed).
-    fn write_snapshot_file(&mut self, index: Index, bytes: &[u8]) -> Result<(), StorageError> {
+    fn write_snapshot_file(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let index = snapshot.meta.index;
         let path = self.dir.join(snapshot_name(index));
         let temp = self.dir.join(format!("{}.tmp", snapshot_name(index)));
         let written = (|| {
-            let mut file = File::create(&temp).map_err(StorageError::io("create", &temp))?;
-            file.write_all(bytes).map_err(StorageError::io("write", &temp))?;
+            let file = File::create(&temp).map_err(StorageError::io("create", &temp))?;
+            let mut out = std::io::BufWriter::with_capacity(SNAPSHOT_CHUNK_BYTES + 64, file);
+            write_snapshot_stream(&mut out, snapshot).map_err(StorageError::io("write", &temp))?;
+            let file = out.into_inner().map_err(|e| StorageError::io("write", &temp)(e.into_error()))?;
             if self.opts.sync {
                 file.sync_all().map_err(StorageError::io("fsync", &temp))?;
             }
@@ -1151,13 +1149,42 @@ fn push_wal_record(buf: &mut Vec<u8>, record: &WalRecordRef<'_>) -> Result<(), S
     push_record(buf, record, "a WAL record", RECORD_PAYLOAD_BYTES_MAX)
 }
 
-fn encode_snapshot_file(snapshot: &Snapshot) -> Result<Vec<u8>, StorageError> {
-    let mut bytes = Vec::with_capacity(snapshot.data.len() + 64);
-    push_record(&mut bytes, snapshot, "a snapshot", SNAPSHOT_PAYLOAD_BYTES_MAX)?;
-    Ok(bytes)
+/// The first bytes of a snapshot file of format 2: records that stream the
+/// snapshot (a header, then its data in chunks), so that it may be of any
+/// size. 0xff can never start a format-1 file (one record of at most 63 MiB:
+/// its little-endian length would be above 1.3 GB).
+const SNAPSHOT_MAGIC: [u8; 8] = *b"\xffRLSNAP2";
+
+/// Bytes of snapshot data per record of a snapshot file.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// The header record of a format-2 snapshot file.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotFileHeader {
+    meta: SnapshotMeta,
+    data_bytes: u64,
 }
 
-/// Reads and checks the snapshot file for `meta`.
+/// Writes `snapshot` as a format-2 snapshot file: the magic, a header
+/// record, then the data in records of [`SNAPSHOT_CHUNK_BYTES`], each
+/// `[len][crc32c][bytes]`.
+fn write_snapshot_stream(out: &mut impl Write, snapshot: &Snapshot) -> std::io::Result<()> {
+    out.write_all(&SNAPSHOT_MAGIC)?;
+    let header = SnapshotFileHeader { meta: snapshot.meta.clone(), data_bytes: snapshot.data.len() as u64 };
+    let mut record = Vec::new();
+    push_record(&mut record, &header, "a snapshot header", RECORD_PAYLOAD_BYTES_MAX)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    out.write_all(&record)?;
+    for chunk in snapshot.data.chunks(SNAPSHOT_CHUNK_BYTES) {
+        out.write_all(&(chunk.len() as u32).to_le_bytes())?;
+        out.write_all(&crc32c::crc32c(chunk).to_le_bytes())?;
+        out.write_all(chunk)?;
+    }
+    Ok(())
+}
+
+/// Reads and checks the snapshot file for `meta` (format 2, or format 1:
+/// one record holding the whole encoded snapshot).
 fn read_snapshot_file(dir: &Path, meta: &SnapshotMeta) -> Result<Snapshot, StorageError> {
     let path = dir.join(snapshot_name(meta.index));
     let corrupt = |offset: u64, reason: String| StorageError::Corrupt { path: path.clone(), offset, reason };
@@ -1171,16 +1198,51 @@ fn read_snapshot_file(dir: &Path, meta: &SnapshotMeta) -> Result<Snapshot, Stora
         }
         Err(e) => return Err(StorageError::io("read", &path)(e)),
     };
-    let (payload, end) = record::parse_frame(&data, 0, SNAPSHOT_PAYLOAD_BYTES_MAX)
-        .map_err(|bad| corrupt(0, bad.describe("the snapshot record")))?;
-    if end != data.len() {
-        return Err(corrupt(
-            end as u64,
-            format!("{} unexpected bytes follow the snapshot", data.len() - end),
-        ));
-    }
-    let snapshot: Snapshot = codec::decode(payload)
-        .map_err(|e| corrupt(HEADER_BYTES as u64, format!("the snapshot does not decode ({e})")))?;
+    let snapshot = if data.starts_with(&SNAPSHOT_MAGIC) {
+        let mut pos = SNAPSHOT_MAGIC.len();
+        let (payload, next) = record::parse_frame(&data, pos, RECORD_PAYLOAD_BYTES_MAX)
+            .map_err(|bad| corrupt(pos as u64, bad.describe("the snapshot header")))?;
+        let header: SnapshotFileHeader = codec::decode(payload)
+            .map_err(|e| corrupt(pos as u64, format!("the snapshot header does not decode ({e})")))?;
+        pos = next;
+        let data_bytes = header.data_bytes as usize;
+        if data_bytes > data.len() {
+            return Err(corrupt(
+                pos as u64,
+                format!("the header announces {data_bytes} bytes of data in a file of {}", data.len()),
+            ));
+        }
+        let mut out = Vec::with_capacity(data_bytes);
+        while out.len() < data_bytes {
+            let (chunk, next) = record::parse_frame(&data, pos, SNAPSHOT_CHUNK_BYTES)
+                .map_err(|bad| corrupt(pos as u64, bad.describe("the snapshot data record")))?;
+            out.extend_from_slice(chunk);
+            pos = next;
+        }
+        if out.len() != data_bytes || pos != data.len() {
+            return Err(corrupt(
+                pos as u64,
+                format!(
+                    "the file holds {} bytes of data and {} bytes after them, where its header announces \
+                     {data_bytes} and nothing after",
+                    out.len(),
+                    data.len() - pos
+                ),
+            ));
+        }
+        Snapshot { meta: header.meta, data: out }
+    } else {
+        let (payload, end) = record::parse_frame(&data, 0, SNAPSHOT_PAYLOAD_BYTES_MAX)
+            .map_err(|bad| corrupt(0, bad.describe("the snapshot record")))?;
+        if end != data.len() {
+            return Err(corrupt(
+                end as u64,
+                format!("{} unexpected bytes follow the snapshot", data.len() - end),
+            ));
+        }
+        codec::decode(payload)
+            .map_err(|e| corrupt(HEADER_BYTES as u64, format!("the snapshot does not decode ({e})")))?
+    };
     if snapshot.meta != *meta {
         return Err(corrupt(
             HEADER_BYTES as u64,

@@ -729,3 +729,30 @@ fn a_version_2_segment_is_read_and_followed_by_a_slotted_one() {
     let (_, durable) = Storage::open(dir.path(), opts()).unwrap();
     assert_eq!(durable.entries, entries(1, 5));
 }
+
+/// Case 1 of issue 10: a snapshot above 63 MiB could not be written
+/// ("refused to write a snapshot of 125832292 bytes"), which stopped every
+/// node. Snapshot files are a stream of records now, of any size.
+#[test]
+fn a_snapshot_larger_than_one_record_is_saved_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = Storage::open(dir.path(), opts()).unwrap();
+    append_range(&mut storage, 1, 10, Some(HardState { term: 1, vote: Some(1), commit: 10 }));
+    let data: Vec<u8> = (0..(100u32 << 20) / 4).flat_map(|i| i.to_le_bytes()).collect();
+    let snapshot = raft_core::Snapshot { meta: SnapshotMeta { index: 10, term: 1, voters: vec![1] }, data };
+    storage.save_snapshot(&snapshot).unwrap();
+    drop(storage);
+    let (_, durable) = Storage::open(dir.path(), opts()).unwrap();
+    assert_eq!(durable.snapshot.as_ref().map(|s| s.data.len()), Some(100 << 20));
+    assert!(durable.snapshot.unwrap() == snapshot, "the snapshot read back differs");
+    // A flipped byte in its data is found.
+    let file = dir.path().join(super::snapshot_name(10));
+    let f = fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.write_all_at(&[0xff, 0xee], 50 << 20).unwrap();
+    drop(f);
+    let err = Storage::open(dir.path(), opts()).unwrap_err();
+    assert!(
+        err.to_string().contains("snapshot data record") && err.to_string().contains("checksum"),
+        "{err}"
+    );
+}
