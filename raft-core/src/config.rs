@@ -38,13 +38,18 @@ pub struct Config {
     /// Most entries the leader accepts beyond its commit index before refusing
     /// proposals (back-pressure). `0` disables the limit.
     pub max_uncommitted_entries: u64,
+    /// Most bytes ([`crate::Entry::size_bytes`]) of entries the leader holds
+    /// beyond its commit index before refusing proposals; one entry is always
+    /// let in. `0` disables the limit.
+    pub max_uncommitted_bytes: u64,
     /// Seed of the node's PRNG (election timeout jitter). Mixed with `id`.
     pub seed: u64,
 }
 
 impl Config {
     /// A configuration with the defaults for a LAN: with a 10 ms tick, elections
-    /// after 150–300 ms and heartbeats every 50 ms.
+    /// after 150–300 ms and heartbeats every 50 ms; at most 16,384 entries or
+    /// 64 MiB uncommitted on a leader.
     pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
         Config {
             id,
@@ -57,7 +62,8 @@ impl Config {
             max_inflight_appends: 256,
             max_append_bytes: 1 << 20,
             snapshot_chunk_bytes: 1 << 20,
-            max_uncommitted_entries: 0,
+            max_uncommitted_entries: 16_384,
+            max_uncommitted_bytes: 64 << 20,
             seed: 0,
         }
     }

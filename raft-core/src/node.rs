@@ -55,6 +55,8 @@ struct LeaderState {
     reads_before_commit: Vec<u64>,
     /// An ongoing leadership transfer.
     transfer_target: Option<NodeId>,
+    /// Bytes ([`Entry::size_bytes`]) of the entries after the commit index.
+    uncommitted_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -337,10 +339,16 @@ impl RaftNode {
     pub fn propose(&mut self, data: Vec<u8>) -> Result<Proposed, ProposeError> {
         let refusal = match &self.role {
             RoleState::Leader(l) if l.transfer_target.is_some() => Some(ProposeError::TransferInProgress),
-            RoleState::Leader(_) => {
-                let limit = self.config.max_uncommitted_entries;
-                (limit > 0 && self.log.last_index() - self.log.commit() >= limit)
-                    .then_some(ProposeError::Backpressure)
+            RoleState::Leader(l) => {
+                let (entries, bytes) =
+                    (self.config.max_uncommitted_entries, self.config.max_uncommitted_bytes);
+                let uncommitted = self.log.last_index() - self.log.commit();
+                // Past either bound, refused; one entry is always let in, so a
+                // command larger than the byte bound can still commit alone.
+                let too_many = entries > 0 && uncommitted >= entries;
+                let too_large =
+                    bytes > 0 && l.uncommitted_bytes > 0 && l.uncommitted_bytes + data.len() as u64 > bytes;
+                (too_many || too_large).then_some(ProposeError::Backpressure)
             }
             _ => Some(ProposeError::NotLeader { leader: self.leader }),
         };
@@ -349,7 +357,9 @@ impl RaftNode {
             return Err(error);
         }
         let index = self.log.last_index() + 1;
-        self.log.push(Entry { term: self.term, index, payload: EntryPayload::Command(data) });
+        let entry = Entry { term: self.term, index, payload: EntryPayload::Command(data) };
+        self.leader_state_mut().uncommitted_bytes += entry.size_bytes() as u64;
+        self.log.push(entry);
         Ok(Proposed { term: self.term, index })
     }
 
@@ -944,6 +954,7 @@ impl RaftNode {
             pending_reads: VecDeque::new(),
             reads_before_commit: Vec::new(),
             transfer_target: None,
+            uncommitted_bytes: 0,
         }));
         self.leader = Some(self.id);
         self.election_elapsed = 0;
@@ -953,6 +964,8 @@ impl RaftNode {
         // before it (§5.4.2) and learn the commit index for reads (§6.4).
         let index = self.log.last_index() + 1;
         self.log.push(Entry { term: self.term, index, payload: EntryPayload::Blank });
+        let uncommitted = self.log.slice(self.log.commit() + 1, index, usize::MAX);
+        self.leader_state_mut().uncommitted_bytes = uncommitted.iter().map(|e| e.size_bytes() as u64).sum();
         // A single voter commits as soon as the blank is durable.
         self.maybe_commit();
     }
@@ -1268,6 +1281,12 @@ impl RaftNode {
         });
         if index > self.log.commit() && self.log.term(index) == Some(self.term) {
             let first_in_term = self.log.term(self.log.commit()) != Some(self.term);
+            let committed: u64 = (self.log.commit() + 1..=index)
+                .filter_map(|i| self.log.entry(i))
+                .map(|e| e.size_bytes() as u64)
+                .sum();
+            let leader = self.leader_state_mut();
+            leader.uncommitted_bytes = leader.uncommitted_bytes.saturating_sub(committed);
             self.log.commit_to(index);
             if first_in_term {
                 let commit = self.log.commit();

@@ -832,3 +832,28 @@ fn chunks_of_a_snapshot_from_an_old_term_are_dropped_when_the_term_changes() {
     );
     assert!(!actions.iter().any(|a| matches!(a, Action::CheckSnapshot(_))));
 }
+
+#[test]
+fn a_leader_refuses_proposals_past_its_uncommitted_byte_bound_and_takes_them_once_committed() {
+    let mut c = Cluster::with_config(3, |cfg| cfg.max_uncommitted_bytes = 1000);
+    c.elect(1);
+    c.isolate(1);
+    // Nothing commits while cut off: 300-byte commands fill the bound.
+    let mut taken = 0;
+    while c.node(1).propose(vec![7; 300]).is_ok() {
+        taken += 1;
+        assert!(taken < 10, "the byte bound is not enforced");
+    }
+    assert_eq!(taken, 3, "3 commands of 324 bytes fit in 1000, the 4th does not");
+    assert_eq!(c.node(1).propose(vec![7; 300]), Err(ProposeError::Backpressure));
+    // A single command above the bound still gets in once the log is committed.
+    c.heal();
+    c.tick_all(10);
+    assert_eq!(c.leaders(), vec![1]);
+    c.node(1).propose(vec![8; 5000]).unwrap();
+    c.tick_all(10);
+    assert_eq!(c.commands(2).len(), 4);
+    for _ in 0..3 {
+        c.node(1).propose(vec![9; 300]).unwrap();
+    }
+}
