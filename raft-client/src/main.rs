@@ -99,6 +99,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write keys `fill0` .. `fill{KEYS-1}` once each, VALUE_SIZE bytes of
+    /// value apiece, from CLIENTS concurrent clients (retrying through
+    /// elections and back-pressure, each write applied once): loads a
+    /// cluster with a known state. Prints the bytes written and the rate.
+    Fill {
+        /// How many keys.
+        #[arg(long, default_value_t = 1024)]
+        keys: u64,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 1 << 20)]
+        value_size: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        clients: u64,
+    },
     /// F1: write under load, SIGKILL the leader, report the failover time and
     /// whether any acknowledged write went missing (nodes must run on this machine).
     Failover {
@@ -277,6 +292,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let state = if e.committed { "committed" } else { "pending" };
                 println!("{:>8} {:>6} {:<10} {}", e.index, e.term, state, e.command);
             }
+        }
+        Cmd::Fill { keys, value_size, clients } => {
+            let started = std::time::Instant::now();
+            let mut tasks = Vec::new();
+            for c in 0..clients.max(1) {
+                let config = config.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut client = Client::new(config)?;
+                    let value = vec![b'f'; value_size];
+                    let mut k = c;
+                    while k < keys {
+                        client.put(format!("fill{k}").as_bytes(), &value).await?;
+                        k += clients.max(1);
+                    }
+                    Ok::<_, ClientError>(())
+                }));
+            }
+            for task in tasks {
+                task.await.map_err(|e| anyhow::anyhow!("a fill client panicked: {e}"))??;
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            let bytes = keys * value_size as u64;
+            println!(
+                "wrote {keys} keys, {bytes} bytes of values, in {seconds:.1} s ({:.1} MiB/s)",
+                bytes as f64 / seconds / f64::from(1 << 20)
+            );
         }
         Cmd::Bench { clients, conns, duration, warmup, value_size, keys, op, json } => {
             let spec = bench::LoadSpec {

@@ -136,6 +136,13 @@ enum WalEvent {
     DiskResumed,
 }
 
+/// Runs `f`, returning its result and how long it took in milliseconds.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let started = std::time::Instant::now();
+    let result = f();
+    (result, started.elapsed().as_millis() as u64)
+}
+
 /// How often the WAL thread tries again a batch that found the disk full.
 const DISK_FULL_RETRY: Duration = Duration::from_millis(250);
 
@@ -242,13 +249,18 @@ fn wal_thread(
                     }
                 },
                 // Saving a snapshot syncs the WAL, earlier appends included.
-                WalCmd::Snapshot(snapshot) => match storage.save_snapshot(&snapshot) {
-                    Ok(()) => {}
-                    Err(e) if !storage.stopped() => warn!(
+                WalCmd::Snapshot(snapshot) => match timed(|| storage.save_snapshot(&snapshot)) {
+                    (Ok(()), ms) => info!(
+                        index = snapshot.meta.index,
+                        bytes = snapshot.data.len(),
+                        ms,
+                        "saved snapshot (file written and synced, WAL compacted)"
+                    ),
+                    (Err(e), _) if !storage.stopped() => warn!(
                         index = snapshot.meta.index,
                         "could not save a snapshot: {e}; keeping the log it would have compacted"
                     ),
-                    Err(e) => {
+                    (Err(e), _) => {
                         return fail(
                             anyhow::Error::new(e).context("cannot save a snapshot; stopping this node"),
                         )
@@ -697,6 +709,7 @@ impl Server {
                         info!(
                             node = self.config.id,
                             index = snapshot.meta.index,
+                            bytes = snapshot.data.len(),
                             "installed snapshot from leader"
                         );
                         self.node.applied(snapshot.meta.index);
@@ -930,7 +943,8 @@ impl Server {
             return Ok(());
         }
         self.log_bytes_since_snapshot = 0;
-        let data = self.kv.snapshot().context("cannot serialize the state machine")?;
+        let (data, serialize_ms) = timed(|| self.kv.snapshot());
+        let data = data.context("cannot serialize the state machine")?;
         // The core compacts its log and records the snapshot's metadata (term
         // at `applied`, voters); the WAL thread saves the same snapshot after
         // every persist batch handed to it before.
@@ -942,7 +956,7 @@ impl Server {
             Err(e) => warn!(node = self.config.id, error = %e, "snapshot not taken by the core"),
         }
         self.last_snapshot_index = applied;
-        info!(node = self.config.id, index = applied, "took snapshot; log compacted");
+        info!(node = self.config.id, index = applied, serialize_ms, "took snapshot; log compacted");
         Ok(())
     }
 }
