@@ -809,7 +809,7 @@ impl RaftNode {
                 let len = self.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
                 let progress = self.leader_state_mut().progress.get_mut(&from).expect("voter");
                 progress.recently_active = true;
-                if let Mode::Snapshot { index: sending, offset, sent } = &mut progress.mode {
+                if let Mode::Snapshot { index: sending, offset, sent, .. } = &mut progress.mode {
                     if *sending == index {
                         *offset = next_offset.min(len);
                         *sent = false;
@@ -1238,7 +1238,7 @@ impl RaftNode {
         let (meta, len) = (snapshot.meta.clone(), snapshot.data.len() as u64);
         let chunk = self.config.snapshot_chunk_bytes as u64;
         let progress = self.leader_state_mut().progress.get_mut(&to).expect("voter");
-        let Mode::Snapshot { index, offset, sent } = &mut progress.mode else {
+        let Mode::Snapshot { index, offset, sent, waited } = &mut progress.mode else {
             unreachable!("sending a snapshot chunk outside snapshot mode")
         };
         if *index != meta.index {
@@ -1247,6 +1247,7 @@ impl RaftNode {
             *offset = 0;
         }
         *sent = true;
+        *waited = 0;
         let start = (*offset).min(len);
         let end = (start + chunk).min(len);
         let data = self.snapshot.as_ref().expect("checked").data[start as usize..end as usize].to_vec();

@@ -4,6 +4,10 @@
 
 use std::collections::VecDeque;
 
+/// Heartbeat answers a leader waits for a snapshot chunk's answer before it
+/// sends the chunk again.
+pub(crate) const SNAPSHOT_CHUNK_PATIENCE: u32 = 4;
+
 use crate::status::{PeerStatus, ReplicationState};
 use crate::types::{Index, NodeId};
 
@@ -25,6 +29,12 @@ pub(crate) enum Mode {
         offset: u64,
         /// A chunk is outstanding.
         sent: bool,
+        /// Heartbeat answers since the outstanding chunk went out: after
+        /// [`SNAPSHOT_CHUNK_PATIENCE`] of them it is taken as lost and sent
+        /// again (not at every one: each resend while the chunk is only slow
+        /// starts one more stream of chunks, and under a 1 GiB snapshot those
+        /// streams multiplied until the transfer crawled).
+        waited: u32,
     },
 }
 
@@ -78,7 +88,7 @@ impl Progress {
     }
 
     pub(crate) fn become_snapshot(&mut self, index: Index) {
-        self.mode = Mode::Snapshot { index, offset: 0, sent: false };
+        self.mode = Mode::Snapshot { index, offset: 0, sent: false, waited: 0 };
         self.inflight.clear();
     }
 
@@ -127,7 +137,12 @@ impl Progress {
     pub(crate) fn resume(&mut self) {
         match &mut self.mode {
             Mode::Probe { sent } => *sent = false,
-            Mode::Snapshot { sent, .. } => *sent = false,
+            Mode::Snapshot { sent, waited, .. } => {
+                *waited += 1;
+                if *waited >= SNAPSHOT_CHUNK_PATIENCE {
+                    *sent = false;
+                }
+            }
             Mode::Replicate => {}
         }
     }
