@@ -42,6 +42,9 @@ pub struct Config {
     /// beyond its commit index before refusing proposals; one entry is always
     /// let in. `0` disables the limit.
     pub max_uncommitted_bytes: u64,
+    /// Most bytes of a snapshot this node takes from a leader; one growing
+    /// past it while it arrives is dropped (and counted). `0`: no limit.
+    pub snapshot_bytes_max: u64,
     /// Seed of the node's PRNG (election timeout jitter). Mixed with `id`.
     pub seed: u64,
 }
@@ -64,6 +67,7 @@ impl Config {
             snapshot_chunk_bytes: 1 << 20,
             max_uncommitted_entries: 16_384,
             max_uncommitted_bytes: 64 << 20,
+            snapshot_bytes_max: 0,
             seed: 0,
         }
     }

@@ -650,6 +650,12 @@ impl RaftNode {
         self.snapshot.as_ref().map(|s| s.meta.clone()).unwrap_or_default()
     }
 
+    /// The counters of ignored and refused input (as in [`RaftNode::status`],
+    /// without building the rest of it).
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
     /// A view of the node for status pages and tests.
     pub fn status(&self) -> Status {
         let progress = match &self.role {
@@ -1086,6 +1092,13 @@ impl RaftNode {
             return;
         }
         let incoming = self.incoming_snapshot.as_mut().expect("set above");
+        let max = self.config.snapshot_bytes_max;
+        if max > 0 && incoming.data.len() as u64 + data.len() as u64 > max {
+            // Larger than this node takes: dropped, not grown without bound.
+            self.incoming_snapshot = None;
+            self.counters.snapshots_too_large += 1;
+            return;
+        }
         incoming.data.extend_from_slice(&data);
         if !done {
             let next_offset = incoming.data.len() as u64;

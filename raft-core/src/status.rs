@@ -51,6 +51,9 @@ pub struct Counters {
     pub dropped_transfer: u64,
     /// Snapshots from a leader that the driver found bad ([`crate::RaftNode::reject_snapshot`]).
     pub snapshots_rejected: u64,
+    /// Snapshots from a leader dropped while arriving because they grew past
+    /// [`crate::Config::snapshot_bytes_max`].
+    pub snapshots_too_large: u64,
     /// Proposals refused.
     pub proposals_refused: u64,
     /// Elections started (real, not PreVote).

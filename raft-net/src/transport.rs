@@ -38,6 +38,16 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most requests of one client connection waiting for their answers: past
 /// this, the connection is not read until answers have gone out.
 pub const CLIENT_REQUESTS_IN_FLIGHT_MAX: usize = 4096;
+/// Bytes of a peer connection's messages taken in and not yet handled by
+/// the node: past this, the connection is read no further until the node
+/// catches up (a peer can queue no more than this in the node's inbox).
+pub const PEER_INBOUND_BYTES_MAX: usize = 32 << 20;
+
+/// A peer message's bytes, counted against its connection's
+/// [`PEER_INBOUND_BYTES_MAX`] until dropped.
+#[derive(Debug)]
+pub struct InboundBytes(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
 /// Bytes a connection's reader asks the socket for at a time: a frame's
 /// buffer grows with what arrives, never by what its length claims.
 const READ_CHUNK_BYTES: usize = 64 << 10;
@@ -153,8 +163,10 @@ pub async fn connect_with(addr: &str, hello: Hello) -> Result<(FramedStream, Nod
 /// What the listener hands to the node's event loop.
 #[derive(Debug)]
 pub enum Inbound {
-    /// A Raft message from a peer (sender already checked against the hello).
-    Peer(Message),
+    /// A Raft message from a peer (sender already checked against the
+    /// hello), and its place in the connection's byte budget
+    /// ([`PEER_INBOUND_BYTES_MAX`]): drop it once the message is handled.
+    Peer(Message, InboundBytes),
     /// A client request; answer it through `reply`.
     Client {
         /// The request.
@@ -575,15 +587,20 @@ async fn handle_connection(
     match hello.sender {
         Sender::Peer(peer) => {
             info!(node = config.node_id, peer, %addr, "peer connected");
+            let budget = Arc::new(tokio::sync::Semaphore::new(PEER_INBOUND_BYTES_MAX));
             loop {
-                let m: Message = codec::decode(&reader.next(None).await?)?;
+                let frame = reader.next(None).await?;
+                let bytes = frame.len().clamp(1, PEER_INBOUND_BYTES_MAX) as u32;
+                let Ok(permit) = budget.clone().acquire_many_owned(bytes).await else { return Ok(()) };
+                let m: Message = codec::decode(&frame)?;
+                drop(frame);
                 if m.from != peer || m.to != config.node_id {
                     return Err(NetError::Refused(format!(
                         "peer {peer} sent a message from {} to {}",
                         m.from, m.to
                     )));
                 }
-                if inbound.send(Inbound::Peer(m)).await.is_err() {
+                if inbound.send(Inbound::Peer(m, InboundBytes(permit))).await.is_err() {
                     return Ok(()); // the node is shutting down
                 }
             }

@@ -73,6 +73,11 @@ struct RunArgs {
     /// ...or once the commands applied since the last snapshot hold this many bytes.
     #[arg(long, env = "RAFT_SNAPSHOT_LOG_BYTES", default_value_t = 256 << 20)]
     snapshot_log_bytes: u64,
+    /// The largest snapshot this node takes from a leader, in bytes; one that
+    /// grows past it while arriving is dropped with a WARN (raise it for a
+    /// larger state).
+    #[arg(long, env = "RAFT_MAX_SNAPSHOT_BYTES", default_value_t = 16 << 30)]
+    max_snapshot_bytes: u64,
     /// Bound of the client session table (exactly-once writes).
     #[arg(long, env = "RAFT_MAX_SESSIONS", default_value_t = raft_node::kv::SESSIONS_MAX_DEFAULT)]
     max_sessions: usize,
@@ -212,6 +217,7 @@ fn run_node(args: RunArgs) -> Result<(), String> {
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         snapshot_entries: args.snapshot_entries.max(1),
         snapshot_log_bytes: args.snapshot_log_bytes.max(1),
+        snapshot_bytes_max: args.max_snapshot_bytes.max(1),
         sync: !args.no_fsync,
         sessions_max: args.max_sessions,
         single_node: args.single_node,

@@ -66,6 +66,8 @@ pub struct NodeConfig {
     pub snapshot_entries: u64,
     /// ...or once the commands applied since the last one hold this many bytes.
     pub snapshot_log_bytes: u64,
+    /// The largest snapshot this node takes from a leader.
+    pub snapshot_bytes_max: u64,
     /// fsync the WAL (only benchmarks of the non-durable path turn this off).
     pub sync: bool,
     /// Bound of the client session table.
@@ -100,6 +102,7 @@ impl NodeConfig {
         config.election_timeout_ticks_max = 2 * config.election_timeout_ticks_min;
         config.heartbeat_interval_ticks = ticks(self.heartbeat);
         config.seed = std::process::id() as u64 ^ (self.id << 32);
+        config.snapshot_bytes_max = self.snapshot_bytes_max;
         config.validate().map_err(|e| anyhow::anyhow!("invalid timeouts or membership: {e}"))?;
         self.limits
             .validate(config.max_append_bytes, transport::MAX_FRAME_BYTES)
@@ -339,6 +342,8 @@ struct Server {
     disk_full: Option<String>,
     /// Bytes of commands applied since the last snapshot.
     log_bytes_since_snapshot: u64,
+    /// Snapshots dropped for their size that a warning has named.
+    snapshots_too_large_warned: u64,
 }
 
 /// Checks the data directory against the flags, or bootstraps a new one:
@@ -500,6 +505,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         snapshot_warnings: WarnLimiter::new(Duration::from_secs(60)),
         disk_full: None,
         log_bytes_since_snapshot: 0,
+        snapshots_too_large_warned: 0,
         config,
     };
     let mut ticker = tokio::time::interval(server.config.tick);
@@ -512,6 +518,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
             _ = ticker.tick() => {
                 server.node.tick();
                 server.maintain_identity();
+                server.warn_of_dropped_snapshots();
             }
             event = wal_events.recv() => match event {
                 Some(WalEvent::Persisted(id)) => server.node.persisted(id),
@@ -556,7 +563,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
 impl Server {
     fn handle(&mut self, event: Inbound) {
         match event {
-            Inbound::Peer(m) => self.node.step(m),
+            Inbound::Peer(m, _bytes) => self.node.step(m),
             Inbound::Client { request, reply } => self.handle_client(request, reply),
         }
     }
@@ -640,6 +647,25 @@ impl Server {
                 committed: e.index <= commit,
             })
             .collect()
+    }
+
+    /// One WARN line (at most a minute apart) when the core dropped a
+    /// snapshot that grew past `--max-snapshot-bytes` while arriving.
+    fn warn_of_dropped_snapshots(&mut self) {
+        let too_large = self.node.counters().snapshots_too_large;
+        if too_large > self.snapshots_too_large_warned {
+            if let Some(held_back) = self.snapshot_warnings.allow(std::time::Instant::now()) {
+                self.snapshots_too_large_warned = too_large;
+                warn!(
+                    node = self.config.id,
+                    dropped = too_large,
+                    held_back,
+                    "dropped a snapshot from the leader that grew past --max-snapshot-bytes ({} bytes); raise it \
+                     if the cluster's state is that large",
+                    self.config.snapshot_bytes_max
+                );
+            }
+        }
     }
 
     /// Decodes and checks a snapshot from the leader in full before the core

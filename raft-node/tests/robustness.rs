@@ -454,3 +454,55 @@ fn a_state_past_the_old_snapshot_limit_snapshots_and_a_follower_catches_up_by_it
         }
     });
 }
+
+/// Case 4: snapshot chunks that never finish grew a follower from 11 MB to
+/// 1.07 GB. A half-received snapshot is dropped when the leader or term
+/// changes (raft-core's tests), and one that grows past --max-snapshot-bytes
+/// is dropped with a WARN: here 600 MiB of chunks against a 64 MiB bound.
+/// The follower holds at most about twice the bound (the buffer's last
+/// doubling), the 32 MiB a peer connection may queue, and the allocator's
+/// slack: well under the 600 MiB it would hold without the bound.
+#[test]
+fn snapshot_chunks_that_never_finish_are_dropped_at_the_bound() {
+    let c = Cluster::start(3, &["--max-snapshot-bytes", "67108864"]);
+    runtime().block_on(async {
+        let first = wait_until("a leader", Duration::from_secs(15), async || leader(&c).await).await;
+        let token = wait_for_identity(&c).await;
+        let victim = (1..=3).find(|&id| id != first.id).unwrap();
+        let before = status_of(&c, victim).await.unwrap();
+        let rss_before = rss_bytes(before.pid);
+        let mut hello = Hello::new(CLUSTER_ID, Sender::Peer(first.id));
+        hello.cluster_token = token;
+        let (mut link, _) = transport::connect_with(&c.addrs[&victim], hello).await.unwrap();
+        let meta =
+            raft_core::SnapshotMeta { index: before.commit + 1000, term: first.term, voters: vec![1, 2, 3] };
+        let mut rss_max = 0;
+        for k in 0..600u64 {
+            let body = MessageBody::Snapshot {
+                meta: meta.clone(),
+                offset: k << 20,
+                data: vec![7; 1 << 20],
+                done: false,
+            };
+            let m = Message { from: first.id, to: victim, term: first.term, body };
+            transport::send_frame(&mut link, &m).await.unwrap();
+            if k % 25 == 0 {
+                rss_max = rss_max.max(rss_bytes(before.pid));
+            }
+        }
+        wait_until("the WARN about the dropped snapshot", Duration::from_secs(10), async || {
+            c.log_of(victim).contains("grew past --max-snapshot-bytes").then_some(())
+        })
+        .await;
+        rss_max = rss_max.max(rss_bytes(before.pid));
+        assert!(
+            rss_max < rss_before + (256 << 20),
+            "600 MiB of chunks took the follower from {} MiB to {} MiB",
+            rss_before >> 20,
+            rss_max >> 20
+        );
+        eprintln!("follower RSS {} MiB before, at most {} MiB", rss_before >> 20, rss_max >> 20);
+        write_keys(&c, "after", 5).await;
+        assert_keys(&c, "after", 5).await;
+    });
+}
