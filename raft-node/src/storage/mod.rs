@@ -546,7 +546,22 @@ impl Storage {
                         reopen_segment(&path, &opts, end, file_bytes, slot.capacity, torn)?;
                     (seq, file, capacity, SyncSlot { capacity, ..slot }, end)
                 }
-                (last, _) => {
+                (last, last_end) => {
+                    if let (Some(&seq), Some((end, _, true, None))) = (last, last_end) {
+                        // A version-2 segment with a torn tail stops being
+                        // the last one: cut the tail off first, durably, or
+                        // it would read as corruption in a segment that is
+                        // not the last.
+                        let path = segment_path(seq);
+                        let file = OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .map_err(StorageError::io("open", &path))?;
+                        file.set_len(end).map_err(StorageError::io("truncate", &path))?;
+                        if opts.sync {
+                            file.sync_all().map_err(StorageError::io("fsync", &path))?;
+                        }
+                    }
                     let seq = last.map_or(1, |&seq| seq + 1);
                     let capacity = FIRST_SEGMENT_BYTES.min(preallocated_bytes(&opts));
                     let file = create_segment(&segment_path(seq), &opts, capacity, false)?;

@@ -707,9 +707,16 @@ fn a_batch_larger_than_a_segment_gets_a_segment_of_its_own_size() {
 }
 
 /// A version-2 data directory (records from byte 0, no sync slots) is still
-/// read, and appends go on in a new version-3 segment after it.
+/// read, and appends go on in a new version-3 segment after it; a torn tail
+/// in it is cut first (it is no longer the last segment after that).
 #[test]
 fn a_version_2_segment_is_read_and_followed_by_a_slotted_one() {
+    for torn in [false, true] {
+        version_2_segment_is_followed(torn);
+    }
+}
+
+fn version_2_segment_is_followed(torn: bool) {
     let dir = tempfile::tempdir().unwrap();
     let hs = HardState { term: 4, vote: Some(2), commit: 3 };
     let mut bytes = Vec::new();
@@ -718,6 +725,9 @@ fn a_version_2_segment_is_read_and_followed_by_a_slotted_one() {
     push_record(&mut bytes, &WalRecordRef::HardState(&hs), "test", RECORD_PAYLOAD_BYTES_MAX).unwrap();
     push_record(&mut bytes, &WalRecordRef::Entries(&entries(1, 3)), "test", RECORD_PAYLOAD_BYTES_MAX)
         .unwrap();
+    if torn {
+        bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 9]);
+    }
     bytes.resize(bytes.len() + 4096, 0);
     fs::write(segment(dir.path(), 1), bytes).unwrap();
     let (mut storage, durable) = Storage::open(dir.path(), opts()).unwrap();
