@@ -96,6 +96,8 @@ def big_state():
                     "--keys", str(STATE_MIB), "--value-size", str(1 << 20), "--clients", "8"], check=True)
     say(f"{STATE_MIB} MiB written in {time.time() - t0:.1f} s with follower {follower} down")
     lead = wait_for("a leader's snapshot", 120, lambda: (l := leader()) and l["snapshot_index"] > 0 and l)
+    say(f"term {lead['term']} after the fill (it started in term {first['term']}: "
+        f"{lead['term'] - first['term']} elections while writing)")
     for line in log_lines(lead["id"], "took snapshot", "saved snapshot")[-2:]:
         say(f"leader: {line}")
     say("RSS MiB: " + ", ".join(f"node {i} {rss_mib(i)}" for i in sorted(procs)))

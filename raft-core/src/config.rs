@@ -30,6 +30,9 @@ pub struct Config {
     pub check_quorum: bool,
     /// Most append messages in flight to one follower while replicating.
     pub max_inflight_appends: usize,
+    /// Most bytes of entries in flight to one follower while replicating
+    /// (one append is always let out). `0` disables the limit.
+    pub max_inflight_bytes: u64,
     /// Byte budget of the entries in one append message (at least one entry is
     /// always sent).
     pub max_append_bytes: usize,
@@ -63,6 +66,7 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             max_inflight_appends: 256,
+            max_inflight_bytes: 8 << 20,
             max_append_bytes: 1 << 20,
             snapshot_chunk_bytes: 1 << 20,
             max_uncommitted_entries: 16_384,

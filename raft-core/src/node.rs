@@ -803,7 +803,7 @@ impl RaftNode {
                 if progress.mode == Mode::Replicate && progress.inflight.len() >= progress.inflight_max {
                     // Appends may have been lost: free one slot so that the next
                     // append reveals the gap (etcd does the same).
-                    progress.inflight.pop_front();
+                    progress.free_oldest();
                 }
                 let behind = progress.match_index < last;
                 if behind {
@@ -946,11 +946,12 @@ impl RaftNode {
 
     fn become_leader(&mut self) {
         let next = self.log.last_index() + 1;
-        let inflight_max = self.config.max_inflight_appends;
+        let (inflight_max, inflight_bytes_max) =
+            (self.config.max_inflight_appends, self.config.max_inflight_bytes);
         let mut progress = BTreeMap::new();
         for &id in &self.voters {
             if id != self.id {
-                progress.insert(id, Progress::new(next, inflight_max));
+                progress.insert(id, Progress::new(next, inflight_max, inflight_bytes_max));
             }
         }
         self.role = RoleState::Leader(Box::new(LeaderState {
@@ -1231,6 +1232,7 @@ impl RaftNode {
                 return;
             }
             let sent_last = prev + entries.len() as Index;
+            let sent_bytes: u64 = entries.iter().map(|e| e.size_bytes() as u64).sum();
             let body = MessageBody::Append {
                 prev_log_index: prev,
                 prev_log_term: prev_term,
@@ -1238,7 +1240,7 @@ impl RaftNode {
                 leader_commit: self.log.commit(),
             };
             self.send(to, body);
-            self.leader_state_mut().progress.get_mut(&to).expect("voter").sent_append(sent_last);
+            self.leader_state_mut().progress.get_mut(&to).expect("voter").sent_append(sent_last, sent_bytes);
             if is_probe || sent_last >= last {
                 return;
             }

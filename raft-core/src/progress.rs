@@ -46,9 +46,16 @@ pub struct Progress {
     pub(crate) match_index: Index,
     pub(crate) next_index: Index,
     pub(crate) mode: Mode,
-    /// Last index of each append in flight, oldest first (Replicate only).
-    pub(crate) inflight: VecDeque<Index>,
+    /// Last index and entry bytes of each append in flight, oldest first
+    /// (Replicate only).
+    pub(crate) inflight: VecDeque<(Index, u64)>,
     pub(crate) inflight_max: usize,
+    /// Bytes of the appends in flight, and their bound (0: none). Without
+    /// it, 256 appends of 1 MiB queued ahead of a heartbeat on the link and
+    /// the follower, hearing nothing for longer than its election timeout,
+    /// deposed the leader.
+    pub(crate) inflight_bytes: u64,
+    pub(crate) inflight_bytes_max: u64,
     /// Heard from during the current check-quorum period.
     pub(crate) recently_active: bool,
     /// Highest ReadIndex round acknowledged.
@@ -57,7 +64,7 @@ pub struct Progress {
 
 impl Progress {
     /// A follower about whom nothing is known: probe from `next_index`.
-    pub(crate) fn new(next_index: Index, inflight_max: usize) -> Progress {
+    pub(crate) fn new(next_index: Index, inflight_max: usize, inflight_bytes_max: u64) -> Progress {
         assert!(next_index >= 1, "next_index {next_index} must be at least 1");
         Progress {
             match_index: 0,
@@ -65,6 +72,8 @@ impl Progress {
             mode: Mode::Probe { sent: false },
             inflight: VecDeque::new(),
             inflight_max,
+            inflight_bytes: 0,
+            inflight_bytes_max,
             recently_active: false,
             read_round: 0,
         }
@@ -78,37 +87,53 @@ impl Progress {
         };
         self.mode = Mode::Probe { sent: false };
         self.next_index = next;
-        self.inflight.clear();
+        self.clear_inflight();
     }
 
     pub(crate) fn become_replicate(&mut self) {
         self.mode = Mode::Replicate;
         self.next_index = self.match_index + 1;
-        self.inflight.clear();
+        self.clear_inflight();
     }
 
     pub(crate) fn become_snapshot(&mut self, index: Index) {
         self.mode = Mode::Snapshot { index, offset: 0, sent: false, waited: 0 };
+        self.clear_inflight();
+    }
+
+    fn clear_inflight(&mut self) {
         self.inflight.clear();
+        self.inflight_bytes = 0;
+    }
+
+    /// Frees the oldest append in flight (presumed lost).
+    pub(crate) fn free_oldest(&mut self) {
+        if let Some((_, bytes)) = self.inflight.pop_front() {
+            self.inflight_bytes -= bytes;
+        }
     }
 
     /// True when no append may be sent now.
     pub(crate) fn is_paused(&self) -> bool {
         match self.mode {
             Mode::Probe { sent } => sent,
-            Mode::Replicate => self.inflight.len() >= self.inflight_max,
+            Mode::Replicate => {
+                self.inflight.len() >= self.inflight_max
+                    || (self.inflight_bytes_max > 0 && self.inflight_bytes >= self.inflight_bytes_max)
+            }
             Mode::Snapshot { .. } => true,
         }
     }
 
-    /// Records that an append ending at `last` was sent.
-    pub(crate) fn sent_append(&mut self, last: Index) {
+    /// Records that an append ending at `last`, of `bytes` of entries, was sent.
+    pub(crate) fn sent_append(&mut self, last: Index, bytes: u64) {
         match &mut self.mode {
             Mode::Probe { sent } => *sent = true,
             Mode::Replicate => {
                 if last >= self.next_index {
                     self.next_index = last + 1;
-                    self.inflight.push_back(last);
+                    self.inflight.push_back((last, bytes));
+                    self.inflight_bytes += bytes;
                 }
             }
             Mode::Snapshot { .. } => unreachable!("append sent while sending a snapshot"),
@@ -124,8 +149,8 @@ impl Progress {
         if self.next_index <= index {
             self.next_index = index + 1;
         }
-        while self.inflight.front().is_some_and(|&last| last <= index) {
-            self.inflight.pop_front();
+        while self.inflight.front().is_some_and(|&(last, _)| last <= index) {
+            self.free_oldest();
         }
         if let Mode::Probe { sent } = &mut self.mode {
             *sent = false;
@@ -169,9 +194,9 @@ mod tests {
 
     #[test]
     fn probe_sends_one_append_until_an_answer() {
-        let mut p = Progress::new(5, 4);
+        let mut p = Progress::new(5, 4, 0);
         assert!(!p.is_paused());
-        p.sent_append(7);
+        p.sent_append(7, 10);
         assert!(p.is_paused());
         assert_eq!(p.next_index, 5, "probe does not advance next optimistically");
         p.resume();
@@ -180,12 +205,12 @@ mod tests {
 
     #[test]
     fn replicate_pauses_when_the_inflight_window_is_full() {
-        let mut p = Progress::new(1, 2);
+        let mut p = Progress::new(1, 2, 0);
         p.acknowledge(3);
         p.become_replicate();
-        p.sent_append(5);
+        p.sent_append(5, 10);
         assert!(!p.is_paused());
-        p.sent_append(8);
+        p.sent_append(8, 10);
         assert!(p.is_paused());
         assert_eq!(p.next_index, 9);
         assert!(p.acknowledge(5));
@@ -196,8 +221,26 @@ mod tests {
     }
 
     #[test]
+    fn replicate_pauses_when_the_bytes_in_flight_reach_their_bound() {
+        let mut p = Progress::new(1, 256, 3 << 20);
+        p.become_replicate();
+        p.sent_append(1, 1 << 20);
+        p.sent_append(2, 1 << 20);
+        assert!(!p.is_paused());
+        p.sent_append(3, 1 << 20);
+        assert!(p.is_paused(), "3 MiB in flight");
+        p.acknowledge(1);
+        assert!(!p.is_paused());
+        assert_eq!(p.inflight_bytes, 2 << 20);
+        p.free_oldest();
+        assert_eq!(p.inflight_bytes, 1 << 20);
+        p.become_probe();
+        assert_eq!(p.inflight_bytes, 0);
+    }
+
+    #[test]
     fn probe_after_snapshot_resumes_after_the_snapshot() {
-        let mut p = Progress::new(1, 2);
+        let mut p = Progress::new(1, 2, 0);
         p.become_snapshot(40);
         assert!(p.is_paused());
         p.become_probe();

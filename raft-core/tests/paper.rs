@@ -427,9 +427,12 @@ fn leadership_transfer_makes_the_target_leader() {
     assert_eq!(c.leaders(), vec![3]);
 }
 
-#[test]
-fn a_follower_behind_the_compacted_log_catches_up_by_snapshot() {
-    let mut c = Cluster::with_config(3, |cfg| cfg.snapshot_chunk_bytes = 3);
+/// Node 1 leads, node 3 is cut off while ten commands commit, then node 1
+/// compacts its log into a snapshot (`state-machine-bytes`) sent in chunks
+/// of `chunk_bytes`. Returns the cluster (node 3 still cut off) and the
+/// snapshot's index.
+fn node_3_behind_a_compacted_leader(chunk_bytes: usize) -> (Cluster, u64) {
+    let mut c = Cluster::with_config(3, |cfg| cfg.snapshot_chunk_bytes = chunk_bytes);
     c.elect(1);
     c.isolate(3);
     for i in 0..10u8 {
@@ -438,6 +441,12 @@ fn a_follower_behind_the_compacted_log_catches_up_by_snapshot() {
     c.flush();
     let applied = c.node(1).applied_index();
     c.node(1).snapshot_taken(applied, b"state-machine-bytes".to_vec()).unwrap();
+    (c, applied)
+}
+
+#[test]
+fn a_follower_behind_the_compacted_log_catches_up_by_snapshot() {
+    let (mut c, applied) = node_3_behind_a_compacted_leader(3);
     assert_eq!(c.node(1).first_index(), applied + 1);
     c.heal();
     c.tick_all(20);
@@ -767,15 +776,7 @@ fn restart_refuses_durable_terms_and_indexes_beyond_the_largest_accepted() {
 
 #[test]
 fn a_snapshot_the_driver_finds_bad_is_neither_persisted_nor_applied_and_is_sent_again() {
-    let mut c = Cluster::with_config(3, |cfg| cfg.snapshot_chunk_bytes = 4);
-    c.elect(1);
-    c.isolate(3);
-    for i in 0..10u8 {
-        c.node(1).propose(vec![i]).unwrap();
-    }
-    c.flush();
-    let applied = c.node(1).applied_index();
-    c.node(1).snapshot_taken(applied, b"state-machine-bytes".to_vec()).unwrap();
+    let (mut c, _) = node_3_behind_a_compacted_leader(4);
     let before = c.node(3).last_index();
     c.rejects_snapshots.insert(3);
     c.heal();

@@ -970,16 +970,11 @@ mod tests {
         assert!(finished.is_ok(), "only {seen} of {requests} answers arrived");
     }
 
-    /// Case 3 of issue 10: a client pipelining gets of a 1 MiB value and
-    /// never reading grew a leader to 4.1 GB. Its answers now count against
-    /// the connection's budget: past it the connection is closed (its
-    /// answers dropped), and the listener serves the next client as before.
-    #[tokio::test]
-    async fn a_client_that_never_reads_its_answers_is_closed_at_its_budget() {
+    /// A listener of cluster `t` with these limits on a port of its own:
+    /// its address, what it hands the node, and its counters.
+    async fn listen(limits: ConnectionLimits) -> (String, mpsc::Receiver<Inbound>, Arc<NetCounters>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let limits =
-            ConnectionLimits { answer_bytes_per_connection_max: 8 << 20, ..ConnectionLimits::default() };
         let config = Arc::new(ListenerConfig {
             node_id: 1,
             cluster_id: "t".into(),
@@ -987,9 +982,21 @@ mod tests {
             cluster_token: SharedToken::default(),
             limits,
         });
-        let (inbound_tx, mut inbound_rx) = mpsc::channel(65_536);
+        let (inbound_tx, inbound_rx) = mpsc::channel(65_536);
         let counters = Arc::new(NetCounters::default());
         tokio::spawn(serve(listener, config, inbound_tx, counters.clone()));
+        (addr, inbound_rx, counters)
+    }
+
+    /// Case 3 of issue 10: a client pipelining gets of a 1 MiB value and
+    /// never reading grew a leader to 4.1 GB. Its answers now count against
+    /// the connection's budget: past it the connection is closed (its
+    /// answers dropped), and the listener serves the next client as before.
+    #[tokio::test]
+    async fn a_client_that_never_reads_its_answers_is_closed_at_its_budget() {
+        let limits =
+            ConnectionLimits { answer_bytes_per_connection_max: 8 << 20, ..ConnectionLimits::default() };
+        let (addr, mut inbound_rx, counters) = listen(limits).await;
         let answered = Arc::new(AtomicU64::new(0));
         let answered_by_node = answered.clone();
         tokio::spawn(async move {
@@ -1032,19 +1039,9 @@ mod tests {
     #[tokio::test]
     async fn a_frame_that_arrives_too_slowly_closes_its_connection() {
         use tokio::io::AsyncWriteExt;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
         let limits =
             ConnectionLimits { frame_timeout: Duration::from_millis(300), ..ConnectionLimits::default() };
-        let config = Arc::new(ListenerConfig {
-            node_id: 1,
-            cluster_id: "t".into(),
-            peers: vec![],
-            cluster_token: SharedToken::default(),
-            limits,
-        });
-        let (inbound_tx, _inbound_rx) = mpsc::channel(16);
-        tokio::spawn(serve(listener, config, inbound_tx, Arc::new(NetCounters::default())));
+        let (addr, _inbound_rx, _) = listen(limits).await;
         let mut stream = TcpStream::connect(&addr).await.unwrap();
         // The header of a 16 MiB hello, then a byte now and then.
         stream.write_all(&(16u32 << 20).to_be_bytes()).await.unwrap();
