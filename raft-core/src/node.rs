@@ -800,7 +800,7 @@ impl RaftNode {
                 progress.recently_active = true;
                 progress.resume();
                 progress.read_round = progress.read_round.max(read_round.min(current_round));
-                if progress.mode == Mode::Replicate && progress.inflight.len() >= progress.inflight_max {
+                if progress.mode == Mode::Replicate && progress.is_paused() {
                     // Appends may have been lost: free one slot so that the next
                     // append reveals the gap (etcd does the same).
                     progress.free_oldest();

@@ -858,3 +858,25 @@ fn a_leader_refuses_proposals_past_its_uncommitted_byte_bound_and_takes_them_onc
         c.node(1).propose(vec![9; 300]).unwrap();
     }
 }
+
+/// A follower cut off while the leader's window of bytes in flight to it
+/// filled (and whose appends were lost) is probed again at the next
+/// heartbeat answer, not left paused forever; here it then needs a snapshot.
+#[test]
+fn a_follower_whose_byte_window_filled_while_away_catches_up_when_it_answers_again() {
+    let mut c = Cluster::with_config(3, |cfg| cfg.max_inflight_bytes = 1000);
+    c.elect(1);
+    c.node(1).propose(b"warm".to_vec()).unwrap();
+    c.flush();
+    c.isolate(3);
+    for i in 0..10u8 {
+        c.node(1).propose(vec![i; 300]).unwrap();
+        c.flush();
+    }
+    let applied = c.node(1).applied_index();
+    c.node(1).snapshot_taken(applied, b"state".to_vec()).unwrap();
+    c.heal();
+    c.tick_all(40);
+    assert_eq!(c.node(3).applied_index(), c.node(1).applied_index(), "node 3 stayed behind");
+    assert_eq!(c.durable[&3].snapshot.as_ref().map(|s| s.data.clone()), Some(b"state".to_vec()));
+}

@@ -433,12 +433,24 @@ fn a_state_past_the_old_snapshot_limit_snapshots_and_a_follower_catches_up_by_it
     });
     c.spawn(follower);
     runtime().block_on(async {
-        wait_until("the follower to catch up by snapshot", Duration::from_secs(90), async || {
-            let s = status_of(&c, follower).await?;
-            let l = leader(&c).await?;
-            (s.snapshot_index >= 70 && s.applied >= l.commit).then_some(())
-        })
-        .await;
+        let end = Instant::now() + Duration::from_secs(90);
+        loop {
+            let caught_up = match (status_of(&c, follower).await, leader(&c).await) {
+                (Some(s), Some(l)) => s.snapshot_index >= 70 && s.applied >= l.commit,
+                _ => false,
+            };
+            if caught_up {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "follower {follower} did not catch up by snapshot in 90 s: {:?}\n{}\n--- follower's whole log\n{}",
+                status_of(&c, follower).await,
+                c.logs(),
+                c.log_of(follower)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert!(c.log_of(follower).contains("installed snapshot from leader"), "{}", c.logs());
     });
     for id in 1..=3 {
