@@ -418,7 +418,10 @@ impl RaftNode {
             self.counters.dropped_unexpected += 1;
             return;
         };
-        if meta.index <= self.log.commit() {
+        // Only a follower still following the leader that sent it, whose
+        // log does not already hold the snapshot's last entry, installs it.
+        let following = matches!(self.role, RoleState::Follower) && self.leader == Some(from);
+        if !following || meta.index <= self.log.commit() || self.log.term(meta.index) == Some(meta.term) {
             return;
         }
         self.log.reset_to_snapshot(meta.index, meta.term);
@@ -853,6 +856,7 @@ impl RaftNode {
     }
 
     fn become_candidate(&mut self, transfer: bool) {
+        self.snapshot_to_check = None;
         self.term = self.term.saturating_add(1);
         self.vote = Some(self.id);
         self.leader = None;
@@ -994,8 +998,10 @@ impl RaftNode {
             self.vote = None;
         }
         if self.leader != leader || leader.is_none() {
-            // Chunks of another leader's (or term's) snapshot never complete.
+            // Chunks of another leader's (or term's) snapshot never complete,
+            // and one being checked is from a leader that is gone.
             self.incoming_snapshot = None;
+            self.snapshot_to_check = None;
         }
         self.role = RoleState::Follower;
         self.leader = leader;

@@ -354,14 +354,14 @@ impl ListenerState {
         if open >= limits.connections_max {
             return Err(format!("{open} connections are open, the most this node takes (--max-connections)"));
         }
-        let from_source = by_source.entry(source).or_insert(0);
-        if *from_source >= limits.connections_per_source_max {
+        let from_source = by_source.get(&source).copied().unwrap_or(0);
+        if from_source >= limits.connections_per_source_max {
             return Err(format!(
                 "{from_source} connections from {source} are open, the most one address may hold \
                  (--max-connections-per-source)"
             ));
         }
-        *from_source += 1;
+        *by_source.entry(source).or_insert(0) += 1;
         self.open.fetch_add(1, Ordering::Relaxed);
         Ok(Admitted { state: self.clone(), source })
     }

@@ -111,8 +111,7 @@ impl SyncSlot {
     pub(crate) fn read(data: &[u8]) -> Option<SyncSlot> {
         SLOT_OFFSETS
             .iter()
-            .filter_map(|&at| SyncSlot::decode(data.get(at as usize..)?))
-            .filter(|slot| slot.offset() < RECORDS_START)
+            .filter_map(|&at| SyncSlot::decode(data.get(at as usize..)?).filter(|slot| slot.offset() == at))
             .max_by_key(|slot| slot.gen)
     }
 }
