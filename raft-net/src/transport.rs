@@ -925,17 +925,7 @@ mod tests {
     /// connection stops being read instead of dropping answers.
     #[tokio::test]
     async fn a_client_pipelining_past_the_answer_queue_gets_every_answer() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let config = Arc::new(ListenerConfig {
-            node_id: 1,
-            cluster_id: "t".into(),
-            peers: vec![],
-            cluster_token: SharedToken::default(),
-            limits: ConnectionLimits::default(),
-        });
-        let (inbound_tx, mut inbound_rx) = mpsc::channel(65_536);
-        tokio::spawn(serve(listener, config, inbound_tx, Arc::new(NetCounters::default())));
+        let (addr, mut inbound_rx, _) = listen(ConnectionLimits::default()).await;
         // The "node": answers every request at once with a value large
         // enough that the socket buffers fill long before the answers run
         // out (4 KiB: 4096 waiting answers stay within the 64 MiB budget).
