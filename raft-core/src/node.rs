@@ -346,8 +346,9 @@ impl RaftNode {
                 // Past either bound, refused; one entry is always let in, so a
                 // command larger than the byte bound can still commit alone.
                 let too_many = entries > 0 && uncommitted >= entries;
+                let entry_bytes = Entry::payload_size_bytes(data.len()) as u64;
                 let too_large =
-                    bytes > 0 && l.uncommitted_bytes > 0 && l.uncommitted_bytes + data.len() as u64 > bytes;
+                    bytes > 0 && l.uncommitted_bytes > 0 && l.uncommitted_bytes + entry_bytes > bytes;
                 (too_many || too_large).then_some(ProposeError::Backpressure)
             }
             _ => Some(ProposeError::NotLeader { leader: self.leader }),
@@ -975,8 +976,8 @@ impl RaftNode {
         // before it (§5.4.2) and learn the commit index for reads (§6.4).
         let index = self.log.last_index() + 1;
         self.log.push(Entry { term: self.term, index, payload: EntryPayload::Blank });
-        let uncommitted = self.log.slice(self.log.commit() + 1, index, usize::MAX);
-        self.leader_state_mut().uncommitted_bytes = uncommitted.iter().map(|e| e.size_bytes() as u64).sum();
+        let uncommitted = self.entry_bytes(self.log.commit() + 1, index);
+        self.leader_state_mut().uncommitted_bytes = uncommitted;
         // A single voter commits as soon as the blank is durable.
         self.maybe_commit();
     }
@@ -1189,6 +1190,11 @@ impl RaftNode {
         }
     }
 
+    /// Bytes ([`Entry::size_bytes`]) of the log's entries `from..=to`.
+    fn entry_bytes(&self, from: Index, to: Index) -> u64 {
+        (from..=to).filter_map(|i| self.log.entry(i)).map(|e| e.size_bytes() as u64).sum()
+    }
+
     /// The last index at or below `upto` whose term is `term`, if our log
     /// (after the snapshot) holds one.
     fn last_index_of_term(&self, term: Term, upto: Index) -> Option<Index> {
@@ -1303,10 +1309,7 @@ impl RaftNode {
         });
         if index > self.log.commit() && self.log.term(index) == Some(self.term) {
             let first_in_term = self.log.term(self.log.commit()) != Some(self.term);
-            let committed: u64 = (self.log.commit() + 1..=index)
-                .filter_map(|i| self.log.entry(i))
-                .map(|e| e.size_bytes() as u64)
-                .sum();
+            let committed = self.entry_bytes(self.log.commit() + 1, index);
             let leader = self.leader_state_mut();
             leader.uncommitted_bytes = leader.uncommitted_bytes.saturating_sub(committed);
             self.log.commit_to(index);

@@ -43,10 +43,15 @@ pub struct Entry {
 impl Entry {
     /// Approximate size in bytes, used for batching by a byte budget.
     pub fn size_bytes(&self) -> usize {
-        24 + match &self.payload {
+        Entry::payload_size_bytes(match &self.payload {
             EntryPayload::Blank => 0,
             EntryPayload::Command(data) => data.len(),
-        }
+        })
+    }
+
+    /// [`Entry::size_bytes`] of an entry whose command is `command_bytes` long.
+    pub fn payload_size_bytes(command_bytes: usize) -> usize {
+        24 + command_bytes
     }
 }
 
