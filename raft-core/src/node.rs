@@ -495,7 +495,11 @@ impl RaftNode {
     /// applied). The node keeps the snapshot to send to lagging followers and
     /// drops the log up to `index`; the driver may then delete its durable
     /// entries up to `index`.
-    pub fn snapshot_taken(&mut self, index: Index, data: Vec<u8>) -> Result<(), SnapshotError> {
+    pub fn snapshot_taken(
+        &mut self,
+        index: Index,
+        data: impl Into<bytes::Bytes>,
+    ) -> Result<(), SnapshotError> {
         if index > self.applied {
             return Err(SnapshotError::NotApplied { index, applied: self.applied });
         }
@@ -504,9 +508,24 @@ impl RaftNode {
         }
         let term = self.log.term(index).expect("applied entries after the snapshot are in the log");
         self.log.compact_to(index);
-        self.snapshot =
-            Some(Snapshot { meta: SnapshotMeta { index, term, voters: self.voters.clone() }, data });
+        self.snapshot = Some(Snapshot {
+            meta: SnapshotMeta { index, term, voters: self.voters.clone() },
+            data: data.into(),
+        });
         Ok(())
+    }
+
+    /// The metadata a snapshot of the state machine at `index` must carry
+    /// (its term and the membership there), for a driver that serializes it
+    /// in the background and hands it over later with
+    /// [`RaftNode::snapshot_taken`]; `None` unless `index` is applied and
+    /// still in the log.
+    pub fn snapshot_meta_at(&self, index: Index) -> Option<SnapshotMeta> {
+        if index > self.applied || index <= self.log.snapshot_index() {
+            return None;
+        }
+        let term = self.log.term(index)?;
+        Some(SnapshotMeta { index, term, voters: self.voters.clone() })
     }
 
     /// Drains the actions produced so far, in the order they must be executed.
@@ -1127,7 +1146,8 @@ impl RaftNode {
         // Nothing of it is trusted, let alone durable, before the driver has
         // checked it in full: see `install_snapshot` and `reject_snapshot`.
         self.snapshot_to_check = Some((from, meta));
-        self.actions.push(Action::CheckSnapshot(Snapshot { meta: incoming.meta, data: incoming.data }));
+        self.actions
+            .push(Action::CheckSnapshot(Snapshot { meta: incoming.meta, data: incoming.data.into() }));
     }
 
     // ---------------------------------------------------------------- replication, leader side

@@ -86,9 +86,9 @@ pub struct SnapshotMeta {
 pub struct Snapshot {
     /// Where the snapshot sits in the log.
     pub meta: SnapshotMeta,
-    /// The state machine's serialized state at `meta.index`.
-    #[serde(with = "serde_bytes")]
-    pub data: Vec<u8>,
+    /// The state machine's serialized state at `meta.index`, shared (a
+    /// clone is a reference count, not a copy of what may be gigabytes).
+    pub data: bytes::Bytes,
 }
 
 /// Everything a node had made durable when it stopped: what

@@ -590,7 +590,7 @@ proptest! {
 #[test]
 fn a_snapshot_restart_applies_only_entries_after_it() {
     let snapshot =
-        Snapshot { meta: SnapshotMeta { index: 5, term: 2, voters: vec![1, 2, 3] }, data: vec![9] };
+        Snapshot { meta: SnapshotMeta { index: 5, term: 2, voters: vec![1, 2, 3] }, data: vec![9].into() };
     let durable = DurableState {
         hard_state: raft_core::HardState { term: 2, vote: None, commit: 6 },
         snapshot: Some(snapshot),
@@ -748,8 +748,10 @@ fn a_cluster_near_the_largest_term_still_elects_and_commits() {
 
 #[test]
 fn restart_refuses_durable_terms_and_indexes_beyond_the_largest_accepted() {
-    let snapshot =
-        |index| Snapshot { meta: SnapshotMeta { index, term: 1, voters: vec![1, 2, 3] }, data: vec![] };
+    let snapshot = |index| Snapshot {
+        meta: SnapshotMeta { index, term: 1, voters: vec![1, 2, 3] },
+        data: Default::default(),
+    };
     let cases = [
         (DurableState { snapshot: Some(snapshot(u64::MAX)), ..Default::default() }, "snapshot index"),
         (
@@ -878,5 +880,5 @@ fn a_follower_whose_byte_window_filled_while_away_catches_up_when_it_answers_aga
     c.heal();
     c.tick_all(40);
     assert_eq!(c.node(3).applied_index(), c.node(1).applied_index(), "node 3 stayed behind");
-    assert_eq!(c.durable[&3].snapshot.as_ref().map(|s| s.data.clone()), Some(b"state".to_vec()));
+    assert_eq!(c.durable[&3].snapshot.as_ref().map(|s| s.data.to_vec()), Some(b"state".to_vec()));
 }

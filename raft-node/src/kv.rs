@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use bytes::Bytes;
 use raft_core::{Index, NodeId};
 use raft_net::codec::{self, CodecError};
 use raft_net::wire::{Command, IdentityOp, WriteOp, WriteResult};
@@ -100,7 +101,9 @@ pub enum RestoreError {
 /// every replica's snapshot of the same state is the same bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStore {
-    data: HashMap<Vec<u8>, Vec<u8>>,
+    /// Values are shared bytes: cloning the store (for a snapshot taken in
+    /// the background) copies no value.
+    data: HashMap<Vec<u8>, Bytes>,
     sessions: BTreeMap<u64, Session>,
     /// Sessions by the index of their last write, for eviction.
     sessions_by_index: BTreeMap<Index, u64>,
@@ -156,8 +159,8 @@ impl KvStore {
     }
 
     /// The value of `key`.
-    pub fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
-        self.data.get(key)
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.data.get(key).map(|v| &v[..])
     }
 
     /// Number of keys.
@@ -210,14 +213,14 @@ impl KvStore {
         let Command { client_id, seq, op } = command;
         let result = match op {
             WriteOp::Put { key, value } => {
-                WriteResult::Done { existed: self.data.insert(key, value).is_some() }
+                WriteResult::Done { existed: self.data.insert(key, value.into()).is_some() }
             }
             WriteOp::Delete { key } => WriteResult::Done { existed: self.data.remove(&key).is_some() },
             WriteOp::Cas { key, expected, new } => {
-                let current = self.data.get(&key).cloned();
+                let current = self.data.get(&key).map(|v| v.to_vec());
                 let swapped = current == expected;
                 if swapped {
-                    self.data.insert(key, new);
+                    self.data.insert(key, new.into());
                 }
                 WriteResult::Cas { swapped, current }
             }
@@ -261,7 +264,7 @@ impl KvStore {
     /// replica writes the same bytes for the same state), sessions and the
     /// cluster identity, as a format-2 snapshot of any size.
     pub fn snapshot(&self) -> Result<Vec<u8>, CodecError> {
-        let mut pairs: Vec<(&Vec<u8>, &Vec<u8>)> = self.data.iter().collect();
+        let mut pairs: Vec<(&Vec<u8>, &Bytes)> = self.data.iter().collect();
         pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let bytes: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 16).sum();
         let mut out = Vec::with_capacity(bytes + 4096);
@@ -341,7 +344,7 @@ impl KvStore {
             ));
         }
         *self = KvStore {
-            data: snapshot.data.into_iter().map(|(k, v)| (k.into_vec(), v.into_vec())).collect(),
+            data: snapshot.data.into_iter().map(|(k, v)| (k.into_vec(), v.into_vec().into())).collect(),
             sessions: snapshot.sessions,
             sessions_by_index,
             sessions_max: self.sessions_max,
@@ -371,7 +374,7 @@ mod tests {
         kv.apply(2, put(8, 1, "x", "6"));
         let retry = kv.apply(3, put(7, 1, "x", "5"));
         assert_eq!(first, retry);
-        assert_eq!(kv.get(b"x"), Some(&b"6".to_vec()), "the retry must not overwrite the later write");
+        assert_eq!(kv.get(b"x"), Some(&b"6"[..]), "the retry must not overwrite the later write");
     }
 
     #[test]
@@ -379,7 +382,7 @@ mod tests {
         let mut kv = KvStore::new(10);
         kv.apply(1, put(7, 2, "x", "5"));
         assert_eq!(kv.apply(2, put(7, 1, "x", "1")), WriteResult::StaleSequence { last_seq: 2 });
-        assert_eq!(kv.get(b"x"), Some(&b"5".to_vec()));
+        assert_eq!(kv.get(b"x"), Some(&b"5"[..]));
     }
 
     #[test]
@@ -399,7 +402,7 @@ mod tests {
             kv.apply(2, cas(2, Some("b"), "c")),
             WriteResult::Cas { swapped: false, current: Some(b"a".to_vec()) }
         );
-        assert_eq!(kv.get(b"k"), Some(&b"a".to_vec()));
+        assert_eq!(kv.get(b"k"), Some(&b"a"[..]));
     }
 
     #[test]
@@ -425,7 +428,7 @@ mod tests {
         assert_eq!(other, kv);
         // The restored session still deduplicates.
         assert_eq!(other.apply(2, put(7, 1, "x", "9")), WriteResult::Done { existed: false });
-        assert_eq!(other.get(b"x"), Some(&b"5".to_vec()));
+        assert_eq!(other.get(b"x"), Some(&b"5"[..]));
     }
 
     #[test]
@@ -538,7 +541,7 @@ mod tests {
     fn a_format_1_snapshot_is_still_restored() {
         let kv = store_with_sessions();
         let pairs: Vec<(Vec<u8>, Vec<u8>)> = {
-            let mut p: Vec<_> = kv.data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let mut p: Vec<_> = kv.data.iter().map(|(k, v)| (k.clone(), v.to_vec())).collect();
             p.sort();
             p
         };
@@ -566,7 +569,7 @@ mod tests {
             a.apply(k + 1, put(1, k + 1, &format!("k{k}"), "v"));
         }
         for k in (0..200).rev() {
-            b.data.insert(format!("k{k}").into_bytes(), b"v".to_vec());
+            b.data.insert(format!("k{k}").into_bytes(), Bytes::from_static(b"v"));
         }
         b.apply(200, put(1, 200, "k199", "v"));
         b.applied = a.applied;

@@ -7,4 +7,5 @@ pub mod cluster;
 pub mod datadir;
 pub mod kv;
 pub mod server;
+mod snapshots;
 pub mod storage;

@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use raft_core::{
     Action, Config, Entry, EntryPayload, Index, MessageBody, NodeId, ProposeError, RaftNode, Role, Snapshot,
-    Term,
+    SnapshotMeta, Term,
 };
 use raft_net::codec;
 use raft_net::transport::{
@@ -38,7 +38,8 @@ use tracing::{debug, info, warn};
 
 use crate::datadir::{self, Identity, StartFlags};
 use crate::kv::KvStore;
-use crate::storage::{Storage, StorageOptions};
+use crate::snapshots::{SnapshotDone, SnapshotJob, SnapshotWorker};
+use crate::storage::{Storage, StorageError, StorageOptions};
 use raft_net::ratelimit::WarnLimiter;
 
 /// Everything a node needs to run.
@@ -123,8 +124,9 @@ impl NodeConfig {
 enum WalCmd {
     /// Append this batch; report it once durable.
     Persist(raft_core::PersistBatch),
-    /// Save this snapshot and compact the WAL up to it.
-    Snapshot(Snapshot),
+    /// Compact the WAL up to this snapshot, whose file the snapshot thread
+    /// wrote durably.
+    Compact(SnapshotMeta),
 }
 
 /// What the WAL thread reports.
@@ -140,7 +142,7 @@ enum WalEvent {
 }
 
 /// Runs `f`, returning its result and how long it took in milliseconds.
-fn timed<T>(f: impl FnOnce() -> T) -> (T, u64) {
+pub(crate) fn timed<T>(f: impl FnOnce() -> T) -> (T, u64) {
     let started = std::time::Instant::now();
     let result = f();
     (result, started.elapsed().as_millis() as u64)
@@ -189,6 +191,12 @@ fn connection_limits_within_fd_limit(node: NodeId, limits: &ConnectionLimits) ->
     ConnectionLimits { connections_max: fit, ..limits.clone() }
 }
 
+/// A tick this late means the event loop was held up: worth a warning.
+const LATE_TICK: Duration = Duration::from_millis(100);
+
+/// An fsync slower than this is worth a warning (etcd warns past 1 s).
+const SLOW_FSYNC: Duration = Duration::from_millis(500);
+
 /// How long the WAL thread waits, idle, before it records its last fsync.
 const SYNC_RECORD_IDLE: Duration = Duration::from_millis(20);
 
@@ -208,6 +216,7 @@ fn wal_thread(
     };
     let mut queue: VecDeque<WalCmd> = VecDeque::new();
     let mut disk_full = false;
+    let mut slow_fsyncs = WarnLimiter::new(Duration::from_secs(10));
     loop {
         if queue.is_empty() {
             // After a pause of SYNC_RECORD_IDLE, the last fsync is recorded
@@ -251,29 +260,37 @@ fn wal_thread(
                         return fail(anyhow::Error::new(e).context("WAL append failed; stopping this node"))
                     }
                 },
-                // Saving a snapshot syncs the WAL, earlier appends included.
-                WalCmd::Snapshot(snapshot) => match timed(|| storage.save_snapshot(&snapshot)) {
-                    (Ok(()), ms) => info!(
-                        index = snapshot.meta.index,
-                        bytes = snapshot.data.len(),
-                        ms,
-                        "saved snapshot (file written and synced, WAL compacted)"
-                    ),
+                // Compacting syncs the WAL, earlier appends included.
+                WalCmd::Compact(meta) => match timed(|| storage.compact_to(&meta)) {
+                    (Ok(()), ms) => info!(index = meta.index, ms, "compacted the WAL to the snapshot"),
+                    (Err(e @ StorageError::StaleSnapshot { .. }), _) => {
+                        debug!(index = meta.index, "snapshot not recorded: {e}")
+                    }
                     (Err(e), _) if !storage.stopped() => warn!(
-                        index = snapshot.meta.index,
-                        "could not save a snapshot: {e}; keeping the log it would have compacted"
+                        index = meta.index,
+                        "could not record a snapshot: {e}; keeping the log it would have compacted"
                     ),
                     (Err(e), _) => {
                         return fail(
-                            anyhow::Error::new(e).context("cannot save a snapshot; stopping this node"),
+                            anyhow::Error::new(e).context("cannot record a snapshot; stopping this node"),
                         )
                     }
                 },
             }
         }
         if let Some(id) = last_persist {
+            let started = std::time::Instant::now();
             if let Err(e) = storage.sync() {
                 return fail(anyhow::Error::new(e).context("WAL fsync failed; stopping this node"));
+            }
+            let took = started.elapsed();
+            if took > SLOW_FSYNC {
+                if let Some(held_back) = slow_fsyncs.allow(std::time::Instant::now()) {
+                    warn!(
+                        ms = took.as_millis() as u64,
+                        held_back, "slow WAL fsync: the disk held up every write"
+                    );
+                }
             }
             if events.send(WalEvent::Persisted(id)).is_err() {
                 return;
@@ -332,6 +349,14 @@ struct Server {
     /// per term; a lost one is proposed again by the next leader).
     identity_proposed: Vec<IdentityOp>,
     identity_term: Term,
+    /// The thread that takes snapshots and checks the leader's.
+    snapshots: SnapshotWorker,
+    /// A snapshot of this node's is being taken in the background.
+    snapshot_taking: bool,
+    /// A snapshot from the leader is being checked in the background...
+    snapshot_checking: bool,
+    /// ...and the newest one that arrived meanwhile waits its turn.
+    snapshot_to_check: Option<Snapshot>,
     /// A snapshot from the leader that decoded and checked, as the store it
     /// becomes once the core hands it back to apply (decoded once).
     checked_snapshot: Option<(Index, KvStore)>,
@@ -344,6 +369,8 @@ struct Server {
     log_bytes_since_snapshot: u64,
     /// Snapshots dropped for their size that a warning has named.
     snapshots_too_large_warned: u64,
+    /// Warnings of a late tick (the event loop was held up).
+    late_warnings: WarnLimiter,
 }
 
 /// Checks the data directory against the flags, or bootstraps a new one:
@@ -485,6 +512,9 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         .name(format!("wal-{}", config.id))
         .spawn(move || wal_thread(storage, wal_rx, wal_events_tx))
         .context("cannot start the WAL thread")?;
+    let (snapshots, mut snapshots_done) =
+        SnapshotWorker::spawn(config.id, config.data_dir.clone(), config.sync, config.sessions_max)
+            .context("cannot start the snapshot thread")?;
     let mut server = Server {
         node,
         wal: wal_tx,
@@ -500,12 +530,17 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         token,
         identity_proposed: Vec::new(),
         identity_term: 0,
+        snapshots,
+        snapshot_taking: false,
+        snapshot_checking: false,
+        snapshot_to_check: None,
         checked_snapshot: None,
         snapshots_rejected: 0,
         snapshot_warnings: WarnLimiter::new(Duration::from_secs(60)),
         disk_full: None,
         log_bytes_since_snapshot: 0,
         snapshots_too_large_warned: 0,
+        late_warnings: WarnLimiter::new(Duration::from_secs(10)),
         config,
     };
     let mut ticker = tokio::time::interval(server.config.tick);
@@ -515,7 +550,8 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
-            _ = ticker.tick() => {
+            scheduled = ticker.tick() => {
+                server.warn_if_late(scheduled.into_std());
                 server.node.tick();
                 server.maintain_identity();
                 server.warn_of_dropped_snapshots();
@@ -532,6 +568,14 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                     server.disk_full = None;
                 }
                 None => break Err(anyhow::anyhow!("the WAL thread stopped")),
+            },
+            done = snapshots_done.recv() => match done {
+                Some(done) => {
+                    if let Err(e) = server.snapshot_done(done) {
+                        break Err(e);
+                    }
+                }
+                None => break Err(anyhow::anyhow!("the snapshot thread stopped")),
             },
             event = inbound_rx.recv() => {
                 let Some(event) = event else { break Ok(()) };
@@ -596,7 +640,7 @@ impl Server {
                 }
             }
             RequestKind::Get { key, stale: true } => {
-                reply.send(ResponseKind::Value(self.kv.get(&key).cloned()));
+                reply.send(ResponseKind::Value(self.kv.get(&key).map(<[u8]>::to_vec)));
             }
             RequestKind::Get { key, stale: false } => {
                 let ctx = self.next_read_ctx;
@@ -668,39 +712,98 @@ impl Server {
         }
     }
 
-    /// Decodes and checks a snapshot from the leader in full before the core
-    /// may persist or apply it; a bad one is dropped, counted and logged (at
-    /// most once a minute), and the node goes on with its log.
-    fn check_snapshot(&mut self, snapshot: Snapshot) {
-        let mut kv = KvStore::new(self.config.sessions_max);
-        let index = snapshot.meta.index;
-        let problem = match kv.restore(&snapshot.data) {
-            Ok(()) if kv.applied() != index => {
-                Some(format!("its state is at index {} but its metadata says {index}", kv.applied()))
-            }
-            Ok(()) => None,
-            Err(e) => Some(e.to_string()),
-        };
-        match problem {
-            None => {
-                self.checked_snapshot = Some((index, kv));
-                self.node.install_snapshot(snapshot);
-            }
-            Some(problem) => {
-                self.snapshots_rejected += 1;
-                if let Some(held_back) = self.snapshot_warnings.allow(std::time::Instant::now()) {
-                    warn!(
-                        node = self.config.id,
-                        index,
-                        bytes = snapshot.data.len(),
-                        rejected = self.snapshots_rejected,
-                        held_back,
-                        "dropped a snapshot from the leader: {problem}; keeping this node's log"
-                    );
-                }
-                self.node.reject_snapshot(index);
+    /// Warns (at most every 10 s) when a tick ran later than
+    /// [`LATE_TICK`] after it was due: the event loop was held up (by
+    /// itself or a starved machine), which peers see as silence and which
+    /// costs elections.
+    fn warn_if_late(&mut self, scheduled: std::time::Instant) {
+        let now = std::time::Instant::now();
+        let late = now.saturating_duration_since(scheduled);
+        if late > LATE_TICK {
+            if let Some(held_back) = self.late_warnings.allow(now) {
+                warn!(
+                    node = self.config.id,
+                    late_ms = late.as_millis() as u64,
+                    held_back,
+                    "the event loop ran a tick late: it was held up, and peers heard nothing meanwhile"
+                );
             }
         }
+    }
+
+    /// Has a snapshot from the leader decoded and checked in full (on the
+    /// snapshot thread) before the core may persist or apply it; one arriving
+    /// while another is checked waits, and only the newest waits.
+    fn check_snapshot(&mut self, snapshot: Snapshot) -> anyhow::Result<()> {
+        if self.snapshot_checking {
+            self.snapshot_to_check = Some(snapshot);
+            return Ok(());
+        }
+        self.snapshot_checking = true;
+        self.snapshots.submit(SnapshotJob::Check { snapshot })
+    }
+
+    /// What the snapshot thread finished.
+    fn snapshot_done(&mut self, done: SnapshotDone) -> anyhow::Result<()> {
+        match done {
+            SnapshotDone::Taken { snapshot, serialize_ms, write_ms } => {
+                self.snapshot_taking = false;
+                let (index, bytes) = (snapshot.meta.index, snapshot.data.len());
+                // The core compacts its log and keeps the snapshot to send;
+                // the WAL records it (refused there too if it is stale: the
+                // leader's snapshot, installed meanwhile, is newer).
+                match self.node.snapshot_taken(index, snapshot.data) {
+                    Ok(()) => {
+                        debug_assert_eq!(self.node.snapshot_meta(), snapshot.meta, "the core's metadata");
+                        info!(
+                            node = self.config.id,
+                            index, bytes, serialize_ms, write_ms, "took snapshot; log compacted"
+                        );
+                    }
+                    Err(e) => debug!(node = self.config.id, error = %e, "snapshot not taken by the core"),
+                }
+                self.wal.send(WalCmd::Compact(snapshot.meta)).context("the WAL thread stopped")?;
+            }
+            SnapshotDone::TakeFailed { index, error } => {
+                self.snapshot_taking = false;
+                warn!(
+                    node = self.config.id,
+                    index, "could not take a snapshot: {error}; keeping the log, trying again later"
+                );
+            }
+            SnapshotDone::Checked { snapshot, result } => {
+                self.snapshot_checking = false;
+                let index = snapshot.meta.index;
+                match result {
+                    Ok(kv) => {
+                        let meta = snapshot.meta.clone();
+                        self.node.install_snapshot(snapshot);
+                        // Kept for the apply only if the core took it.
+                        if self.node.snapshot_meta() == meta {
+                            self.checked_snapshot = Some((index, kv));
+                        }
+                    }
+                    Err(problem) => {
+                        self.snapshots_rejected += 1;
+                        if let Some(held_back) = self.snapshot_warnings.allow(std::time::Instant::now()) {
+                            warn!(
+                                node = self.config.id,
+                                index,
+                                bytes = snapshot.data.len(),
+                                rejected = self.snapshots_rejected,
+                                held_back,
+                                "dropped a snapshot from the leader: {problem}; keeping this node's log"
+                            );
+                        }
+                        self.node.reject_snapshot(index);
+                    }
+                }
+                if let Some(next) = self.snapshot_to_check.take() {
+                    self.check_snapshot(next)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Executes the core's actions until it has nothing more to say.
@@ -722,7 +825,7 @@ impl Server {
                         }
                     }
                     Action::Apply(entries) => self.apply(entries),
-                    Action::CheckSnapshot(snapshot) => self.check_snapshot(snapshot),
+                    Action::CheckSnapshot(snapshot) => self.check_snapshot(snapshot)?,
                     Action::ApplySnapshot(snapshot) => {
                         match self.checked_snapshot.take() {
                             Some((index, kv)) if index == snapshot.meta.index => self.kv = kv,
@@ -930,7 +1033,7 @@ impl Server {
             std::mem::take(&mut self.ready_reads).into_iter().partition(|(i, _)| *i <= applied);
         self.ready_reads = waiting;
         for (_, read) in ready {
-            let value = self.kv.get(&read.key).cloned();
+            let value = self.kv.get(&read.key).map(<[u8]>::to_vec);
             read.reply.send(ResponseKind::Value(value));
         }
     }
@@ -960,29 +1063,29 @@ impl Server {
         self.role = role;
     }
 
+    /// Starts a snapshot in the background when enough entries or bytes
+    /// were applied since the last one: the event loop hands a copy of the
+    /// store (its values shared, not copied) to the snapshot thread and goes
+    /// on; [`Server::snapshot_done`] compacts the log once the file is
+    /// durable. One at a time; one that fails is tried again at the next
+    /// threshold.
     fn maybe_snapshot(&mut self) -> anyhow::Result<()> {
-        let applied = self.node.applied_index();
+        let applied = self.kv.applied();
         let by_entries = applied >= self.last_snapshot_index + self.config.snapshot_entries;
         let by_bytes = self.log_bytes_since_snapshot >= self.config.snapshot_log_bytes
             && applied > self.last_snapshot_index;
-        if !(by_entries || by_bytes) {
+        if self.snapshot_taking || !(by_entries || by_bytes) {
             return Ok(());
         }
+        let Some(meta) = self.node.snapshot_meta_at(applied) else {
+            return Ok(());
+        };
         self.log_bytes_since_snapshot = 0;
-        let (data, serialize_ms) = timed(|| self.kv.snapshot());
-        let data = data.context("cannot serialize the state machine")?;
-        // The core compacts its log and records the snapshot's metadata (term
-        // at `applied`, voters); the WAL thread saves the same snapshot after
-        // every persist batch handed to it before.
-        match self.node.snapshot_taken(applied, data.clone()) {
-            Ok(()) => {
-                let snapshot = Snapshot { meta: self.node.snapshot_meta(), data };
-                self.wal.send(WalCmd::Snapshot(snapshot)).context("the WAL thread stopped")?;
-            }
-            Err(e) => warn!(node = self.config.id, error = %e, "snapshot not taken by the core"),
-        }
         self.last_snapshot_index = applied;
-        info!(node = self.config.id, index = applied, serialize_ms, "took snapshot; log compacted");
+        let (kv, clone_ms) = timed(|| self.kv.clone());
+        self.snapshots.submit(SnapshotJob::Take { kv, meta })?;
+        self.snapshot_taking = true;
+        debug!(node = self.config.id, index = applied, clone_ms, "taking a snapshot in the background");
         Ok(())
     }
 }

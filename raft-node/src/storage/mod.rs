@@ -667,22 +667,52 @@ impl Storage {
         if snapshot.meta.index <= current {
             return Err(StorageError::StaleSnapshot { index: snapshot.meta.index, current });
         }
+        let result = write_snapshot_file(&self.dir, self.opts.sync, snapshot);
+        self.stop_on_fatal(result)?;
+        self.compact_to(&snapshot.meta)
+    }
+
+    /// Compacts the log up to a snapshot whose file
+    /// [`write_snapshot_file`] already wrote durably (on a thread of the
+    /// driver's, so that a large snapshot does not hold up the WAL's
+    /// fsyncs): appends a record of it to the WAL and syncs the WAL, then
+    /// deletes the oldest WAL segments it covers and the older snapshot
+    /// files, as [`Storage::save_snapshot`] does.
+    ///
+    /// A snapshot at or below the current one is refused with
+    /// [`StorageError::StaleSnapshot`] (its file is deleted: nothing will
+    /// refer to it); one whose file is missing is refused with
+    /// [`StorageError::Corrupt`] and nothing is written. After an I/O error
+    /// the storage is stopped.
+    pub fn compact_to(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        self.check_running()?;
+        let current = self.snapshot_index();
+        let path = self.dir.join(snapshot_name(meta.index));
+        if meta.index <= current {
+            if !self.snapshot_files.contains(&meta.index) {
+                let _ = fs::remove_file(&path);
+            }
+            return Err(StorageError::StaleSnapshot { index: meta.index, current });
+        }
+        if !path.is_file() {
+            return Err(StorageError::Corrupt {
+                path,
+                offset: 0,
+                reason: format!(
+                    "the snapshot file for index {} was not written before compacting to it",
+                    meta.index
+                ),
+            });
+        }
+        self.snapshot_files.insert(meta.index);
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        push_record(
-            &mut buf,
-            &WalRecordRef::Compact(&snapshot.meta),
-            "a WAL record",
-            RECORD_PAYLOAD_BYTES_MAX,
-        )?;
-        let result = self.write_snapshot_file(snapshot).and_then(|()| {
-            self.write_records(&mut buf)?;
-            self.sync_unchecked()
-        });
+        push_record(&mut buf, &WalRecordRef::Compact(meta), "a WAL record", RECORD_PAYLOAD_BYTES_MAX)?;
+        let result = self.write_records(&mut buf).and_then(|_| self.sync_unchecked());
         self.buf = buf;
         self.stop_on_fatal(result)?;
-        self.index.compact_to(snapshot.meta.index);
-        self.snapshot = Some(snapshot.meta.clone());
+        self.index.compact_to(meta.index);
+        self.snapshot = Some(meta.clone());
         self.snapshot_cleanup_pending = false;
         let result = self.delete_covered_segments();
         self.stop_on_fatal(result)?;
@@ -855,7 +885,8 @@ impl Storage {
         })();
         let result = encoded.and_then(|()| {
             if let Some(snapshot) = &batch.snapshot {
-                self.write_snapshot_file(snapshot)?;
+                write_snapshot_file(&self.dir, self.opts.sync, snapshot)?;
+                self.snapshot_files.insert(snapshot.meta.index);
             }
             self.write_records(&mut buf)
         });
@@ -1091,34 +1122,6 @@ impl Storage {
         Ok(())
     }
 
-    /// Writes a snapshot file durably: temp file, fsync, rename, fsync directory.
-    /// A full disk is [`StorageError::NoSpace`] (the temp file removed).
-    fn write_snapshot_file(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        let index = snapshot.meta.index;
-        let path = self.dir.join(snapshot_name(index));
-        let temp = self.dir.join(format!("{}.tmp", snapshot_name(index)));
-        let written = (|| {
-            let file = File::create(&temp).map_err(StorageError::io("create", &temp))?;
-            let mut out = std::io::BufWriter::with_capacity(SNAPSHOT_CHUNK_BYTES + 64, file);
-            write_snapshot_stream(&mut out, snapshot).map_err(StorageError::io("write", &temp))?;
-            let file = out.into_inner().map_err(|e| StorageError::io("write", &temp)(e.into_error()))?;
-            if self.opts.sync {
-                file.sync_all().map_err(StorageError::io("fsync", &temp))?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&temp);
-            return Err(StorageError::no_space_is_not_fatal(e));
-        }
-        fs::rename(&temp, &path).map_err(StorageError::io("rename into place", &temp))?;
-        if self.opts.sync {
-            sync_dir(&self.dir)?;
-        }
-        self.snapshot_files.insert(index);
-        Ok(())
-    }
-
     /// Deletes the oldest segments while all their live entries are covered by
     /// the snapshot, oldest first with a directory fsync after each, so that
     /// a crash leaves a prefix deleted and never a hole. Never the active one.
@@ -1158,6 +1161,36 @@ impl Storage {
             }
         }
     }
+}
+
+/// Writes `snapshot` durably to its file in the data directory `dir` (temp
+/// file, fsync, rename, fsync of the directory; no fsync with `sync` off),
+/// streamed in checksummed records of 1 MiB, so that any size fits. A
+/// driver calls it off the WAL thread, then [`Storage::compact_to`]. A full
+/// disk is [`StorageError::NoSpace`] (the temp file removed).
+pub fn write_snapshot_file(dir: &Path, sync: bool, snapshot: &Snapshot) -> Result<(), StorageError> {
+    let index = snapshot.meta.index;
+    let path = dir.join(snapshot_name(index));
+    let temp = dir.join(format!("{}.tmp", snapshot_name(index)));
+    let written = (|| {
+        let file = File::create(&temp).map_err(StorageError::io("create", &temp))?;
+        let mut out = std::io::BufWriter::with_capacity(SNAPSHOT_CHUNK_BYTES + 64, file);
+        write_snapshot_stream(&mut out, snapshot).map_err(StorageError::io("write", &temp))?;
+        let file = out.into_inner().map_err(|e| StorageError::io("write", &temp)(e.into_error()))?;
+        if sync {
+            file.sync_all().map_err(StorageError::io("fsync", &temp))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(StorageError::no_space_is_not_fatal(e));
+    }
+    fs::rename(&temp, &path).map_err(StorageError::io("rename into place", &temp))?;
+    if sync {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 fn push_wal_record(buf: &mut Vec<u8>, record: &WalRecordRef<'_>) -> Result<(), StorageError> {
@@ -1245,7 +1278,7 @@ fn read_snapshot_file(dir: &Path, meta: &SnapshotMeta) -> Result<Snapshot, Stora
                 ),
             ));
         }
-        Snapshot { meta: header.meta, data: out }
+        Snapshot { meta: header.meta, data: out.into() }
     } else {
         let (payload, end) = record::parse_frame(&data, 0, SNAPSHOT_PAYLOAD_BYTES_MAX)
             .map_err(|bad| corrupt(0, bad.describe("the snapshot record")))?;

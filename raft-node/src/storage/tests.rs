@@ -108,8 +108,10 @@ fn a_failed_write_stops_the_storage_and_the_half_written_batch_is_cut_on_reopen(
     assert!(matches!(refused, StorageError::Stopped { .. }), "{refused}");
     assert!(refused.to_string().contains("restart"), "{refused}");
     assert!(matches!(storage.sync(), Err(StorageError::Stopped { .. })));
-    let snapshot =
-        raft_core::Snapshot { meta: SnapshotMeta { index: 1, term: 1, voters: vec![1] }, data: vec![] };
+    let snapshot = raft_core::Snapshot {
+        meta: SnapshotMeta { index: 1, term: 1, voters: vec![1] },
+        data: Default::default(),
+    };
     assert!(matches!(storage.save_snapshot(&snapshot), Err(StorageError::Stopped { .. })));
     drop(storage);
 
@@ -749,7 +751,8 @@ fn a_snapshot_larger_than_one_record_is_saved_and_read_back() {
     let (mut storage, _) = Storage::open(dir.path(), opts()).unwrap();
     append_range(&mut storage, 1, 10, Some(HardState { term: 1, vote: Some(1), commit: 10 }));
     let data: Vec<u8> = (0..(100u32 << 20) / 4).flat_map(|i| i.to_le_bytes()).collect();
-    let snapshot = raft_core::Snapshot { meta: SnapshotMeta { index: 10, term: 1, voters: vec![1] }, data };
+    let snapshot =
+        raft_core::Snapshot { meta: SnapshotMeta { index: 10, term: 1, voters: vec![1] }, data: data.into() };
     storage.save_snapshot(&snapshot).unwrap();
     drop(storage);
     let (_, durable) = Storage::open(dir.path(), opts()).unwrap();
@@ -765,4 +768,40 @@ fn a_snapshot_larger_than_one_record_is_saved_and_read_back() {
         err.to_string().contains("snapshot data record") && err.to_string().contains("checksum"),
         "{err}"
     );
+}
+
+/// A snapshot file written off the WAL thread (as the node's snapshot
+/// thread does) is recorded by `compact_to`, which compacts the log and
+/// survives a reopen; compacting to a file that was never written is
+/// refused with nothing recorded, and a stale one's file is deleted.
+#[test]
+fn a_snapshot_written_off_the_wal_thread_is_recorded_by_compact_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = Storage::open(dir.path(), opts()).unwrap();
+    append_range(&mut storage, 1, 20, Some(HardState { term: 1, vote: Some(1), commit: 20 }));
+    let snapshot = |index| raft_core::Snapshot {
+        meta: SnapshotMeta { index, term: 1, voters: vec![1] },
+        data: vec![index as u8; 3000].into(),
+    };
+
+    let missing = storage.compact_to(&snapshot(8).meta).unwrap_err();
+    assert!(matches!(missing, StorageError::Corrupt { .. }), "{missing}");
+    assert!(!storage.stopped(), "a refused compaction must not stop the storage");
+    assert_eq!(storage.snapshot_index(), 0);
+
+    super::write_snapshot_file(dir.path(), true, &snapshot(10)).unwrap();
+    // Appends keep going while the file is written elsewhere.
+    append_range(&mut storage, 21, 25, None);
+    storage.compact_to(&snapshot(10).meta).unwrap();
+    assert_eq!((storage.snapshot_index(), storage.first_index(), storage.last_index()), (10, 11, 25));
+
+    super::write_snapshot_file(dir.path(), true, &snapshot(5)).unwrap();
+    let stale = storage.compact_to(&snapshot(5).meta).unwrap_err();
+    assert!(matches!(stale, StorageError::StaleSnapshot { index: 5, current: 10 }), "{stale}");
+    assert!(!dir.path().join(super::snapshot_name(5)).exists(), "the stale snapshot's file is left behind");
+    drop(storage);
+
+    let (_, durable) = Storage::open(dir.path(), opts()).unwrap();
+    assert_eq!(durable.snapshot, Some(snapshot(10)));
+    assert_eq!(durable.entries, entries(11, 25));
 }

@@ -168,8 +168,10 @@ mod tests {
         let mut durable = DurableState::default();
         apply_batch(&mut durable, &batch(1, entries(1..=4, 1))).unwrap();
         let mut b = batch(2, entries(11..=12, 3));
-        b.snapshot =
-            Some(Snapshot { meta: SnapshotMeta { index: 10, term: 3, voters: vec![1, 2, 3] }, data: vec![] });
+        b.snapshot = Some(Snapshot {
+            meta: SnapshotMeta { index: 10, term: 3, voters: vec![1, 2, 3] },
+            data: Default::default(),
+        });
         apply_batch(&mut durable, &b).unwrap();
         assert_eq!(durable.entries, entries(11..=12, 3));
     }
@@ -189,7 +191,7 @@ mod tests {
         disk.complete_due(1).unwrap();
         disk.store_snapshot(Snapshot {
             meta: SnapshotMeta { index: 3, term: 1, voters: vec![1] },
-            data: vec![1],
+            data: vec![1].into(),
         });
         assert_eq!(disk.durable().entries, entries(4..=5, 1));
     }

@@ -734,7 +734,7 @@ impl Simulation {
                         format!("node {id} took a snapshot at {applied} but reports one at {}", meta.index),
                     );
                 }
-                self.nodes[i].disk.store_snapshot(Snapshot { meta, data });
+                self.nodes[i].disk.store_snapshot(Snapshot { meta, data: data.into() });
                 self.counters.compactions += 1;
                 self.trace_event(id, || format!("compacted up to {applied}"));
             }
