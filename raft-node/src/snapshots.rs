@@ -66,6 +66,7 @@ impl SnapshotWorker {
         let (jobs, job_rx) = sync_channel::<SnapshotJob>(JOBS_MAX);
         let (done_tx, done_rx) = mpsc::channel(JOBS_MAX);
         std::thread::Builder::new().name(format!("snapshot-{id}")).spawn(move || {
+            lower_this_threads_priority(id);
             for job in job_rx {
                 let done = run_job(job, &dir, sync, sessions_max);
                 if done_tx.blocking_send(done).is_err() {
@@ -86,6 +87,24 @@ impl SnapshotWorker {
             }
             Err(TrySendError::Disconnected(_)) => Err(anyhow::anyhow!("the snapshot thread stopped")),
         }
+    }
+}
+
+/// The nice value of the snapshot thread: background work that must not
+/// take the CPU from the event loop (on a busy machine, a snapshot
+/// serialized at the event loop's priority still cost elections).
+const SNAPSHOT_THREAD_NICE: libc::c_int = 10;
+
+/// Lowers the calling thread's scheduling priority (Linux: a thread's nice
+/// value is its own). Failing to is not worth more than a debug line.
+fn lower_this_threads_priority(id: NodeId) {
+    // SAFETY: gettid and setpriority take no pointers.
+    let result = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, SNAPSHOT_THREAD_NICE)
+    };
+    if result != 0 {
+        debug!(node = id, error = %std::io::Error::last_os_error(), "could not lower the snapshot thread's priority");
     }
 }
 
