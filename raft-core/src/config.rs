@@ -48,7 +48,9 @@ pub struct Config {
     /// Most bytes of a snapshot this node takes from a leader; one growing
     /// past it while it arrives is dropped (and counted). `0`: no limit.
     pub snapshot_bytes_max: u64,
-    /// Seed of the node's PRNG (election timeout jitter). Mixed with `id`.
+    /// Seed of the node's PRNG (election timeout jitter). Nodes may share it:
+    /// each derives its own stream from the seed and its `id`, independent
+    /// of every other id's.
     pub seed: u64,
 }
 

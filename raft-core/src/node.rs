@@ -185,7 +185,7 @@ impl RaftNode {
         let log = RaftLog::restore(snapshot_index, snapshot_term, entries, durable.hard_state.commit);
         let mut voters = config.voters.clone();
         voters.sort_unstable();
-        let mut rng = Rng::new(config.seed ^ config.id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = Rng::for_node(config.seed, config.id);
         let election_timeout =
             rng.range(config.election_timeout_ticks_min, config.election_timeout_ticks_max);
         let hard_state = HardState { commit: log.commit(), ..durable.hard_state };

@@ -1,6 +1,16 @@
 //! A tiny deterministic PRNG (SplitMix64). No global state: each node owns one,
 //! seeded from its configuration.
 
+/// SplitMix64's step: the golden ratio in 64 bits.
+const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's output function (a bijection of `u64`).
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// SplitMix64 (Steele, Lea, Flood 2014): fast, small, and good enough for
 /// election jitter. Not for cryptography.
 #[derive(Clone, Debug)]
@@ -13,12 +23,20 @@ impl Rng {
         Rng { state: seed }
     }
 
+    /// The generator of node `id` in a cluster whose nodes may all share
+    /// `seed`: any two ids get unrelated streams. (Starting at
+    /// `seed ^ id * GAMMA` did not: with the step itself adding `GAMMA`,
+    /// node `id + 1`'s stream was node `id`'s one draw later, and nodes
+    /// sharing a seed timed out together.) The id and the seed each go
+    /// through the output mix, a bijection, so distinct ids start at
+    /// scattered points of the sequence, far apart.
+    pub(crate) fn for_node(seed: u64, id: u64) -> Rng {
+        Rng::new(mix(seed ^ mix(id.wrapping_add(GAMMA))))
+    }
+
     pub(crate) fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.state = self.state.wrapping_add(GAMMA);
+        mix(self.state)
     }
 
     /// A value in `[lo, hi)`; `hi > lo`.
