@@ -80,6 +80,7 @@ pub mod progress;
 pub mod quorum;
 mod rng;
 pub mod status;
+mod tracker;
 pub mod types;
 
 pub use action::{Action, PersistBatch};

@@ -19,11 +19,13 @@ use crate::action::{Action, PersistBatch};
 use crate::config::Config;
 use crate::error::{ConfigError, ProposeError, RestartError, SnapshotError, TransferError};
 use crate::log::{AppendCheck, RaftLog};
+use crate::membership::Membership;
 use crate::message::{AppendResponse, Message, MessageBody};
-use crate::progress::{Mode, Progress};
-use crate::quorum::{self, VoteResult};
+use crate::progress::Mode;
+use crate::quorum::VoteResult;
 use crate::rng::Rng;
 use crate::status::{Counters, Status};
+use crate::tracker::ProgressTracker;
 use crate::types::{
     DurableState, Entry, EntryPayload, HardState, Index, NodeId, Role, Snapshot, SnapshotMeta, Term,
     INDEX_MAX, TERM_MAX,
@@ -40,11 +42,9 @@ pub struct Proposed {
     pub index: Index,
 }
 
-/// What only a leader has.
+/// What only a leader has (its followers' progress is in the tracker).
 #[derive(Debug)]
 struct LeaderState {
-    /// Every other voter's progress.
-    progress: BTreeMap<NodeId, Progress>,
     /// The latest ReadIndex round started (heartbeats carry it).
     read_round: u64,
     /// Reads queued since the last round started; they join the next round.
@@ -98,8 +98,10 @@ struct IncomingSnapshot {
 pub struct RaftNode {
     config: Config,
     id: NodeId,
-    /// Sorted voter ids.
-    voters: Vec<NodeId>,
+    /// The membership and every member's progress (this node's included).
+    tracker: ProgressTracker,
+    /// Every member but this node, in order: whom to send to.
+    peers: Vec<NodeId>,
 
     term: Term,
     vote: Option<NodeId>,
@@ -183,15 +185,23 @@ impl RaftNode {
             return Err(RestartError::TermBehindLog);
         }
         let log = RaftLog::restore(snapshot_index, snapshot_term, entries, durable.hard_state.commit);
-        let mut voters = config.voters.clone();
-        voters.sort_unstable();
+        let membership = Membership::new_voters(config.voters.iter().map(|&id| (id, Vec::new())))
+            .expect("Config::validate checked the voters");
+        let tracker = ProgressTracker::new(
+            membership,
+            log.last_index() + 1,
+            config.max_inflight_appends,
+            config.max_inflight_bytes,
+        );
+        let peers = tracker.member_ids().filter(|&id| id != config.id).collect();
         let mut rng = Rng::for_node(config.seed, config.id);
         let election_timeout =
             rng.range(config.election_timeout_ticks_min, config.election_timeout_ticks_max);
         let hard_state = HardState { commit: log.commit(), ..durable.hard_state };
         Ok(RaftNode {
             id: config.id,
-            voters,
+            tracker,
+            peers,
             term: hard_state.term,
             vote: hard_state.vote,
             leader: None,
@@ -242,10 +252,8 @@ impl RaftNode {
                 self.become_follower(self.term, None);
                 return;
             }
+            self.clear_recently_active();
             let leader = self.leader_state_mut();
-            for progress in leader.progress.values_mut() {
-                progress.recently_active = false;
-            }
             // A transfer that did not finish within an election timeout is abandoned.
             leader.transfer_target = None;
         }
@@ -267,7 +275,7 @@ impl RaftNode {
     /// from stale terms or that make no sense now are counted and ignored;
     /// nothing a peer sends makes this panic.
     pub fn step(&mut self, m: Message) {
-        if m.to != self.id || m.from == self.id || !self.is_voter(m.from) {
+        if m.to != self.id || m.from == self.id || !self.tracker.is_member(m.from) {
             self.counters.dropped_unknown_peer += 1;
             return;
         }
@@ -371,7 +379,6 @@ impl RaftNode {
     pub fn read_index(&mut self, ctx: u64) -> Result<(), ProposeError> {
         let committed_in_term = self.log.term(self.log.commit()) == Some(self.term);
         let commit = self.log.commit();
-        let single = self.voters.len() == 1;
         let RoleState::Leader(leader) = &mut self.role else {
             return Err(ProposeError::NotLeader { leader: self.leader });
         };
@@ -379,8 +386,6 @@ impl RaftNode {
             // The leader does not know the commit index of earlier terms until
             // it commits an entry of its own (§6.4 step 1).
             leader.reads_before_commit.push(ctx);
-        } else if single {
-            self.actions.push(Action::ReadReady { ctx, index: commit });
         } else {
             leader.pending_reads.push_back(PendingRead { ctx, index: commit, round: leader.read_round + 1 });
             leader.read_round_wanted = true;
@@ -395,13 +400,13 @@ impl RaftNode {
         if !matches!(self.role, RoleState::Leader(_)) {
             return Err(TransferError::NotLeader { leader: self.leader });
         }
-        if to == self.id || !self.is_voter(to) {
+        if to == self.id || !self.tracker.is_voter(to) {
             return Err(TransferError::InvalidTarget(to));
         }
         self.election_elapsed = 0;
         self.leader_state_mut().transfer_target = Some(to);
         let last = self.log.last_index();
-        if self.leader_state().progress[&to].match_index == last {
+        if self.tracker.get(to).is_some_and(|p| p.match_index == last) {
             self.send(to, MessageBody::TimeoutNow);
         } else {
             self.send_append(to, false);
@@ -477,6 +482,9 @@ impl RaftNode {
             self.deliver_durable(m);
         }
         if matches!(self.role, RoleState::Leader(_)) {
+            // The leader acknowledges its own durable log like anyone's.
+            let (me, stable) = (self.id, self.log.stable());
+            self.tracker.get_mut(me).expect("a leader is a member").acknowledge(stable);
             self.maybe_commit();
         }
     }
@@ -509,7 +517,7 @@ impl RaftNode {
         let term = self.log.term(index).expect("applied entries after the snapshot are in the log");
         self.log.compact_to(index);
         self.snapshot = Some(Snapshot {
-            meta: SnapshotMeta { index, term, voters: self.voters.clone() },
+            meta: SnapshotMeta { index, term, voters: self.voter_list() },
             data: data.into(),
         });
         Ok(())
@@ -525,7 +533,7 @@ impl RaftNode {
             return None;
         }
         let term = self.log.term(index)?;
-        Some(SnapshotMeta { index, term, voters: self.voters.clone() })
+        Some(SnapshotMeta { index, term, voters: self.voter_list() })
     }
 
     /// Drains the actions produced so far, in the order they must be executed.
@@ -539,13 +547,14 @@ impl RaftNode {
                 let leader = self.leader_state_mut();
                 leader.read_round += 1;
                 leader.read_round_wanted = false;
+                let round = leader.read_round;
+                // The leader confirms its own round as it starts it.
+                let id = self.id;
+                self.tracker.get_mut(id).expect("a leader is a member").read_round = round;
                 self.broadcast_heartbeat();
             }
-            for i in 0..self.voters.len() {
-                let peer = self.voters[i];
-                if peer != self.id {
-                    self.send_append(peer, false);
-                }
+            for i in 0..self.peers.len() {
+                self.send_append(self.peers[i], false);
             }
         }
         self.gather_persist_batch();
@@ -682,7 +691,9 @@ impl RaftNode {
     /// A view of the node for status pages and tests.
     pub fn status(&self) -> Status {
         let progress = match &self.role {
-            RoleState::Leader(l) => l.progress.iter().map(|(&id, p)| p.status(id)).collect(),
+            RoleState::Leader(_) => {
+                self.tracker.iter().filter(|&(id, _)| id != self.id).map(|(id, p)| p.status(id)).collect()
+            }
             _ => Vec::new(),
         };
         Status {
@@ -720,14 +731,14 @@ impl RaftNode {
             return Err(format!("last log term {} beyond current term {}", self.log.last_term(), self.term));
         }
         match &self.role {
-            RoleState::Leader(l) => {
+            RoleState::Leader(_) => {
                 if self.leader != Some(self.id) || self.vote != Some(self.id) {
                     return Err(format!(
                         "leader {} has leader {:?} vote {:?}",
                         self.id, self.leader, self.vote
                     ));
                 }
-                for (id, p) in &l.progress {
+                for (id, p) in self.tracker.iter() {
                     if p.match_index >= p.next_index || p.match_index > self.log.last_index() {
                         return Err(format!(
                             "peer {id}: match {} next {} last {}",
@@ -813,13 +824,13 @@ impl RaftNode {
     fn step_leader(&mut self, from: NodeId, body: MessageBody) {
         match body {
             MessageBody::AppendResponse(response) => {
-                self.leader_state_mut().progress.get_mut(&from).expect("voter").recently_active = true;
+                self.tracker.get_mut(from).expect("a member").recently_active = true;
                 self.handle_append_response(from, response);
             }
             MessageBody::HeartbeatResponse { read_round } => {
                 let current_round = self.leader_state().read_round;
                 let last = self.log.last_index();
-                let progress = self.leader_state_mut().progress.get_mut(&from).expect("voter");
+                let progress = self.tracker.get_mut(from).expect("a member");
                 progress.recently_active = true;
                 progress.resume();
                 progress.read_round = progress.read_round.max(read_round.min(current_round));
@@ -836,7 +847,7 @@ impl RaftNode {
             }
             MessageBody::SnapshotResponse { index, next_offset } => {
                 let len = self.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
-                let progress = self.leader_state_mut().progress.get_mut(&from).expect("voter");
+                let progress = self.tracker.get_mut(from).expect("a member");
                 progress.recently_active = true;
                 if let Mode::Snapshot { index: sending, offset, sent, .. } = &mut progress.mode {
                     if *sending == index {
@@ -902,9 +913,8 @@ impl RaftNode {
             last_log_term: self.log.last_term(),
             transfer,
         };
-        for i in 0..self.voters.len() {
-            let to = self.voters[i];
-            if to != self.id {
+        for &to in &self.peers {
+            if self.tracker.is_voter(to) {
                 self.actions.push(Action::Send(Message { from: self.id, to, term, body: body.clone() }));
             }
         }
@@ -912,12 +922,8 @@ impl RaftNode {
 
     fn tally_votes(&mut self, pre_vote: bool) {
         let result = match &self.role {
-            RoleState::PreCandidate { votes } if pre_vote => {
-                quorum::vote_result(&self.voters, |id| votes.get(&id).copied())
-            }
-            RoleState::Candidate { votes } if !pre_vote => {
-                quorum::vote_result(&self.voters, |id| votes.get(&id).copied())
-            }
+            RoleState::PreCandidate { votes } if pre_vote => self.tracker.tally(votes),
+            RoleState::Candidate { votes } if !pre_vote => self.tracker.tally(votes),
             _ => return,
         };
         match result {
@@ -969,17 +975,14 @@ impl RaftNode {
     }
 
     fn become_leader(&mut self) {
-        let next = self.log.last_index() + 1;
-        let (inflight_max, inflight_bytes_max) =
-            (self.config.max_inflight_appends, self.config.max_inflight_bytes);
-        let mut progress = BTreeMap::new();
-        for &id in &self.voters {
-            if id != self.id {
-                progress.insert(id, Progress::new(next, inflight_max, inflight_bytes_max));
-            }
-        }
+        // Every member's progress starts over; the leader's own match is
+        // what its log holds durably (acknowledged like anyone's, in
+        // `persisted`, as more becomes durable).
+        self.tracker.reset(self.log.last_index() + 1);
+        let (id, stable) = (self.id, self.log.stable());
+        self.tracker.get_mut(id).expect("a leader is a member").acknowledge(stable);
+        self.clear_recently_active();
         self.role = RoleState::Leader(Box::new(LeaderState {
-            progress,
             read_round: 0,
             read_round_wanted: false,
             pending_reads: VecDeque::new(),
@@ -1042,10 +1045,19 @@ impl RaftNode {
     }
 
     fn quorum_recently_active(&self) -> bool {
-        let leader = self.leader_state();
-        let active =
-            self.voters.iter().filter(|&&id| id == self.id || leader.progress[&id].recently_active).count();
-        active >= quorum::majority(self.voters.len())
+        self.tracker.quorum_active()
+    }
+
+    /// Starts a check-quorum period: nobody heard from yet but the leader
+    /// itself (which always hears itself).
+    fn clear_recently_active(&mut self) {
+        for (_, progress) in self.tracker.iter_mut() {
+            progress.recently_active = false;
+        }
+        let id = self.id;
+        if let Some(progress) = self.tracker.get_mut(id) {
+            progress.recently_active = true;
+        }
     }
 
     // ---------------------------------------------------------------- replication, follower side
@@ -1160,7 +1172,7 @@ impl RaftNode {
                     self.counters.dropped_unexpected += 1;
                     return;
                 }
-                let progress = self.leader_state_mut().progress.get_mut(&from).expect("voter");
+                let progress = self.tracker.get_mut(from).expect("a member");
                 let advanced = progress.acknowledge(match_index);
                 match progress.mode {
                     Mode::Probe { .. } if advanced || progress.match_index + 1 == progress.next_index => {
@@ -1185,7 +1197,7 @@ impl RaftNode {
                     self.counters.dropped_unexpected += 1;
                     return;
                 }
-                let progress = &self.leader_state().progress[&from];
+                let progress = self.tracker.get(from).expect("a member");
                 let stale = match progress.mode {
                     Mode::Replicate => rejected_index <= progress.match_index,
                     Mode::Probe { .. } => rejected_index + 1 != progress.next_index,
@@ -1201,7 +1213,7 @@ impl RaftNode {
                         next = index + 1;
                     }
                 }
-                let progress = self.leader_state_mut().progress.get_mut(&from).expect("voter");
+                let progress = self.tracker.get_mut(from).expect("a member");
                 progress.become_probe();
                 progress.next_index =
                     next.clamp(progress.match_index + 1, rejected_index.max(progress.match_index + 1));
@@ -1235,7 +1247,7 @@ impl RaftNode {
     fn send_append(&mut self, to: NodeId, send_if_empty: bool) {
         let mut send_if_empty = send_if_empty;
         loop {
-            let progress = &self.leader_state().progress[&to];
+            let progress = self.tracker.get(to).expect("a member");
             if let Mode::Snapshot { sent: false, .. } = progress.mode {
                 self.send_snapshot_chunk(to);
                 return;
@@ -1250,7 +1262,7 @@ impl RaftNode {
                 // The entries the follower needs are compacted: snapshot.
                 let index = self.snapshot.as_ref().map_or(0, |s| s.meta.index);
                 assert!(index >= next, "no snapshot covers compacted index {prev} (snapshot {index})");
-                self.leader_state_mut().progress.get_mut(&to).expect("voter").become_snapshot(index);
+                self.tracker.get_mut(to).expect("a member").become_snapshot(index);
                 self.send_snapshot_chunk(to);
                 return;
             };
@@ -1272,7 +1284,7 @@ impl RaftNode {
                 leader_commit: self.log.commit(),
             };
             self.send(to, body);
-            self.leader_state_mut().progress.get_mut(&to).expect("voter").sent_append(sent_last, sent_bytes);
+            self.tracker.get_mut(to).expect("a member").sent_append(sent_last, sent_bytes);
             if is_probe || sent_last >= last {
                 return;
             }
@@ -1284,7 +1296,7 @@ impl RaftNode {
         let snapshot = self.snapshot.as_ref().expect("a snapshot exists when a follower needs one");
         let (meta, len) = (snapshot.meta.clone(), snapshot.data.len() as u64);
         let chunk = self.config.snapshot_chunk_bytes as u64;
-        let progress = self.leader_state_mut().progress.get_mut(&to).expect("voter");
+        let progress = self.tracker.get_mut(to).expect("a member");
         let Mode::Snapshot { index, offset, sent, waited } = &mut progress.mode else {
             unreachable!("sending a snapshot chunk outside snapshot mode")
         };
@@ -1303,30 +1315,20 @@ impl RaftNode {
 
     fn broadcast_heartbeat(&mut self) {
         let commit = self.log.commit();
-        let leader = self.leader_state();
-        let round = leader.read_round;
-        let beats: Vec<(NodeId, Index)> =
-            leader.progress.iter().map(|(&id, p)| (id, commit.min(p.match_index))).collect();
-        for (to, commit) in beats {
+        let round = self.leader_state().read_round;
+        for i in 0..self.peers.len() {
+            let to = self.peers[i];
+            let commit = commit.min(self.tracker.get(to).expect("a member").match_index);
             self.send(to, MessageBody::Heartbeat { commit, read_round: round });
         }
-        if self.voters.len() == 1 {
-            self.release_confirmed_reads();
-        }
+        // (With one voter, the leader's own confirmation is the quorum.)
+        self.release_confirmed_reads();
     }
 
     /// Commits the highest index durable on a majority, if it is of this term
     /// (§5.4.2, Figure 8: earlier terms' entries commit only indirectly).
     fn maybe_commit(&mut self) {
-        let stable = self.log.stable();
-        let leader = self.leader_state();
-        let index = quorum::committed_index(&self.voters, |id| {
-            if id == self.id {
-                stable
-            } else {
-                leader.progress[&id].match_index
-            }
-        });
+        let index = self.tracker.committed_index();
         if index > self.log.commit() && self.log.term(index) == Some(self.term) {
             let first_in_term = self.log.term(self.log.commit()) != Some(self.term);
             let committed = self.entry_bytes(self.log.commit() + 1, index);
@@ -1335,18 +1337,12 @@ impl RaftNode {
             self.log.commit_to(index);
             if first_in_term {
                 let commit = self.log.commit();
-                let single = self.voters.len() == 1;
                 let leader = self.leader_state_mut();
+                let round = leader.read_round + 1;
                 let waiting: Vec<u64> = leader.reads_before_commit.drain(..).collect();
                 for ctx in waiting {
-                    if single {
-                        self.actions.push(Action::ReadReady { ctx, index: commit });
-                    } else {
-                        let leader = self.leader_state_mut();
-                        let round = leader.read_round + 1;
-                        leader.pending_reads.push_back(PendingRead { ctx, index: commit, round });
-                        leader.read_round_wanted = true;
-                    }
+                    leader.pending_reads.push_back(PendingRead { ctx, index: commit, round });
+                    leader.read_round_wanted = true;
                 }
             }
         }
@@ -1354,15 +1350,7 @@ impl RaftNode {
 
     /// Releases every read whose heartbeat round a majority has answered.
     fn release_confirmed_reads(&mut self) {
-        let id = self.id;
-        let leader = self.leader_state();
-        let confirmed = quorum::committed_index(&self.voters, |voter| {
-            if voter == id {
-                leader.read_round
-            } else {
-                leader.progress[&voter].read_round
-            }
-        });
+        let confirmed = self.tracker.confirmed_read_round();
         let leader = self.leader_state_mut();
         let mut ready = Vec::new();
         while leader.pending_reads.front().is_some_and(|r| r.round <= confirmed) {
@@ -1375,8 +1363,9 @@ impl RaftNode {
 
     // ---------------------------------------------------------------- plumbing
 
-    fn is_voter(&self, id: NodeId) -> bool {
-        self.voters.binary_search(&id).is_ok()
+    /// The voters, sorted, as a snapshot's metadata records them.
+    fn voter_list(&self) -> Vec<NodeId> {
+        self.tracker.voter_ids().collect()
     }
 
     fn leader_state(&self) -> &LeaderState {

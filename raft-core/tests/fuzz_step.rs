@@ -1,0 +1,974 @@
+//! Fuzzing the core with hostile peers: arbitrary sequences of valid driver
+//! calls (tick, campaign, propose, read_index, transfer_leadership,
+//! persisted, applied, snapshot_taken, install/reject_snapshot, restart) on a
+//! small cluster, interleaved with real messages delivered between its nodes
+//! (in order, out of order, dropped, replayed) and with hostile messages of
+//! every kind with arbitrary fields, from known and unknown ids. The README
+//! promises that network input never panics the core: after every input the
+//! test executes the node's actions as a driver would and checks
+//! [`RaftNode::check_invariants`]; a panic, a broken invariant or a broken
+//! driver contract (entries handed out twice or with a gap, a durable state
+//! that `restart` refuses) fails the case, and proptest shrinks it to a
+//! minimal sequence.
+//!
+//! - `FUZZ_CASES`: number of cases (default 300; a long run is
+//!   `FUZZ_CASES=2000000 cargo test --release -p raft-core --test fuzz_step`);
+//! - `FUZZ_OPS`: most inputs per case (default 120);
+//! - `FUZZ_IGNORE`: `|`-separated substrings of failures already known (a case
+//!   failing with one counts as passing), to look for the next distinct one;
+//! - `PROPTEST_RNG_SEED`: proptest's seed, for a run different from the last.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+use raft_core::{
+    Action, AppendResponse, Config, DurableState, Entry, EntryPayload, Index, Message, MessageBody, NodeId,
+    RaftNode, Snapshot, SnapshotMeta, INDEX_MAX, TERM_MAX,
+};
+
+// ------------------------------------------------------------------ inputs
+
+/// A number resolved against the receiving node's state when the input
+/// runs, so that hostile messages hit the boundaries that matter (its term,
+/// last index, commit, snapshot) whatever state the case has reached.
+#[derive(Clone, Copy, Debug)]
+enum Num {
+    Lit(u64),
+    Term(i8),
+    Last(i8),
+    Commit(i8),
+    Snap(i8),
+    LastTerm(i8),
+    /// `TERM_MAX` (== `INDEX_MAX`) plus the offset.
+    Half(i8),
+    /// `u64::MAX` minus the offset.
+    Max(u8),
+    Any(u64),
+}
+
+/// What a number may be relative to.
+#[derive(Clone, Copy, Debug)]
+struct View {
+    term: u64,
+    last: u64,
+    commit: u64,
+    snap: u64,
+    last_term: u64,
+}
+
+impl View {
+    fn of(node: &RaftNode) -> View {
+        View {
+            term: node.term(),
+            last: node.last_index(),
+            commit: node.commit_index(),
+            snap: node.snapshot_meta().index,
+            last_term: node.term_at(node.last_index()).unwrap_or(0),
+        }
+    }
+}
+
+fn offset(base: u64, d: i8) -> u64 {
+    if d >= 0 {
+        base.saturating_add(d as u64)
+    } else {
+        base.saturating_sub(d.unsigned_abs() as u64)
+    }
+}
+
+impl Num {
+    fn get(self, v: &View) -> u64 {
+        match self {
+            Num::Lit(x) | Num::Any(x) => x,
+            Num::Term(d) => offset(v.term, d),
+            Num::Last(d) => offset(v.last, d),
+            Num::Commit(d) => offset(v.commit, d),
+            Num::Snap(d) => offset(v.snap, d),
+            Num::LastTerm(d) => offset(v.last_term, d),
+            Num::Half(d) => offset(TERM_MAX, d),
+            Num::Max(d) => u64::MAX - d as u64,
+        }
+    }
+}
+
+fn rare_num() -> impl Strategy<Value = Num> {
+    prop_oneof![
+        2 => (-1i8..=1).prop_map(Num::Half),
+        1 => (0u8..=2).prop_map(Num::Max),
+        1 => any::<u64>().prop_map(Num::Any),
+    ]
+}
+
+/// A term: mostly around the receiver's term.
+fn term_num() -> impl Strategy<Value = Num> {
+    prop_oneof![
+        3 => (0u64..=2).prop_map(Num::Lit),
+        1 => (0u64..=12).prop_map(Num::Lit),
+        8 => (-2i8..=2).prop_map(Num::Term),
+        2 => (-1i8..=1).prop_map(Num::LastTerm),
+        1 => rare_num(),
+    ]
+}
+
+/// An index: mostly around the receiver's last, commit and snapshot indexes.
+fn index_num() -> impl Strategy<Value = Num> {
+    prop_oneof![
+        3 => (0u64..=2).prop_map(Num::Lit),
+        1 => (0u64..=30).prop_map(Num::Lit),
+        6 => (-3i8..=2).prop_map(Num::Last),
+        3 => (-2i8..=2).prop_map(Num::Commit),
+        2 => (-1i8..=2).prop_map(Num::Snap),
+        1 => rare_num(),
+    ]
+}
+
+/// A counter (read round, byte offset): small or wild.
+fn small_num() -> impl Strategy<Value = Num> {
+    prop_oneof![
+        6 => (0u64..=8).prop_map(Num::Lit),
+        1 => rare_num(),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct HEntry {
+    index: Num,
+    term: Num,
+    command: Option<Vec<u8>>,
+}
+
+#[derive(Clone, Debug)]
+enum HBody {
+    VoteRequest {
+        pre_vote: bool,
+        last_log_index: Num,
+        last_log_term: Num,
+        transfer: bool,
+    },
+    VoteResponse {
+        pre_vote: bool,
+        granted: bool,
+    },
+    /// With `contiguous`, the entries' indexes follow `prev_log_index` and
+    /// their terms never decrease (what a real leader sends); else as given.
+    Append {
+        prev_log_index: Num,
+        prev_log_term: Num,
+        entries: Vec<HEntry>,
+        contiguous: bool,
+        leader_commit: Num,
+    },
+    Accepted {
+        match_index: Num,
+    },
+    Rejected {
+        rejected_index: Num,
+        conflict_term: Option<Num>,
+        conflict_index: Num,
+    },
+    Heartbeat {
+        commit: Num,
+        read_round: Num,
+    },
+    HeartbeatResponse {
+        read_round: Num,
+    },
+    Snapshot {
+        index: Num,
+        term: Num,
+        voters: Vec<NodeId>,
+        offset: Num,
+        data: Vec<u8>,
+        done: bool,
+    },
+    SnapshotResponse {
+        index: Num,
+        next_offset: Num,
+    },
+    TimeoutNow,
+}
+
+#[derive(Clone, Debug)]
+struct Hostile {
+    from: NodeId,
+    /// `None`: addressed to the receiver; else to this id.
+    to: Option<NodeId>,
+    term: Num,
+    body: HBody,
+}
+
+fn hbody() -> impl Strategy<Value = HBody> {
+    let entry = (index_num(), term_num(), prop::option::of(prop::collection::vec(any::<u8>(), 0..4)))
+        .prop_map(|(index, term, command)| HEntry { index, term, command });
+    prop_oneof![
+        2 => (any::<bool>(), index_num(), term_num(), any::<bool>()).prop_map(
+            |(pre_vote, last_log_index, last_log_term, transfer)| HBody::VoteRequest {
+                pre_vote,
+                last_log_index,
+                last_log_term,
+                transfer
+            }
+        ),
+        2 => (any::<bool>(), any::<bool>())
+            .prop_map(|(pre_vote, granted)| HBody::VoteResponse { pre_vote, granted }),
+        4 => (index_num(), term_num(), prop::collection::vec(entry, 0..4), prop::bool::weighted(0.8), index_num())
+            .prop_map(|(prev_log_index, prev_log_term, entries, contiguous, leader_commit)| HBody::Append {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                contiguous,
+                leader_commit
+            }),
+        3 => index_num().prop_map(|match_index| HBody::Accepted { match_index }),
+        3 => (index_num(), prop::option::of(term_num()), index_num()).prop_map(
+            |(rejected_index, conflict_term, conflict_index)| HBody::Rejected {
+                rejected_index,
+                conflict_term,
+                conflict_index
+            }
+        ),
+        2 => (index_num(), small_num()).prop_map(|(commit, read_round)| HBody::Heartbeat { commit, read_round }),
+        2 => small_num().prop_map(|read_round| HBody::HeartbeatResponse { read_round }),
+        3 => (
+            index_num(),
+            term_num(),
+            prop::collection::vec(0u64..=5, 0..4),
+            small_num(),
+            prop::collection::vec(any::<u8>(), 0..8),
+            prop::bool::weighted(0.6)
+        )
+            .prop_map(|(index, term, voters, offset, data, done)| HBody::Snapshot {
+                index,
+                term,
+                voters,
+                offset,
+                data,
+                done
+            }),
+        2 => (index_num(), small_num())
+            .prop_map(|(index, next_offset)| HBody::SnapshotResponse { index, next_offset }),
+        1 => Just(HBody::TimeoutNow),
+    ]
+}
+
+fn hostile() -> impl Strategy<Value = Hostile> {
+    let from = prop_oneof![10 => 1u64..=3, 1 => 4u64..=6, 1 => Just(0u64), 1 => Just(u64::MAX)];
+    let to = prop_oneof![12 => Just(None), 1 => (0u64..=5).prop_map(Some)];
+    (from, to, term_num(), hbody()).prop_map(|(from, to, term, body)| Hostile { from, to, term, body })
+}
+
+/// One input. `node` picks a node of the cluster (modulo its size), `pick`
+/// a message of the network (modulo how many there are).
+#[derive(Clone, Debug)]
+enum Op {
+    /// Ticks every node `ticks` times, delivering every message after each.
+    Run {
+        ticks: u8,
+    },
+    /// Ticks one node, delivering nothing.
+    Tick {
+        node: u8,
+        ticks: u8,
+    },
+    Campaign {
+        node: u8,
+    },
+    Propose {
+        node: u8,
+        len: u8,
+    },
+    ReadIndex {
+        node: u8,
+        ctx: u64,
+    },
+    Transfer {
+        node: u8,
+        to: NodeId,
+    },
+    /// Reports the oldest (or every) persist batch held back durable.
+    Persist {
+        node: u8,
+        all: bool,
+    },
+    /// Reports the oldest (or every) apply batch held back applied.
+    Applied {
+        node: u8,
+        all: bool,
+    },
+    /// `snapshot_taken` at the applied index plus `delta`.
+    SnapshotTaken {
+        node: u8,
+        delta: i8,
+        len: u8,
+    },
+    /// Answers the oldest (or newest) snapshot held back for its check.
+    Check {
+        node: u8,
+        install: bool,
+        newest: bool,
+    },
+    Deliver {
+        pick: u16,
+        duplicate: bool,
+    },
+    DeliverAll,
+    Drop {
+        pick: u16,
+    },
+    /// Delivers again a message sent earlier.
+    Replay {
+        pick: u16,
+    },
+    Hostile {
+        node: u8,
+        msg: Hostile,
+    },
+    /// Crash and restart from the durable state.
+    Restart {
+        node: u8,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let node = || 0u8..3;
+    prop_oneof![
+        10 => (1u8..=12).prop_map(|ticks| Op::Run { ticks }),
+        3 => (node(), 1u8..=12).prop_map(|(node, ticks)| Op::Tick { node, ticks }),
+        2 => node().prop_map(|node| Op::Campaign { node }),
+        6 => (node(), 0u8..=40).prop_map(|(node, len)| Op::Propose { node, len }),
+        2 => (node(), 0u64..=3).prop_map(|(node, ctx)| Op::ReadIndex { node, ctx }),
+        1 => (node(), 0u64..=4).prop_map(|(node, to)| Op::Transfer { node, to }),
+        3 => (node(), any::<bool>()).prop_map(|(node, all)| Op::Persist { node, all }),
+        3 => (node(), any::<bool>()).prop_map(|(node, all)| Op::Applied { node, all }),
+        4 => (node(), -3i8..=1, 0u8..=24).prop_map(|(node, delta, len)| Op::SnapshotTaken { node, delta, len }),
+        2 => (node(), prop::bool::weighted(0.7), any::<bool>())
+            .prop_map(|(node, install, newest)| Op::Check { node, install, newest }),
+        6 => (any::<u16>(), prop::bool::weighted(0.1)).prop_map(|(pick, duplicate)| Op::Deliver { pick, duplicate }),
+        3 => Just(Op::DeliverAll),
+        2 => any::<u16>().prop_map(|pick| Op::Drop { pick }),
+        3 => any::<u16>().prop_map(|pick| Op::Replay { pick }),
+        16 => (node(), hostile()).prop_map(|(node, msg)| Op::Hostile { node, msg }),
+        1 => node().prop_map(|node| Op::Restart { node }),
+    ]
+}
+
+/// How the cluster is configured and how each node's driver behaves.
+#[derive(Clone, Debug)]
+struct Setup {
+    size: u64,
+    pre_vote: bool,
+    check_quorum: bool,
+    election_min: u32,
+    election_spread: u32,
+    heartbeat: u32,
+    max_inflight_appends: usize,
+    max_inflight_bytes: u64,
+    max_append_bytes: usize,
+    snapshot_chunk_bytes: usize,
+    max_uncommitted_entries: u64,
+    max_uncommitted_bytes: u64,
+    snapshot_bytes_max: u64,
+    seed: u64,
+    /// Per node: persist at once, apply at once, check snapshots at once
+    /// (installing them) instead of waiting for an input to do so.
+    auto: Vec<(bool, bool, bool)>,
+}
+
+fn setup() -> impl Strategy<Value = Setup> {
+    (
+        (prop_oneof![1 => Just(1u64), 1 => Just(2u64), 6 => Just(3u64)], any::<bool>(), any::<bool>()),
+        (3u32..=8, 1u32..=6, 1u32..=2),
+        (1usize..=4, prop_oneof![Just(0u64), 1u64..=100], prop_oneof![Just(1usize << 20), 1usize..=80]),
+        (1usize..=16, prop_oneof![Just(0u64), 1u64..=6], prop_oneof![Just(0u64), 1u64..=200]),
+        (prop_oneof![3 => Just(0u64), 1 => 1u64..=40], any::<u64>()),
+        prop::collection::vec(
+            (prop::bool::weighted(0.7), prop::bool::weighted(0.7), prop::bool::weighted(0.7)),
+            3,
+        ),
+    )
+        .prop_map(
+            |(
+                (size, pre_vote, check_quorum),
+                (election_min, election_spread, heartbeat),
+                (max_inflight_appends, max_inflight_bytes, max_append_bytes),
+                (snapshot_chunk_bytes, max_uncommitted_entries, max_uncommitted_bytes),
+                (snapshot_bytes_max, seed),
+                auto,
+            )| Setup {
+                size,
+                pre_vote,
+                check_quorum,
+                election_min,
+                election_spread,
+                heartbeat,
+                max_inflight_appends,
+                max_inflight_bytes,
+                max_append_bytes,
+                snapshot_chunk_bytes,
+                max_uncommitted_entries,
+                max_uncommitted_bytes,
+                snapshot_bytes_max,
+                seed,
+                auto,
+            },
+        )
+}
+
+impl Setup {
+    fn config(&self, id: NodeId) -> Config {
+        let mut c = Config::new(id, (1..=self.size).collect());
+        c.pre_vote = self.pre_vote;
+        c.check_quorum = self.check_quorum;
+        c.election_timeout_ticks_min = self.election_min;
+        c.election_timeout_ticks_max = self.election_min + self.election_spread;
+        c.heartbeat_interval_ticks = self.heartbeat.min(self.election_min - 1);
+        c.max_inflight_appends = self.max_inflight_appends;
+        c.max_inflight_bytes = self.max_inflight_bytes;
+        c.max_append_bytes = self.max_append_bytes;
+        c.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
+        c.max_uncommitted_entries = self.max_uncommitted_entries;
+        c.max_uncommitted_bytes = self.max_uncommitted_bytes;
+        c.snapshot_bytes_max = self.snapshot_bytes_max;
+        c.seed = self.seed;
+        c
+    }
+}
+
+// ------------------------------------------------------------------ the driver
+
+/// Why a case failed (a panic is caught and reported as one too).
+type Failure = String;
+
+/// One node and what its driver holds: the durable state, the work it has
+/// not reported done yet, and what it handed to its state machine.
+struct Driver {
+    config: Config,
+    node: RaftNode,
+    durable: DurableState,
+    auto_persist: bool,
+    auto_apply: bool,
+    auto_check: bool,
+    /// Persist batches written but not reported durable (lost on a crash).
+    unpersisted: VecDeque<raft_core::PersistBatch>,
+    /// Last index of each apply batch not yet reported applied.
+    unapplied: VecDeque<Index>,
+    /// Last index handed to the state machine.
+    handed_out: Index,
+    /// Snapshots waiting for their check.
+    to_check: Vec<Snapshot>,
+    last_persist_id: u64,
+}
+
+struct Harness {
+    drivers: Vec<Driver>,
+    network: VecDeque<Message>,
+    history: VecDeque<Message>,
+}
+
+const NETWORK_MAX: usize = 256;
+const HISTORY_MAX: usize = 64;
+const DELIVER_ALL_MAX: usize = 400;
+
+impl Harness {
+    fn new(setup: &Setup) -> Harness {
+        let drivers = (1..=setup.size)
+            .map(|id| {
+                let config = setup.config(id);
+                let (auto_persist, auto_apply, auto_check) = setup.auto[(id - 1) as usize];
+                Driver {
+                    node: RaftNode::new(config.clone()).expect("valid config"),
+                    config,
+                    durable: DurableState::default(),
+                    auto_persist,
+                    auto_apply,
+                    auto_check,
+                    unpersisted: VecDeque::new(),
+                    unapplied: VecDeque::new(),
+                    handed_out: 0,
+                    to_check: Vec::new(),
+                    last_persist_id: 0,
+                }
+            })
+            .collect();
+        Harness { drivers, network: VecDeque::new(), history: VecDeque::new() }
+    }
+
+    fn slot(&self, node: u8) -> usize {
+        node as usize % self.drivers.len()
+    }
+
+    /// Runs one input on node `i`, then executes its actions and checks
+    /// its invariants.
+    fn input(&mut self, i: usize, f: impl FnOnce(&mut RaftNode)) -> Result<(), Failure> {
+        f(&mut self.drivers[i].node);
+        self.check(i, "after the input")?;
+        self.drain(i)
+    }
+
+    fn check(&self, i: usize, when: &str) -> Result<(), Failure> {
+        self.drivers[i]
+            .node
+            .check_invariants()
+            .map_err(|e| format!("invariant broken on node {} {when}: {e}", i + 1))
+    }
+
+    /// Executes node `i`'s actions, as a driver would, until it has none.
+    fn drain(&mut self, i: usize) -> Result<(), Failure> {
+        for _ in 0..1000 {
+            let actions = self.drivers[i].node.take_actions();
+            self.check(i, "after take_actions")?;
+            if actions.is_empty() {
+                return Ok(());
+            }
+            for action in actions {
+                self.execute(i, action)?;
+                self.check(i, "after executing an action")?;
+            }
+        }
+        Err(format!("node {} never stops producing actions", i + 1))
+    }
+
+    fn execute(&mut self, i: usize, action: Action) -> Result<(), Failure> {
+        let id = i as NodeId + 1;
+        let d = &mut self.drivers[i];
+        match action {
+            Action::Persist(batch) => {
+                if batch.id <= d.last_persist_id {
+                    return Err(format!("node {id}: persist batch {} after {}", batch.id, d.last_persist_id));
+                }
+                d.last_persist_id = batch.id;
+                if d.auto_persist {
+                    d.write(&batch);
+                    d.node.persisted(batch.id);
+                } else {
+                    d.unpersisted.push_back(batch);
+                }
+            }
+            Action::Send(m) => {
+                if m.from != id {
+                    return Err(format!("node {id} sends as {}: {m:?}", m.from));
+                }
+                self.history.push_back(m.clone());
+                if self.history.len() > HISTORY_MAX {
+                    self.history.pop_front();
+                }
+                if (1..=self.drivers.len() as NodeId).contains(&m.to) {
+                    self.network.push_back(m);
+                    if self.network.len() > NETWORK_MAX {
+                        self.network.pop_front();
+                    }
+                }
+            }
+            Action::Apply(entries) => {
+                let Some(last) = entries.last().map(|e| e.index) else {
+                    return Err(format!("node {id}: empty Apply"));
+                };
+                for (k, e) in entries.iter().enumerate() {
+                    if e.index != d.handed_out + 1 + k as Index {
+                        return Err(format!(
+                            "node {id}: Apply hands out index {} after {} (entries {:?})",
+                            e.index,
+                            d.handed_out,
+                            entries.iter().map(|e| e.index).collect::<Vec<_>>()
+                        ));
+                    }
+                }
+                d.handed_out = last;
+                if d.auto_apply {
+                    d.node.applied(last);
+                } else {
+                    d.unapplied.push_back(last);
+                }
+            }
+            Action::ApplySnapshot(s) => {
+                let index = s.meta.index;
+                if index <= d.handed_out {
+                    return Err(format!(
+                        "node {id}: ApplySnapshot at {index} after handing out {}",
+                        d.handed_out
+                    ));
+                }
+                d.handed_out = index;
+                d.unapplied.clear();
+                if d.auto_apply {
+                    d.node.applied(index);
+                } else {
+                    d.unapplied.push_back(index);
+                }
+            }
+            Action::CheckSnapshot(s) => {
+                if d.auto_check {
+                    d.node.install_snapshot(s);
+                } else {
+                    d.to_check.push(s);
+                }
+            }
+            Action::ReadReady { .. } | Action::ReadFailed { .. } | Action::RoleChanged { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Delivers a message to its recipient, if it is a node of the cluster.
+    fn deliver(&mut self, m: Message) -> Result<(), Failure> {
+        let to = m.to;
+        if to == 0 || to > self.drivers.len() as NodeId {
+            return Ok(());
+        }
+        self.input(to as usize - 1, |n| n.step(m))
+    }
+
+    fn deliver_all(&mut self) -> Result<(), Failure> {
+        for _ in 0..DELIVER_ALL_MAX {
+            let Some(m) = self.network.pop_front() else { return Ok(()) };
+            self.deliver(m)?;
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, op: &Op) -> Result<(), Failure> {
+        match *op {
+            Op::Run { ticks } => {
+                for _ in 0..ticks {
+                    for i in 0..self.drivers.len() {
+                        self.input(i, RaftNode::tick)?;
+                    }
+                    self.deliver_all()?;
+                }
+            }
+            Op::Tick { node, ticks } => {
+                let i = self.slot(node);
+                for _ in 0..ticks {
+                    self.input(i, RaftNode::tick)?;
+                }
+            }
+            Op::Campaign { node } => self.input(self.slot(node), RaftNode::campaign)?,
+            Op::Propose { node, len } => {
+                let data = vec![b'p'; len as usize];
+                self.input(self.slot(node), |n| {
+                    let _ = n.propose(data);
+                })?
+            }
+            Op::ReadIndex { node, ctx } => self.input(self.slot(node), |n| {
+                let _ = n.read_index(ctx);
+            })?,
+            Op::Transfer { node, to } => self.input(self.slot(node), |n| {
+                let _ = n.transfer_leadership(to);
+            })?,
+            Op::Persist { node, all } => {
+                let i = self.slot(node);
+                let d = &mut self.drivers[i];
+                let mut last = None;
+                while let Some(batch) = d.unpersisted.pop_front() {
+                    d.write(&batch);
+                    last = Some(batch.id);
+                    if !all {
+                        break;
+                    }
+                }
+                if let Some(id) = last {
+                    self.input(i, |n| n.persisted(id))?;
+                }
+            }
+            Op::Applied { node, all } => {
+                let i = self.slot(node);
+                let d = &mut self.drivers[i];
+                let index = if all { d.unapplied.drain(..).last() } else { d.unapplied.pop_front() };
+                if let Some(index) = index {
+                    self.input(i, |n| n.applied(index))?;
+                }
+            }
+            Op::SnapshotTaken { node, delta, len } => {
+                let i = self.slot(node);
+                let index = offset(self.drivers[i].node.applied_index(), delta);
+                let data = vec![b's'; len as usize];
+                let mut taken = false;
+                self.input(i, |n| taken = n.snapshot_taken(index, data.clone()).is_ok())?;
+                if taken {
+                    let d = &mut self.drivers[i];
+                    let meta = d.node.snapshot_meta();
+                    if meta.index != index {
+                        return Err(format!("node {}: snapshot_taken({index}) left {meta:?}", i + 1));
+                    }
+                    d.durable.entries.retain(|e| e.index > index);
+                    d.durable.snapshot = Some(Snapshot { meta, data: data.into() });
+                }
+            }
+            Op::Check { node, install, newest } => {
+                let i = self.slot(node);
+                let d = &mut self.drivers[i];
+                if d.to_check.is_empty() {
+                    return Ok(());
+                }
+                let s = if newest { d.to_check.pop().expect("non-empty") } else { d.to_check.remove(0) };
+                if install {
+                    self.input(i, |n| n.install_snapshot(s))?
+                } else {
+                    self.input(i, |n| n.reject_snapshot(s.meta.index))?
+                }
+            }
+            Op::Deliver { pick, duplicate } => {
+                if self.network.is_empty() {
+                    return Ok(());
+                }
+                let k = pick as usize % self.network.len();
+                let m = if duplicate {
+                    self.network[k].clone()
+                } else {
+                    self.network.remove(k).expect("in range")
+                };
+                self.deliver(m)?
+            }
+            Op::DeliverAll => self.deliver_all()?,
+            Op::Drop { pick } => {
+                if !self.network.is_empty() {
+                    let k = pick as usize % self.network.len();
+                    self.network.remove(k);
+                }
+            }
+            Op::Replay { pick } => {
+                if !self.history.is_empty() {
+                    let m = self.history[pick as usize % self.history.len()].clone();
+                    self.deliver(m)?
+                }
+            }
+            Op::Hostile { node, ref msg } => {
+                let i = self.slot(node);
+                let m = msg.resolve(i as NodeId + 1, &View::of(&self.drivers[i].node));
+                self.input(i, |n| n.step(m))?
+            }
+            Op::Restart { node } => {
+                let i = self.slot(node);
+                let d = &mut self.drivers[i];
+                d.node = RaftNode::restart(d.config.clone(), d.durable.clone())
+                    .map_err(|e| format!("node {}: restart from its durable state refused: {e}", i + 1))?;
+                d.unpersisted.clear();
+                d.unapplied.clear();
+                d.to_check.clear();
+                d.handed_out = d.durable.snapshot.as_ref().map_or(0, |s| s.meta.index);
+                d.last_persist_id = 0;
+                self.check(i, "after restart")?;
+                self.drain(i)?
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Driver {
+    /// Writes a persist batch to the durable state, as the action docs say.
+    fn write(&mut self, batch: &raft_core::PersistBatch) {
+        let d = &mut self.durable;
+        if let Some(s) = &batch.snapshot {
+            d.snapshot = Some(s.clone());
+            d.entries.clear();
+        }
+        if let Some(first) = batch.entries.first() {
+            d.entries.retain(|e| e.index < first.index);
+            d.entries.extend(batch.entries.iter().cloned());
+        }
+        if let Some(hs) = batch.hard_state {
+            d.hard_state = hs;
+        }
+    }
+}
+
+impl Hostile {
+    fn resolve(&self, receiver: NodeId, v: &View) -> Message {
+        let body = match &self.body {
+            HBody::VoteRequest { pre_vote, last_log_index, last_log_term, transfer } => {
+                MessageBody::VoteRequest {
+                    pre_vote: *pre_vote,
+                    last_log_index: last_log_index.get(v),
+                    last_log_term: last_log_term.get(v),
+                    transfer: *transfer,
+                }
+            }
+            HBody::VoteResponse { pre_vote, granted } => {
+                MessageBody::VoteResponse { pre_vote: *pre_vote, granted: *granted }
+            }
+            HBody::Append { prev_log_index, prev_log_term, entries, contiguous, leader_commit } => {
+                let prev = prev_log_index.get(v);
+                let prev_term = prev_log_term.get(v);
+                let mut term = prev_term;
+                let entries = entries
+                    .iter()
+                    .enumerate()
+                    .map(|(k, e)| {
+                        let payload = match &e.command {
+                            Some(c) => EntryPayload::Command(c.clone()),
+                            None => EntryPayload::Blank,
+                        };
+                        if *contiguous {
+                            term = term.max(e.term.get(v));
+                            Entry { term, index: prev.wrapping_add(1 + k as u64), payload }
+                        } else {
+                            Entry { term: e.term.get(v), index: e.index.get(v), payload }
+                        }
+                    })
+                    .collect();
+                MessageBody::Append {
+                    prev_log_index: prev,
+                    prev_log_term: prev_term,
+                    entries,
+                    leader_commit: leader_commit.get(v),
+                }
+            }
+            HBody::Accepted { match_index } => {
+                MessageBody::AppendResponse(AppendResponse::Accepted { match_index: match_index.get(v) })
+            }
+            HBody::Rejected { rejected_index, conflict_term, conflict_index } => {
+                MessageBody::AppendResponse(AppendResponse::Rejected {
+                    rejected_index: rejected_index.get(v),
+                    conflict_term: conflict_term.map(|t| t.get(v)),
+                    conflict_index: conflict_index.get(v),
+                })
+            }
+            HBody::Heartbeat { commit, read_round } => {
+                MessageBody::Heartbeat { commit: commit.get(v), read_round: read_round.get(v) }
+            }
+            HBody::HeartbeatResponse { read_round } => {
+                MessageBody::HeartbeatResponse { read_round: read_round.get(v) }
+            }
+            HBody::Snapshot { index, term, voters, offset, data, done } => MessageBody::Snapshot {
+                meta: SnapshotMeta { index: index.get(v), term: term.get(v), voters: voters.clone() },
+                offset: offset.get(v),
+                data: data.clone(),
+                done: *done,
+            },
+            HBody::SnapshotResponse { index, next_offset } => {
+                MessageBody::SnapshotResponse { index: index.get(v), next_offset: next_offset.get(v) }
+            }
+            HBody::TimeoutNow => MessageBody::TimeoutNow,
+        };
+        Message { from: self.from, to: self.to.unwrap_or(receiver), term: self.term.get(v), body }
+    }
+}
+
+// ------------------------------------------------------------------ running a case
+
+thread_local! {
+    /// Set while a case runs on this thread: its panics are recorded here
+    /// (message and location) instead of printed.
+    static CAPTURE: Cell<bool> = const { Cell::new(false) };
+    static PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !CAPTURE.with(Cell::get) {
+                return default(info);
+            }
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(non-string panic)".to_string());
+            let location = info.location().map_or("?".to_string(), |l| format!("{}:{}", l.file(), l.line()));
+            PANIC.with(|p| *p.borrow_mut() = Some(format!("panicked at {location}: {message}")));
+        }));
+    });
+}
+
+/// Runs a case; `Err` describes the first failure.
+fn run_case(setup: &Setup, ops: &[Op]) -> Result<(), Failure> {
+    install_panic_hook();
+    CAPTURE.with(|c| c.set(true));
+    let mut done = 0;
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), Failure> {
+        let mut h = Harness::new(setup);
+        for op in ops {
+            h.run(op)?;
+            done += 1;
+        }
+        Ok(())
+    }));
+    CAPTURE.with(|c| c.set(false));
+    match outcome {
+        Ok(result) => result.map_err(|e| format!("{e} (at input {done})")),
+        Err(_) => Err(format!(
+            "{} (at input {done})",
+            PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| "panicked".to_string())
+        )),
+    }
+}
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn known(failure: &str) -> bool {
+    std::env::var("FUZZ_IGNORE")
+        .map(|v| v.split('|').any(|known| !known.is_empty() && failure.contains(known)))
+        .unwrap_or(false)
+}
+
+#[test]
+fn hostile_input_never_panics_nor_breaks_invariants() {
+    let cases: u32 = env("FUZZ_CASES", 300);
+    let max_ops: usize = env("FUZZ_OPS", 120);
+    let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
+    let mut runner = TestRunner::new(config);
+    let strategy = (setup(), prop::collection::vec(op(), 1..=max_ops.max(1)));
+    let result = runner.run(&strategy, |(setup, ops)| match run_case(&setup, &ops) {
+        Err(failure) if !known(&failure) => Err(TestCaseError::fail(failure)),
+        _ => Ok(()),
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// The harness reaches the states worth fuzzing: a leader replicating to
+/// followers, and a follower catching up by snapshot.
+#[test]
+fn the_harness_elects_replicates_and_sends_snapshots() {
+    let setup = Setup {
+        size: 3,
+        pre_vote: true,
+        check_quorum: true,
+        election_min: 5,
+        election_spread: 3,
+        heartbeat: 1,
+        max_inflight_appends: 2,
+        max_inflight_bytes: 0,
+        max_append_bytes: 1 << 20,
+        snapshot_chunk_bytes: 4,
+        max_uncommitted_entries: 0,
+        max_uncommitted_bytes: 0,
+        snapshot_bytes_max: 0,
+        seed: 1,
+        auto: vec![(true, true, true); 3],
+    };
+    let mut h = Harness::new(&setup);
+    h.run(&Op::Run { ticks: 20 }).unwrap();
+    let leader = h.drivers.iter().position(|d| d.node.is_leader()).expect("a leader");
+    for _ in 0..5 {
+        h.run(&Op::Propose { node: leader as u8, len: 3 }).unwrap();
+    }
+    h.run(&Op::Run { ticks: 3 }).unwrap();
+    let last = h.drivers[leader].node.last_index();
+    assert!(h.drivers.iter().all(|d| d.node.commit_index() == last));
+    // Cut one follower off while the leader compacts, then let it catch up.
+    let lagging = (leader + 1) % 3;
+    for _ in 0..3 {
+        h.run(&Op::Propose { node: leader as u8, len: 3 }).unwrap();
+        h.network.retain(|m| m.to != lagging as NodeId + 1);
+        h.run(&Op::Tick { node: leader as u8, ticks: 1 }).unwrap();
+        h.network.retain(|m| m.to != lagging as NodeId + 1);
+        h.deliver_all().unwrap();
+    }
+    h.network.retain(|m| m.to != lagging as NodeId + 1);
+    h.run(&Op::SnapshotTaken { node: leader as u8, delta: 0, len: 10 }).unwrap();
+    h.run(&Op::Run { ticks: 10 }).unwrap();
+    let d = &h.drivers[lagging];
+    assert!(d.durable.snapshot.is_some(), "the lagging follower installed a snapshot");
+    assert_eq!(d.node.commit_index(), h.drivers[leader].node.commit_index());
+}
