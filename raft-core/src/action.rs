@@ -75,7 +75,8 @@ pub struct PersistBatch {
     /// Monotonically increasing id of this batch.
     pub id: u64,
     /// A snapshot received from the leader, to store before the entries.
-    pub snapshot: Option<Snapshot>,
+    /// (Boxed: it is rare, and inline it made every [`Action`] larger.)
+    pub snapshot: Option<Box<Snapshot>>,
     /// Entries to write; they replace any durable entries at or after the
     /// first one's index.
     pub entries: Vec<Entry>,

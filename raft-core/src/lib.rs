@@ -92,5 +92,5 @@ pub use node::{Proposed, RaftNode};
 pub use status::{Counters, PeerStatus, ReplicationState, Status};
 pub use types::{
     DurableState, Entry, EntryPayload, HardState, Index, NodeId, Role, Snapshot, SnapshotMeta, Term,
-    INDEX_MAX, TERM_MAX,
+    INDEX_MAX, PEER_INDEX_MAX, PEER_TERM_MAX, TERM_MAX,
 };

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Entry, Index, NodeId, SnapshotMeta, Term, INDEX_MAX, TERM_MAX};
+use crate::types::{Entry, Index, NodeId, SnapshotMeta, Term, PEER_INDEX_MAX, PEER_TERM_MAX};
 
 /// A message from one node to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,10 +117,11 @@ pub enum AppendResponse {
 
 impl Message {
     /// Whether every term and index the message carries is within
-    /// [`TERM_MAX`] and [`INDEX_MAX`]; the core refuses a message that is not.
+    /// [`PEER_TERM_MAX`] and [`PEER_INDEX_MAX`]; the core refuses a message
+    /// that is not.
     pub fn within_bounds(&self) -> bool {
-        let term = |t: Term| t <= TERM_MAX;
-        let index = |i: Index| i <= INDEX_MAX;
+        let term = |t: Term| t <= PEER_TERM_MAX;
+        let index = |i: Index| i <= PEER_INDEX_MAX;
         term(self.term)
             && match &self.body {
                 MessageBody::VoteRequest { last_log_index, last_log_term, .. } => {

@@ -56,12 +56,17 @@ pub fn vote_result(voters: &[NodeId], vote: impl Fn(NodeId) -> Option<bool>) -> 
 /// largest for k = majority. `acks` yields exactly `count` indexes, `count > 0`.
 ///
 /// The acknowledgements are sorted in a stack array when they fit (they always
-/// do for a valid configuration), in a `Vec` otherwise.
-fn majority_index(count: usize, acks: impl Iterator<Item = Index>) -> Index {
+/// do for a valid configuration), in a `Vec` otherwise; a small one for the
+/// usual cluster sizes, so that a call does not clear 512 bytes it won't use.
+pub(crate) fn majority_index(count: usize, acks: impl Iterator<Item = Index>) -> Index {
     assert!(count > 0, "majority_index of no voters");
-    let mut stack = [0; VOTERS_MAX];
+    let mut small = [0; SMALL_VOTERS];
+    let mut stack;
     let mut heap = Vec::new();
-    let sorted: &mut [Index] = if count <= VOTERS_MAX {
+    let sorted: &mut [Index] = if count <= SMALL_VOTERS {
+        &mut small[..count]
+    } else if count <= VOTERS_MAX {
+        stack = [0; VOTERS_MAX];
         &mut stack[..count]
     } else {
         heap.resize(count, 0);
@@ -79,8 +84,12 @@ fn majority_index(count: usize, acks: impl Iterator<Item = Index>) -> Index {
     sorted[count - majority(count)]
 }
 
+/// Configurations up to this size sort their acknowledgements in a small
+/// stack array.
+const SMALL_VOTERS: usize = 9;
+
 /// Tallies `count` answers. No voters at all is `Won`: nobody can object.
-fn tally(count: usize, votes: impl Iterator<Item = Option<bool>>) -> VoteResult {
+pub(crate) fn tally(count: usize, votes: impl Iterator<Item = Option<bool>>) -> VoteResult {
     let (mut granted, mut missing) = (0, 0);
     for vote in votes {
         match vote {

@@ -14,16 +14,26 @@ use std::collections::BTreeMap;
 
 use crate::membership::Membership;
 use crate::progress::Progress;
-use crate::quorum::VoteResult;
+use crate::quorum::{self, VoteResult};
 use crate::types::{Index, NodeId};
 
 /// The membership and every member's progress.
+///
+/// Progress sits in a vector sorted by id, with the positions of each
+/// half's voters beside it: every quorum question is a pass over a few
+/// contiguous entries, with no tree walk and no allocation (this runs once
+/// per acknowledgement on the leader's hot path).
 #[derive(Clone, Debug)]
 pub(crate) struct ProgressTracker {
     membership: Membership,
-    /// One entry per member (voters, outgoing voters, learners), kept in
-    /// step with `membership`; only a leader's values mean anything.
-    progress: BTreeMap<NodeId, Progress>,
+    /// One entry per member (voters, outgoing voters, learners), sorted by
+    /// id, kept in step with `membership`; only a leader's values mean
+    /// anything.
+    progress: Vec<(NodeId, Progress)>,
+    /// Positions in `progress` of the incoming voters...
+    incoming: Vec<usize>,
+    /// ...and of the outgoing ones (empty unless joint).
+    outgoing: Vec<usize>,
     inflight_max: usize,
     inflight_bytes_max: u64,
 }
@@ -37,8 +47,14 @@ impl ProgressTracker {
         inflight_max: usize,
         inflight_bytes_max: u64,
     ) -> ProgressTracker {
-        let mut tracker =
-            ProgressTracker { membership, progress: BTreeMap::new(), inflight_max, inflight_bytes_max };
+        let mut tracker = ProgressTracker {
+            membership,
+            progress: Vec::new(),
+            incoming: Vec::new(),
+            outgoing: Vec::new(),
+            inflight_max,
+            inflight_bytes_max,
+        };
         tracker.reset(next_index);
         tracker
     }
@@ -47,11 +63,20 @@ impl ProgressTracker {
     /// followers): each probes from `next_index`.
     pub(crate) fn reset(&mut self, next_index: Index) {
         let (inflight_max, bytes_max) = (self.inflight_max, self.inflight_bytes_max);
+        // `member_ids` is sorted: so is `progress`.
         self.progress = self
             .membership
             .member_ids()
             .map(|id| (id, Progress::new(next_index, inflight_max, bytes_max)))
             .collect();
+        let position = |id: NodeId| self.progress.binary_search_by_key(&id, |(m, _)| *m).expect("a member");
+        let voters = self.membership.voters();
+        self.incoming = voters.incoming.iter().map(position).collect();
+        self.outgoing = voters.outgoing.iter().map(position).collect();
+    }
+
+    fn position(&self, id: NodeId) -> Option<usize> {
+        self.progress.binary_search_by_key(&id, |(m, _)| *m).ok()
     }
 
     /// Whether `id` votes (in the incoming or the outgoing configuration).
@@ -61,71 +86,91 @@ impl ProgressTracker {
 
     /// Whether `id` is a member at all (a voter or a learner).
     pub(crate) fn is_member(&self, id: NodeId) -> bool {
-        self.membership.is_member(id)
+        self.position(id).is_some()
     }
 
     /// Every member's id, in order.
     pub(crate) fn member_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.progress.keys().copied()
+        self.progress.iter().map(|(id, _)| *id)
     }
 
     /// The voters' ids (both halves of a joint configuration), in order.
     pub(crate) fn voter_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.progress.keys().copied().filter(|&id| self.membership.is_voter(id))
+        self.member_ids().filter(|&id| self.membership.is_voter(id))
     }
 
     /// A member's progress.
     pub(crate) fn get(&self, id: NodeId) -> Option<&Progress> {
-        self.progress.get(&id)
+        self.position(id).map(|i| &self.progress[i].1)
     }
 
     /// A member's progress, to update.
     pub(crate) fn get_mut(&mut self, id: NodeId) -> Option<&mut Progress> {
-        self.progress.get_mut(&id)
+        self.position(id).map(|i| &mut self.progress[i].1)
     }
 
     /// Every member's progress.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (NodeId, &Progress)> + '_ {
-        self.progress.iter().map(|(&id, p)| (id, p))
+        self.progress.iter().map(|(id, p)| (*id, p))
     }
 
     /// Every member's progress, to update.
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (NodeId, &mut Progress)> + '_ {
-        self.progress.iter_mut().map(|(&id, p)| (id, p))
+        self.progress.iter_mut().map(|(id, p)| (*id, p))
+    }
+
+    /// The quorum value of `value` over the voters: the largest that a
+    /// majority of each half reaches (an empty outgoing half constrains
+    /// nothing). 0 with no voters.
+    fn quorum_value(&self, value: impl Fn(&Progress) -> u64) -> u64 {
+        if self.incoming.is_empty() {
+            return 0;
+        }
+        let half = |positions: &[usize]| {
+            quorum::majority_index(positions.len(), positions.iter().map(|&i| value(&self.progress[i].1)))
+        };
+        let incoming = half(&self.incoming);
+        if self.outgoing.is_empty() {
+            incoming
+        } else {
+            incoming.min(half(&self.outgoing))
+        }
     }
 
     /// The highest index that a quorum of voters (of both halves, when
     /// joint) has acknowledged as durable. 0 with no voters.
     pub(crate) fn committed_index(&self) -> Index {
-        if self.membership.voters().incoming.is_empty() {
-            return 0;
-        }
-        self.membership.voters().committed_index(|id| self.progress.get(&id).map(|p| p.match_index))
+        self.quorum_value(|p| p.match_index)
     }
 
     /// The highest ReadIndex round that a quorum of voters has confirmed.
     pub(crate) fn confirmed_read_round(&self) -> u64 {
-        if self.membership.voters().incoming.is_empty() {
-            return 0;
+        self.quorum_value(|p| p.read_round)
+    }
+
+    /// How each half's answers stand, combined as a joint vote.
+    fn quorum_result(&self, answer: impl Fn(usize) -> Option<bool>) -> VoteResult {
+        if self.incoming.is_empty() {
+            return VoteResult::Pending;
         }
-        self.membership.voters().committed_index(|id| self.progress.get(&id).map(|p| p.read_round))
+        let half = |positions: &[usize]| quorum::tally(positions.len(), positions.iter().map(|&i| answer(i)));
+        match (half(&self.incoming), half(&self.outgoing)) {
+            (VoteResult::Won, VoteResult::Won) => VoteResult::Won,
+            (VoteResult::Lost, _) | (_, VoteResult::Lost) => VoteResult::Lost,
+            _ => VoteResult::Pending,
+        }
     }
 
     /// Whether a quorum of voters was heard from since the flags were last
     /// cleared (check-quorum).
     pub(crate) fn quorum_active(&self) -> bool {
-        let voters = self.membership.voters();
-        !voters.incoming.is_empty()
-            && voters.vote_result(|id| self.progress.get(&id).map(|p| p.recently_active)) == VoteResult::Won
+        self.quorum_result(|i| Some(self.progress[i].1.recently_active)) == VoteResult::Won
     }
 
     /// How an election stands, given each voter's answer so far (`true`:
     /// granted; absent: not heard).
     pub(crate) fn tally(&self, votes: &BTreeMap<NodeId, bool>) -> VoteResult {
-        if self.membership.voters().incoming.is_empty() {
-            return VoteResult::Pending;
-        }
-        self.membership.voters().vote_result(|id| votes.get(&id).copied())
+        self.quorum_result(|i| votes.get(&self.progress[i].0).copied())
     }
 }
 
@@ -174,6 +219,33 @@ mod tests {
         assert_eq!(t.committed_index(), 0);
         assert!(!t.quorum_active());
         assert_eq!(t.tally(&BTreeMap::new()), VoteResult::Pending);
+    }
+
+    #[test]
+    fn joint_results_need_both_halves() {
+        let m = Membership::new_voters([1, 2, 3].map(|id| (id, Vec::new()))).unwrap();
+        let change = crate::MembershipChange {
+            ops: vec![
+                crate::ChangeOp::AddVoter { id: 4, context: Vec::new() },
+                crate::ChangeOp::AddVoter { id: 5, context: Vec::new() },
+                crate::ChangeOp::Remove { id: 1 },
+                crate::ChangeOp::Remove { id: 2 },
+            ],
+        };
+        let joint = m.apply(&change).unwrap();
+        assert!(joint.is_joint());
+        let mut t = ProgressTracker::new(joint, 1, 4, 0);
+        // Incoming {3, 4, 5}, outgoing {1, 2, 3}.
+        for id in [3, 4, 5] {
+            t.get_mut(id).unwrap().acknowledge(9);
+        }
+        assert_eq!(t.committed_index(), 0, "the outgoing half has only 3 at 9: no majority of {{1, 2, 3}}");
+        t.get_mut(1).unwrap().acknowledge(6);
+        assert_eq!(t.committed_index(), 6, "both halves have a majority at 6");
+        let votes = BTreeMap::from([(3, true), (4, true), (5, true)]);
+        assert_eq!(t.tally(&votes), VoteResult::Pending, "the outgoing half has not decided");
+        let votes = BTreeMap::from([(3, true), (4, true), (1, false), (2, false)]);
+        assert_eq!(t.tally(&votes), VoteResult::Lost, "the outgoing half rejected");
     }
 
     #[test]

@@ -10,14 +10,24 @@ pub type Term = u64;
 /// A log index. The first real entry has index 1; index 0 is the empty prefix.
 pub type Index = u64;
 
-/// The largest term the core accepts from a peer or from disk: half the
-/// range of `u64`, so that every `term + 1` the core computes is exact. A
-/// message or durable state beyond it is refused, never wrapped or saturated
-/// (a term stuck at `u64::MAX` could never hold another election).
+/// The largest term the core accepts from disk: half the range of `u64`, so
+/// that every `term + 1` the core computes is exact. Durable state beyond it
+/// is refused, never wrapped or saturated (a term stuck at `u64::MAX` could
+/// never hold another election).
 pub const TERM_MAX: Term = u64::MAX / 2;
-/// The largest index the core accepts from a peer or from disk, for the
-/// same reason as [`TERM_MAX`].
+/// The largest index the core accepts from disk, for the same reason as
+/// [`TERM_MAX`].
 pub const INDEX_MAX: Index = u64::MAX / 2;
+/// The largest term the core accepts from a peer: half of [`TERM_MAX`], so
+/// that a node whose term a peer raised that far still has 2^62 elections of
+/// its own before its durable term could reach [`TERM_MAX`] (at the limit
+/// itself, one election made a hard state that no restart would take).
+pub const PEER_TERM_MAX: Term = TERM_MAX / 2;
+/// The largest index the core accepts from a peer, half of [`INDEX_MAX`],
+/// for the same reason as [`PEER_TERM_MAX`]: a snapshot at the limit
+/// itself, then one blank entry of a new leader, made a log that no restart
+/// would take.
+pub const PEER_INDEX_MAX: Index = INDEX_MAX / 2;
 
 /// What a log entry carries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -2,32 +2,40 @@
 //! calls (tick, campaign, propose, read_index, transfer_leadership,
 //! persisted, applied, snapshot_taken, install/reject_snapshot, restart) on a
 //! small cluster, interleaved with real messages delivered between its nodes
-//! (in order, out of order, dropped, replayed) and with hostile messages of
-//! every kind with arbitrary fields, from known and unknown ids. The README
-//! promises that network input never panics the core: after every input the
-//! test executes the node's actions as a driver would and checks
-//! [`RaftNode::check_invariants`]; a panic, a broken invariant or a broken
-//! driver contract (entries handed out twice or with a gap, a durable state
-//! that `restart` refuses) fails the case, and proptest shrinks it to a
-//! minimal sequence.
+//! (in order, out of order, dropped, replayed, cut off by a partition) and
+//! with hostile messages: every kind with arbitrary fields (terms and indexes
+//! near 0, near the receiver's term, last, commit and snapshot indexes, near
+//! `TERM_MAX`/`INDEX_MAX` and `u64::MAX`), from known and unknown ids, and
+//! real messages with one field changed or sent to the wrong node. The
+//! README promises that network input never panics the core: after every
+//! input the test executes the node's actions as a driver would and checks
+//! [`RaftNode::check_invariants`]. A case fails, and proptest shrinks it to
+//! a minimal sequence, on a panic, a broken invariant, or a broken driver
+//! contract: entries handed out with a gap or before they are durable, a
+//! vote granted before it is durable, a durable state `restart` refuses; and,
+//! while no hostile message has been delivered, two leaders in a term, two
+//! entries applied at one index, or an entry acknowledged before it is
+//! durable.
 //!
-//! - `FUZZ_CASES`: number of cases (default 300; a long run is
-//!   `FUZZ_CASES=2000000 cargo test --release -p raft-core --test fuzz_step`);
-//! - `FUZZ_OPS`: most inputs per case (default 120);
+//! - `FUZZ_CASES`: number of cases (default 2000, a few seconds; a long run
+//!   is `FUZZ_CASES=2000000 cargo test --release -p raft-core --test fuzz_step`);
+//! - `FUZZ_OPS`: most inputs per case (default 160);
 //! - `FUZZ_IGNORE`: `|`-separated substrings of failures already known (a case
 //!   failing with one counts as passing), to look for the next distinct one;
+//! - `FUZZ_STATS`: print how often the interesting states were reached;
 //! - `PROPTEST_RNG_SEED`: proptest's seed, for a run different from the last.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use raft_core::{
     Action, AppendResponse, Config, DurableState, Entry, EntryPayload, Index, Message, MessageBody, NodeId,
-    RaftNode, Snapshot, SnapshotMeta, INDEX_MAX, TERM_MAX,
+    RaftNode, Snapshot, SnapshotMeta, Term, TERM_MAX,
 };
 
 // ------------------------------------------------------------------ inputs
@@ -108,7 +116,8 @@ fn term_num() -> impl Strategy<Value = Num> {
     prop_oneof![
         3 => (0u64..=2).prop_map(Num::Lit),
         1 => (0u64..=12).prop_map(Num::Lit),
-        8 => (-2i8..=2).prop_map(Num::Term),
+        6 => Just(Num::Term(0)),
+        4 => (-2i8..=2).prop_map(Num::Term),
         2 => (-1i8..=1).prop_map(Num::LastTerm),
         1 => rare_num(),
     ]
@@ -261,8 +270,8 @@ fn hostile() -> impl Strategy<Value = Hostile> {
     (from, to, term_num(), hbody()).prop_map(|(from, to, term, body)| Hostile { from, to, term, body })
 }
 
-/// One input. `node` picks a node of the cluster (modulo its size), `pick`
-/// a message of the network (modulo how many there are).
+/// One input. `node` picks a node of the cluster (see `Harness::slot`),
+/// `pick` a message of the network (modulo how many there are).
 #[derive(Clone, Debug)]
 enum Op {
     /// Ticks every node `ticks` times, delivering every message after each.
@@ -323,6 +332,15 @@ enum Op {
     Replay {
         pick: u16,
     },
+    /// Delivers a message sent earlier with one field changed (see
+    /// `mutate`), to its recipient or to `node`: a hostile message that
+    /// looks almost real.
+    Mutate {
+        pick: u16,
+        node: Option<u8>,
+        field: u8,
+        value: Num,
+    },
     Hostile {
         node: u8,
         msg: Hostile,
@@ -331,10 +349,15 @@ enum Op {
     Restart {
         node: u8,
     },
+    /// Cuts a node off: messages from or to it are lost until `Heal`.
+    Cut {
+        node: u8,
+    },
+    Heal,
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let node = || 0u8..3;
+    let node = || 0u8..6;
     prop_oneof![
         10 => (1u8..=12).prop_map(|ticks| Op::Run { ticks }),
         3 => (node(), 1u8..=12).prop_map(|(node, ticks)| Op::Tick { node, ticks }),
@@ -351,9 +374,51 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::DeliverAll),
         2 => any::<u16>().prop_map(|pick| Op::Drop { pick }),
         3 => any::<u16>().prop_map(|pick| Op::Replay { pick }),
+        6 => (any::<u16>(), prop::option::weighted(0.3, node()), any::<u8>(), index_num())
+            .prop_map(|(pick, node, field, value)| Op::Mutate { pick, node, field, value }),
         16 => (node(), hostile()).prop_map(|(node, msg)| Op::Hostile { node, msg }),
         1 => node().prop_map(|node| Op::Restart { node }),
+        2 => node().prop_map(|node| Op::Cut { node }),
+        2 => Just(Op::Heal),
     ]
+}
+
+/// Inputs of an honest world (the driver, and a network that loses,
+/// reorders, delays and duplicates): leaders live long enough to replicate,
+/// compact and send snapshots.
+fn honest_op() -> impl Strategy<Value = Op> {
+    let node = || 0u8..6;
+    prop_oneof![
+        12 => (1u8..=12).prop_map(|ticks| Op::Run { ticks }),
+        8 => (node(), 0u8..=40).prop_map(|(node, len)| Op::Propose { node, len }),
+        1 => (node(), 0u64..=3).prop_map(|(node, ctx)| Op::ReadIndex { node, ctx }),
+        1 => (node(), 0u64..=4).prop_map(|(node, to)| Op::Transfer { node, to }),
+        2 => (node(), any::<bool>()).prop_map(|(node, all)| Op::Persist { node, all }),
+        2 => (node(), any::<bool>()).prop_map(|(node, all)| Op::Applied { node, all }),
+        6 => (node(), -1i8..=0, 0u8..=24).prop_map(|(node, delta, len)| Op::SnapshotTaken { node, delta, len }),
+        2 => (node(), prop::bool::weighted(0.8), any::<bool>())
+            .prop_map(|(node, install, newest)| Op::Check { node, install, newest }),
+        3 => (any::<u16>(), prop::bool::weighted(0.1)).prop_map(|(pick, duplicate)| Op::Deliver { pick, duplicate }),
+        1 => any::<u16>().prop_map(|pick| Op::Drop { pick }),
+        4 => node().prop_map(|node| Op::Cut { node }),
+        3 => Just(Op::Heal),
+        2 => (node(), 1u8..=12).prop_map(|(node, ticks)| Op::Tick { node, ticks }),
+        1 => node().prop_map(|node| Op::Campaign { node }),
+        2 => any::<u16>().prop_map(|pick| Op::Replay { pick }),
+        1 => Just(Op::DeliverAll),
+        1 => node().prop_map(|node| Op::Restart { node }),
+    ]
+}
+
+/// A case's inputs: stretches of honest inputs and of inputs with hostile
+/// messages among them, `max` at most.
+fn ops(max: usize) -> impl Strategy<Value = Vec<Op>> {
+    let stretch = (max / 4).max(1);
+    let stretches = prop_oneof![
+        1 => prop::collection::vec(honest_op(), 1..=stretch),
+        2 => prop::collection::vec(op(), 1..=stretch),
+    ];
+    prop::collection::vec(stretches, 1..=4).prop_map(|s| s.into_iter().flatten().collect())
 }
 
 /// How the cluster is configured and how each node's driver behaves.
@@ -440,6 +505,25 @@ impl Setup {
 
 // ------------------------------------------------------------------ the driver
 
+/// What the cases reached, printed with `FUZZ_STATS=1` (to see that the
+/// interesting states are reached at all).
+static STATS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+const STAT_NAMES: [&str; 9] = [
+    "cases",
+    "inputs",
+    "inputs on a leader",
+    "leader with a follower in snapshot mode",
+    "real snapshot chunks sent",
+    "CheckSnapshot",
+    "ApplySnapshot",
+    "snapshot_taken ok",
+    "restarts",
+];
+
+fn stat(k: usize) {
+    STATS[k].fetch_add(1, Ordering::Relaxed);
+}
+
 /// Why a case failed (a panic is caught and reported as one too).
 type Failure = String;
 
@@ -467,6 +551,16 @@ struct Harness {
     drivers: Vec<Driver>,
     network: VecDeque<Message>,
     history: VecDeque<Message>,
+    cut: Option<NodeId>,
+    /// A hostile message was delivered: from then on peers may lie, and the
+    /// checks that hold only among honest nodes (one leader per term, the
+    /// same entry applied at an index everywhere, acknowledgements of
+    /// durable entries only) are off.
+    tainted: bool,
+    /// Among honest nodes: the leader of each term, and the entry applied at
+    /// each index.
+    leaders: BTreeMap<Term, NodeId>,
+    applied: BTreeMap<Index, Entry>,
 }
 
 const NETWORK_MAX: usize = 256;
@@ -494,26 +588,57 @@ impl Harness {
                 }
             })
             .collect();
-        Harness { drivers, network: VecDeque::new(), history: VecDeque::new() }
+        Harness {
+            drivers,
+            network: VecDeque::new(),
+            history: VecDeque::new(),
+            cut: None,
+            tainted: false,
+            leaders: BTreeMap::new(),
+            applied: BTreeMap::new(),
+        }
     }
 
+    /// The node an input names: 0 to 2 by position (modulo the cluster
+    /// size), 3 the leader, 4 and 5 the nodes after it.
     fn slot(&self, node: u8) -> usize {
-        node as usize % self.drivers.len()
+        let n = self.drivers.len();
+        if node < 3 {
+            return node as usize % n;
+        }
+        let leader = (0..n)
+            .filter(|&i| self.drivers[i].node.is_leader())
+            .max_by_key(|&i| self.drivers[i].node.term())
+            .unwrap_or(0);
+        (leader + (node as usize - 3)) % n
     }
 
     /// Runs one input on node `i`, then executes its actions and checks
     /// its invariants.
     fn input(&mut self, i: usize, f: impl FnOnce(&mut RaftNode)) -> Result<(), Failure> {
+        stat(1);
+        let node = &self.drivers[i].node;
+        if node.is_leader() {
+            stat(2);
+            if node.status().progress.iter().any(|p| p.state == raft_core::ReplicationState::Snapshot) {
+                stat(3);
+            }
+        }
         f(&mut self.drivers[i].node);
         self.check(i, "after the input")?;
         self.drain(i)
     }
 
-    fn check(&self, i: usize, when: &str) -> Result<(), Failure> {
-        self.drivers[i]
-            .node
-            .check_invariants()
-            .map_err(|e| format!("invariant broken on node {} {when}: {e}", i + 1))
+    fn check(&mut self, i: usize, when: &str) -> Result<(), Failure> {
+        let node = &self.drivers[i].node;
+        node.check_invariants().map_err(|e| format!("invariant broken on node {} {when}: {e}", i + 1))?;
+        if node.is_leader() && !self.tainted {
+            let leader = *self.leaders.entry(node.term()).or_insert(node.id());
+            if leader != node.id() {
+                return Err(format!("nodes {leader} and {} both lead term {}", node.id(), node.term()));
+            }
+        }
+        Ok(())
     }
 
     /// Executes node `i`'s actions, as a driver would, until it has none.
@@ -549,8 +674,27 @@ impl Harness {
                 }
             }
             Action::Send(m) => {
+                if matches!(m.body, MessageBody::Snapshot { .. }) {
+                    stat(4);
+                }
                 if m.from != id {
                     return Err(format!("node {id} sends as {}: {m:?}", m.from));
+                }
+                let hs = d.durable.hard_state;
+                if let MessageBody::VoteResponse { pre_vote: false, granted: true } = m.body {
+                    if hs.term < m.term || (hs.term == m.term && hs.vote != Some(m.to)) {
+                        return Err(format!("node {id} grants a vote not durable ({hs:?}): {m:?}"));
+                    }
+                }
+                if let MessageBody::AppendResponse(AppendResponse::Accepted { match_index }) = m.body {
+                    let durable_last = d.durable.entries.last().map(|e| e.index);
+                    let durable_last =
+                        durable_last.or(d.durable.snapshot.as_ref().map(|s| s.meta.index)).unwrap_or(0);
+                    if !self.tainted && durable_last < match_index {
+                        return Err(format!(
+                            "node {id} acknowledges {match_index} but holds up to {durable_last} durably: {m:?}"
+                        ));
+                    }
                 }
                 self.history.push_back(m.clone());
                 if self.history.len() > HISTORY_MAX {
@@ -576,6 +720,15 @@ impl Harness {
                             entries.iter().map(|e| e.index).collect::<Vec<_>>()
                         ));
                     }
+                    if !d.durable.entries.iter().any(|d| d.index == e.index && d.term == e.term) {
+                        return Err(format!("node {id}: Apply hands out {e:?}, not durable here"));
+                    }
+                    if !self.tainted {
+                        let first = self.applied.entry(e.index).or_insert_with(|| e.clone());
+                        if first != e {
+                            return Err(format!("node {id} applies {e:?} where another applied {first:?}"));
+                        }
+                    }
                 }
                 d.handed_out = last;
                 if d.auto_apply {
@@ -585,6 +738,7 @@ impl Harness {
                 }
             }
             Action::ApplySnapshot(s) => {
+                stat(6);
                 let index = s.meta.index;
                 if index <= d.handed_out {
                     return Err(format!(
@@ -601,6 +755,7 @@ impl Harness {
                 }
             }
             Action::CheckSnapshot(s) => {
+                stat(5);
                 if d.auto_check {
                     d.node.install_snapshot(s);
                 } else {
@@ -615,7 +770,7 @@ impl Harness {
     /// Delivers a message to its recipient, if it is a node of the cluster.
     fn deliver(&mut self, m: Message) -> Result<(), Failure> {
         let to = m.to;
-        if to == 0 || to > self.drivers.len() as NodeId {
+        if to == 0 || to > self.drivers.len() as NodeId || self.cut.is_some_and(|c| c == to || c == m.from) {
             return Ok(());
         }
         self.input(to as usize - 1, |n| n.step(m))
@@ -676,7 +831,7 @@ impl Harness {
             Op::Applied { node, all } => {
                 let i = self.slot(node);
                 let d = &mut self.drivers[i];
-                let index = if all { d.unapplied.drain(..).last() } else { d.unapplied.pop_front() };
+                let index = if all { d.unapplied.drain(..).next_back() } else { d.unapplied.pop_front() };
                 if let Some(index) = index {
                     self.input(i, |n| n.applied(index))?;
                 }
@@ -688,6 +843,7 @@ impl Harness {
                 let mut taken = false;
                 self.input(i, |n| taken = n.snapshot_taken(index, data.clone()).is_ok())?;
                 if taken {
+                    stat(7);
                     let d = &mut self.drivers[i];
                     let meta = d.node.snapshot_meta();
                     if meta.index != index {
@@ -735,12 +891,31 @@ impl Harness {
                     self.deliver(m)?
                 }
             }
+            Op::Mutate { pick, node, field, value } => {
+                if !self.history.is_empty() {
+                    let mut m = self.history[pick as usize % self.history.len()].clone();
+                    if let Some(node) = node {
+                        m.to = self.slot(node) as NodeId + 1;
+                    }
+                    if m.to == 0 || m.to > self.drivers.len() as NodeId {
+                        return Ok(());
+                    }
+                    let value = value.get(&View::of(&self.drivers[m.to as usize - 1].node));
+                    mutate(&mut m, field, value);
+                    self.tainted = true;
+                    self.deliver(m)?
+                }
+            }
             Op::Hostile { node, ref msg } => {
                 let i = self.slot(node);
                 let m = msg.resolve(i as NodeId + 1, &View::of(&self.drivers[i].node));
+                self.tainted = true;
                 self.input(i, |n| n.step(m))?
             }
+            Op::Cut { node } => self.cut = Some(self.slot(node) as NodeId + 1),
+            Op::Heal => self.cut = None,
             Op::Restart { node } => {
+                stat(8);
                 let i = self.slot(node);
                 let d = &mut self.drivers[i];
                 d.node = RaftNode::restart(d.config.clone(), d.durable.clone())
@@ -763,7 +938,7 @@ impl Driver {
     fn write(&mut self, batch: &raft_core::PersistBatch) {
         let d = &mut self.durable;
         if let Some(s) = &batch.snapshot {
-            d.snapshot = Some(s.clone());
+            d.snapshot = Some(Snapshot::clone(s));
             d.entries.clear();
         }
         if let Some(first) = batch.entries.first() {
@@ -773,6 +948,120 @@ impl Driver {
         if let Some(hs) = batch.hard_state {
             d.hard_state = hs;
         }
+    }
+}
+
+/// Changes one field of `m` to `value` (or flips a flag): field 0 is the
+/// term, the others depend on the kind of message (a kind with fewer fields
+/// has its term changed).
+fn mutate(m: &mut Message, field: u8, value: u64) {
+    let field = field % 6;
+    let flag = value % 2 == 0;
+    let changed = match (&mut m.body, field) {
+        (_, 0) => false,
+        (MessageBody::VoteRequest { last_log_index, .. }, 1) => {
+            *last_log_index = value;
+            true
+        }
+        (MessageBody::VoteRequest { last_log_term, .. }, 2) => {
+            *last_log_term = value;
+            true
+        }
+        (MessageBody::VoteRequest { pre_vote, .. }, 3) => {
+            *pre_vote = flag;
+            true
+        }
+        (MessageBody::VoteRequest { transfer, .. }, 4) => {
+            *transfer = flag;
+            true
+        }
+        (MessageBody::VoteResponse { granted, .. }, 1) => {
+            *granted = flag;
+            true
+        }
+        (MessageBody::VoteResponse { pre_vote, .. }, 2) => {
+            *pre_vote = flag;
+            true
+        }
+        (MessageBody::Append { prev_log_index, .. }, 1) => {
+            *prev_log_index = value;
+            true
+        }
+        (MessageBody::Append { prev_log_term, .. }, 2) => {
+            *prev_log_term = value;
+            true
+        }
+        (MessageBody::Append { leader_commit, .. }, 3) => {
+            *leader_commit = value;
+            true
+        }
+        (MessageBody::Append { entries, .. }, 4) if !entries.is_empty() => {
+            let k = value as usize % entries.len();
+            entries.truncate(k);
+            true
+        }
+        (MessageBody::Append { entries, .. }, 5) if !entries.is_empty() => {
+            let k = value as usize % entries.len();
+            entries[k].term = value;
+            true
+        }
+        (MessageBody::AppendResponse(AppendResponse::Accepted { match_index }), _) => {
+            *match_index = value;
+            true
+        }
+        (MessageBody::AppendResponse(AppendResponse::Rejected { rejected_index, .. }), 1 | 2) => {
+            *rejected_index = value;
+            true
+        }
+        (MessageBody::AppendResponse(AppendResponse::Rejected { conflict_index, .. }), 3 | 4) => {
+            *conflict_index = value;
+            true
+        }
+        (MessageBody::AppendResponse(AppendResponse::Rejected { conflict_term, .. }), _) => {
+            *conflict_term = flag.then_some(value);
+            true
+        }
+        (MessageBody::Heartbeat { commit, .. }, 1..=3) => {
+            *commit = value;
+            true
+        }
+        (MessageBody::Heartbeat { read_round, .. }, _)
+        | (MessageBody::HeartbeatResponse { read_round }, _) => {
+            *read_round = value;
+            true
+        }
+        (MessageBody::Snapshot { offset, .. }, 1) => {
+            *offset = value;
+            true
+        }
+        (MessageBody::Snapshot { meta, .. }, 2) => {
+            meta.index = value;
+            true
+        }
+        (MessageBody::Snapshot { meta, .. }, 3) => {
+            meta.term = value;
+            true
+        }
+        (MessageBody::Snapshot { done, .. }, 4) => {
+            *done = flag;
+            true
+        }
+        (MessageBody::Snapshot { data, .. }, _) => {
+            data.truncate(value as usize % (data.len() + 1));
+            true
+        }
+        (MessageBody::SnapshotResponse { index, .. }, 1 | 2) => {
+            *index = value;
+            true
+        }
+        (MessageBody::SnapshotResponse { next_offset, .. }, _) => {
+            *next_offset = value;
+            true
+        }
+        _ => false,
+    };
+    if !changed {
+        m.term = value;
     }
 }
 
@@ -880,6 +1169,7 @@ fn install_panic_hook() {
 /// Runs a case; `Err` describes the first failure.
 fn run_case(setup: &Setup, ops: &[Op]) -> Result<(), Failure> {
     install_panic_hook();
+    stat(0);
     CAPTURE.with(|c| c.set(true));
     let mut done = 0;
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), Failure> {
@@ -912,15 +1202,20 @@ fn known(failure: &str) -> bool {
 
 #[test]
 fn hostile_input_never_panics_nor_breaks_invariants() {
-    let cases: u32 = env("FUZZ_CASES", 300);
-    let max_ops: usize = env("FUZZ_OPS", 120);
+    let cases: u32 = env("FUZZ_CASES", 2000);
+    let max_ops: usize = env("FUZZ_OPS", 160);
     let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
     let mut runner = TestRunner::new(config);
-    let strategy = (setup(), prop::collection::vec(op(), 1..=max_ops.max(1)));
+    let strategy = (setup(), ops(max_ops));
     let result = runner.run(&strategy, |(setup, ops)| match run_case(&setup, &ops) {
         Err(failure) if !known(&failure) => Err(TestCaseError::fail(failure)),
         _ => Ok(()),
     });
+    if std::env::var_os("FUZZ_STATS").is_some() {
+        for (name, value) in STAT_NAMES.iter().zip(&STATS) {
+            eprintln!("{name}: {}", value.load(Ordering::Relaxed));
+        }
+    }
     if let Err(e) = result {
         panic!("{e}");
     }

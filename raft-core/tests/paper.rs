@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use proptest::prelude::*;
 use raft_core::{
     Action, AppendResponse, Config, DurableState, Entry, EntryPayload, Message, MessageBody, NodeId,
-    ProposeError, RaftNode, RestartError, Role, Snapshot, SnapshotMeta, INDEX_MAX, TERM_MAX,
+    ProposeError, RaftNode, RestartError, Role, Snapshot, SnapshotMeta, INDEX_MAX, PEER_TERM_MAX, TERM_MAX,
 };
 
 struct Cluster {
@@ -71,7 +71,7 @@ impl Cluster {
                         Action::Persist(batch) => {
                             let d = self.durable.get_mut(&id).unwrap();
                             if let Some(s) = &batch.snapshot {
-                                d.snapshot = Some(s.clone());
+                                d.snapshot = Some((**s).clone());
                                 d.entries.clear();
                             }
                             if let Some(first) = batch.entries.first() {
@@ -651,7 +651,7 @@ fn a_transfer_vote_request_for_a_far_term_does_not_move_a_follower_in_its_lease(
     let mut c = Cluster::new(3);
     c.elect(1);
     let term = c.node(2).term();
-    for far in [term + 2, TERM_MAX, u64::MAX] {
+    for far in [term + 2, PEER_TERM_MAX, TERM_MAX] {
         let body = MessageBody::VoteRequest {
             pre_vote: false,
             last_log_index: 99,
@@ -726,7 +726,7 @@ fn messages_with_terms_or_indexes_at_the_top_of_u64_are_refused_and_the_cluster_
 
 #[test]
 fn a_cluster_near_the_largest_term_still_elects_and_commits() {
-    let start = TERM_MAX - 10;
+    let start = PEER_TERM_MAX - 10;
     let mut c = Cluster::new(3);
     for id in 1..=3 {
         let mut durable = DurableState::default();

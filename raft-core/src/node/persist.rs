@@ -12,7 +12,7 @@ use super::state::{InflightPersist, Shared};
 impl Shared {
     pub(super) fn gather_persist_batch(&mut self) {
         let entries = self.log.take_unpersisted();
-        let snapshot = self.snapshot_to_persist.take();
+        let snapshot = self.snapshot_to_persist.take().map(Box::new);
         let hard_state = self.hard_state();
         let vote_changed = (hard_state.term, hard_state.vote)
             != (self.persisted_hard_state.term, self.persisted_hard_state.vote);

@@ -84,7 +84,7 @@ impl Disk {
 /// stays contiguous after the snapshot, so that a restart can read it.
 pub fn apply_batch(durable: &mut DurableState, batch: &PersistBatch) -> Result<(), String> {
     if let Some(snapshot) = &batch.snapshot {
-        durable.snapshot = Some(snapshot.clone());
+        durable.snapshot = Some((**snapshot).clone());
         durable.entries.clear();
     }
     if let Some(first) = batch.entries.first() {
@@ -168,10 +168,10 @@ mod tests {
         let mut durable = DurableState::default();
         apply_batch(&mut durable, &batch(1, entries(1..=4, 1))).unwrap();
         let mut b = batch(2, entries(11..=12, 3));
-        b.snapshot = Some(Snapshot {
+        b.snapshot = Some(Box::new(Snapshot {
             meta: SnapshotMeta { index: 10, term: 3, voters: vec![1, 2, 3] },
             data: Default::default(),
-        });
+        }));
         apply_batch(&mut durable, &b).unwrap();
         assert_eq!(durable.entries, entries(11..=12, 3));
     }

@@ -1,0 +1,91 @@
+//! Terms and indexes near the top of their range: whatever a peer sends,
+//! the state a node makes durable is one that `RaftNode::restart` takes.
+//! (Found by `fuzz_step.rs`: at the old bound, a peer's term or snapshot
+//! index equal to the durable limit was accepted, and the node's own next
+//! election or blank entry went one past it, so the node could never
+//! restart after a crash.)
+
+use raft_core::*;
+
+/// Executes a lone node's actions the way a driver does, into `durable`.
+fn drive(node: &mut RaftNode, durable: &mut DurableState) {
+    loop {
+        let actions = node.take_actions();
+        if actions.is_empty() {
+            return;
+        }
+        for action in actions {
+            match action {
+                Action::Persist(b) => {
+                    if let Some(s) = &b.snapshot {
+                        durable.snapshot = Some(Snapshot::clone(s));
+                        durable.entries.clear();
+                    }
+                    if let Some(first) = b.entries.first() {
+                        durable.entries.retain(|e| e.index < first.index);
+                        durable.entries.extend(b.entries.iter().cloned());
+                    }
+                    if let Some(hs) = b.hard_state {
+                        durable.hard_state = hs;
+                    }
+                    node.persisted(b.id);
+                }
+                Action::CheckSnapshot(s) => node.install_snapshot(s),
+                Action::Apply(e) => node.applied(e.last().expect("non-empty").index),
+                Action::ApplySnapshot(s) => node.applied(s.meta.index),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn from_2(term: Term, body: MessageBody) -> Message {
+    Message { from: 2, to: 1, term, body }
+}
+
+#[test]
+fn a_peer_term_at_the_durable_limit_cannot_make_a_node_unrestartable() {
+    let config = Config::new(1, vec![1, 2, 3]);
+    for term in [TERM_MAX, PEER_TERM_MAX + 1, PEER_TERM_MAX] {
+        let mut node = RaftNode::new(config.clone()).unwrap();
+        let mut durable = DurableState::default();
+        node.step(from_2(term, MessageBody::Heartbeat { commit: 0, read_round: 0 }));
+        node.step(from_2(term, MessageBody::TimeoutNow));
+        drive(&mut node, &mut durable);
+        if term > PEER_TERM_MAX {
+            assert_eq!(node.term(), 0, "term {term} from a peer was taken");
+        } else {
+            assert_eq!(node.term(), term + 1, "the leader's TimeoutNow at term {term} started an election");
+        }
+        RaftNode::restart(config.clone(), durable)
+            .unwrap_or_else(|e| panic!("after a peer's term {term}, the node cannot restart: {e}"));
+    }
+}
+
+#[test]
+fn a_snapshot_at_the_index_limit_cannot_make_a_node_unrestartable() {
+    let config = Config::new(1, vec![1, 2]);
+    for index in [INDEX_MAX, PEER_INDEX_MAX + 1, PEER_INDEX_MAX] {
+        let mut node = RaftNode::new(config.clone()).unwrap();
+        let mut durable = DurableState::default();
+        let meta = SnapshotMeta { index, term: 1, voters: vec![1, 2] };
+        node.step(from_2(1, MessageBody::Snapshot { meta, offset: 0, data: vec![], done: true }));
+        drive(&mut node, &mut durable);
+        if index > PEER_INDEX_MAX {
+            assert_eq!(node.last_index(), 0, "a snapshot at {index} from a peer was taken");
+        } else {
+            node.step(from_2(1, MessageBody::TimeoutNow));
+            drive(&mut node, &mut durable);
+            node.step(from_2(2, MessageBody::VoteResponse { pre_vote: false, granted: true }));
+            drive(&mut node, &mut durable);
+            assert!(node.is_leader(), "node 1 was not elected after the snapshot at {index}");
+            assert_eq!(
+                node.last_index(),
+                index + 1,
+                "the new leader's blank entry after the snapshot at {index}"
+            );
+        }
+        RaftNode::restart(config.clone(), durable)
+            .unwrap_or_else(|e| panic!("after a snapshot at {index}, the node cannot restart: {e}"));
+    }
+}
