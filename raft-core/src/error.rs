@@ -152,6 +152,13 @@ pub enum RestartError {
         /// The largest accepted.
         max: u64,
     },
+    /// The durable snapshot's membership breaks an invariant.
+    Membership {
+        /// The snapshot's index.
+        index: Index,
+        /// The invariant broken.
+        reason: String,
+    },
 }
 
 impl fmt::Display for RestartError {
@@ -163,6 +170,9 @@ impl fmt::Display for RestartError {
             }
             RestartError::TermRegression { index } => {
                 write!(f, "durable log term goes backwards at index {index}")
+            }
+            RestartError::Membership { index, reason } => {
+                write!(f, "the membership of the durable snapshot at index {index} is invalid: {reason}")
             }
             RestartError::TermBehindLog => {
                 f.write_str("durable hard state term is below the last log entry's term")

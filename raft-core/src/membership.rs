@@ -33,7 +33,7 @@ use crate::types::NodeId;
 /// either half, the learners and the `learners_next`; there are incoming
 /// voters unless the membership is the empty one, [`Membership::default`],
 /// which a node has before it is bootstrapped.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Membership {
     /// The voters: `incoming`, and `outgoing` while a change is joint.
     voters: JointConfig,
@@ -53,14 +53,14 @@ pub struct Membership {
 
 /// A set of operations applied together by [`Membership::apply`]. Each id
 /// appears at most once, so the order of the operations does not matter.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MembershipChange {
     /// The operations.
     pub ops: Vec<ChangeOp>,
 }
 
 /// One operation of a [`MembershipChange`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ChangeOp {
     /// Adds a new member as a voter.
     AddVoter {
@@ -214,6 +214,12 @@ impl Membership {
         membership.check_voter_count()?;
         debug_assert_eq!(membership.check_invariants(), Ok(()));
         Ok(membership)
+    }
+
+    /// [`Membership::new_voters`] with no context for anyone (tests, and
+    /// drivers that keep addresses elsewhere).
+    pub fn with_voters(ids: impl IntoIterator<Item = NodeId>) -> Result<Membership, MembershipError> {
+        Membership::new_voters(ids.into_iter().map(|id| (id, Vec::new())))
     }
 
     /// Whether a change is under way: there are outgoing voters.

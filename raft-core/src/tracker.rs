@@ -75,8 +75,20 @@ impl ProgressTracker {
         self.outgoing = voters.outgoing.iter().map(position).collect();
     }
 
+    /// The membership in force.
+    pub(crate) fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
     fn position(&self, id: NodeId) -> Option<usize> {
         self.progress.binary_search_by_key(&id, |(m, _)| *m).ok()
+    }
+
+    /// Replaces the membership; every member's progress starts over at
+    /// `next_index`.
+    pub(crate) fn set_membership(&mut self, membership: Membership, next_index: Index) {
+        self.membership = membership;
+        self.reset(next_index);
     }
 
     /// Whether `id` votes (in the incoming or the outgoing configuration).
@@ -92,11 +104,6 @@ impl ProgressTracker {
     /// Every member's id, in order.
     pub(crate) fn member_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.progress.iter().map(|(id, _)| *id)
-    }
-
-    /// The voters' ids (both halves of a joint configuration), in order.
-    pub(crate) fn voter_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.member_ids().filter(|&id| self.membership.is_voter(id))
     }
 
     /// A member's progress.

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::membership::Membership;
+
 /// Identifier of a node in the cluster. `0` is never a valid id.
 pub type NodeId = u64;
 /// A Raft term (§5.1). Terms start at 0 on a fresh node and only grow.
@@ -86,8 +88,10 @@ pub struct SnapshotMeta {
     pub index: Index,
     /// The term of that entry.
     pub term: Term,
-    /// The voters at that point.
-    pub voters: Vec<NodeId>,
+    /// The membership in force at that point (the latest configuration in
+    /// the log up to `index`): a node restarting from, or installing, the
+    /// snapshot takes it.
+    pub membership: Membership,
 }
 
 /// A snapshot of the state machine: metadata plus opaque bytes produced by the

@@ -1123,7 +1123,12 @@ impl Hostile {
                 MessageBody::HeartbeatResponse { read_round: read_round.get(v) }
             }
             HBody::Snapshot { index, term, voters, offset, data, done } => MessageBody::Snapshot {
-                meta: SnapshotMeta { index: index.get(v), term: term.get(v), voters: voters.clone() },
+                meta: SnapshotMeta {
+                    index: index.get(v),
+                    term: term.get(v),
+                    membership: raft_core::Membership::with_voters(voters.iter().copied())
+                        .unwrap_or_default(),
+                },
                 offset: offset.get(v),
                 data: data.clone(),
                 done: *done,

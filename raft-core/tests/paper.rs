@@ -539,7 +539,11 @@ fn arbitrary_body() -> impl Strategy<Value = MessageBody> {
         (v(12), v(6), v(8), prop::collection::vec(any::<u8>(), 0..6), any::<bool>()).prop_map(
             |(index, term, offset, data, done)| {
                 MessageBody::Snapshot {
-                    meta: SnapshotMeta { index, term, voters: vec![1, 2, 3] },
+                    meta: SnapshotMeta {
+                        index,
+                        term,
+                        membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+                    },
                     offset,
                     data,
                     done,
@@ -589,8 +593,14 @@ proptest! {
 
 #[test]
 fn a_snapshot_restart_applies_only_entries_after_it() {
-    let snapshot =
-        Snapshot { meta: SnapshotMeta { index: 5, term: 2, voters: vec![1, 2, 3] }, data: vec![9].into() };
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            index: 5,
+            term: 2,
+            membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+        },
+        data: vec![9].into(),
+    };
     let durable = DurableState {
         hard_state: raft_core::HardState { term: 2, vote: None, commit: 6 },
         snapshot: Some(snapshot),
@@ -703,7 +713,11 @@ fn messages_with_terms_or_indexes_at_the_top_of_u64_are_refused_and_the_cluster_
     let mut c = Cluster::new(3);
     c.elect(1);
     let term = c.node(1).term();
-    let meta = SnapshotMeta { index: u64::MAX, term, voters: vec![1, 2, 3] };
+    let meta = SnapshotMeta {
+        index: u64::MAX,
+        term,
+        membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+    };
     let bodies = [
         MessageBody::Snapshot { meta, offset: 0, data: vec![1], done: true },
         MessageBody::Append {
@@ -749,7 +763,11 @@ fn a_cluster_near_the_largest_term_still_elects_and_commits() {
 #[test]
 fn restart_refuses_durable_terms_and_indexes_beyond_the_largest_accepted() {
     let snapshot = |index| Snapshot {
-        meta: SnapshotMeta { index, term: 1, voters: vec![1, 2, 3] },
+        meta: SnapshotMeta {
+            index,
+            term: 1,
+            membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+        },
         data: Default::default(),
     };
     let cases = [
@@ -804,7 +822,8 @@ fn chunks_of_a_snapshot_from_an_old_term_are_dropped_when_the_term_changes() {
     let mut c = Cluster::new(3);
     c.elect(1);
     let term = c.node(2).term();
-    let meta = SnapshotMeta { index: 50, term, voters: vec![1, 2, 3] };
+    let meta =
+        SnapshotMeta { index: 50, term, membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap() };
     let chunk =
         |offset: u64| MessageBody::Snapshot { meta: meta.clone(), offset, data: vec![0; 10], done: false };
     c.node(2).step(Message { from: 1, to: 2, term, body: chunk(0) });

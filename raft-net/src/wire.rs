@@ -10,7 +10,8 @@ pub const MAGIC: u32 = 0x5241_4654;
 /// answers whether the key existed ([`WriteResult::Done`]), not the old value.
 /// 3: the hello carries the cluster token; status shows the cluster identity.
 /// 4: [`ResponseKind::Invalid`], a request refused for good (too large).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: a snapshot's metadata carries the membership, not a voter list.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Who opens a connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

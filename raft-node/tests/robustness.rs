@@ -149,8 +149,11 @@ fn a_snapshot_that_does_not_decode_is_dropped_before_it_is_persisted() {
         let mut hello = Hello::new(CLUSTER_ID, Sender::Peer(first.id));
         hello.cluster_token = token;
         let (mut link, _) = transport::connect_with(&c.addrs[&victim], hello).await.unwrap();
-        let meta =
-            raft_core::SnapshotMeta { index: before.commit + 1000, term: first.term, voters: vec![1, 2, 3] };
+        let meta = raft_core::SnapshotMeta {
+            index: before.commit + 1000,
+            term: first.term,
+            membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+        };
         let body = MessageBody::Snapshot { meta, offset: 0, data: vec![0xa5; 3000], done: true };
         let m = Message { from: first.id, to: victim, term: first.term, body };
         transport::send_frame(&mut link, &m).await.unwrap();
@@ -486,8 +489,11 @@ fn snapshot_chunks_that_never_finish_are_dropped_at_the_bound() {
         let mut hello = Hello::new(CLUSTER_ID, Sender::Peer(first.id));
         hello.cluster_token = token;
         let (mut link, _) = transport::connect_with(&c.addrs[&victim], hello).await.unwrap();
-        let meta =
-            raft_core::SnapshotMeta { index: before.commit + 1000, term: first.term, voters: vec![1, 2, 3] };
+        let meta = raft_core::SnapshotMeta {
+            index: before.commit + 1000,
+            term: first.term,
+            membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+        };
         let mut rss_max = 0;
         for k in 0..600u64 {
             let body = MessageBody::Snapshot {

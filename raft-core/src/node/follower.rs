@@ -107,7 +107,10 @@ impl Shared {
             );
             return;
         }
-        if meta.term > self.term || meta.index == 0 {
+        // (A leader's snapshot always carries a valid, non-empty membership.)
+        let bad_membership =
+            meta.membership.voters().incoming.is_empty() || meta.membership.check_invariants().is_err();
+        if meta.term > self.term || meta.index == 0 || bad_membership {
             self.counters.dropped_unexpected += 1;
             return;
         }

@@ -126,8 +126,17 @@ impl RaftNode {
             return Err(RestartError::TermBehindLog);
         }
         let log = RaftLog::restore(snapshot_index, snapshot_term, entries, durable.hard_state.commit);
-        let membership = Membership::new_voters(config.voters.iter().map(|&id| (id, Vec::new())))
-            .expect("Config::validate checked the voters");
+        // The membership: the snapshot's, or (until a snapshot records one)
+        // the configured voters.
+        let membership = match durable.snapshot.as_ref().map(|s| &s.meta.membership) {
+            Some(m) if *m != Membership::default() => {
+                m.check_invariants()
+                    .map_err(|reason| RestartError::Membership { index: snapshot_index, reason })?;
+                m.clone()
+            }
+            _ => Membership::with_voters(config.voters.iter().copied())
+                .expect("Config::validate checked the voters"),
+        };
         let tracker = ProgressTracker::new(
             membership,
             log.last_index() + 1,
@@ -348,6 +357,11 @@ impl RaftNode {
             return;
         }
         self.s.log.reset_to_snapshot(meta.index, meta.term);
+        // The snapshot's membership replaces this node's (it was checked
+        // when the last chunk arrived).
+        if meta.membership != Membership::default() {
+            self.s.set_membership(meta.membership.clone());
+        }
         self.s.snapshot = Some(snapshot.clone());
         self.s.snapshot_to_persist = Some(snapshot);
         self.s.send_after_persist_to(
@@ -435,7 +449,7 @@ impl RaftNode {
         let term = self.s.log.term(index).expect("applied entries after the snapshot are in the log");
         self.s.log.compact_to(index);
         self.s.snapshot = Some(Snapshot {
-            meta: SnapshotMeta { index, term, voters: self.s.voter_list() },
+            meta: SnapshotMeta { index, term, membership: self.s.tracker.membership().clone() },
             data: data.into(),
         });
         Ok(())
@@ -451,7 +465,7 @@ impl RaftNode {
             return None;
         }
         let term = self.s.log.term(index)?;
-        Some(SnapshotMeta { index, term, voters: self.s.voter_list() })
+        Some(SnapshotMeta { index, term, membership: self.s.tracker.membership().clone() })
     }
 
     /// Drains the actions produced so far, in the order they must be executed.

@@ -96,9 +96,4 @@ impl Shared {
         // Our own vote, durable: the role counts it (`RaftNode::count_own_vote`).
         self.own_vote_durable = Some(m.term);
     }
-
-    /// The voters, sorted, as a snapshot's metadata records them.
-    pub(super) fn voter_list(&self) -> Vec<NodeId> {
-        self.tracker.voter_ids().collect()
-    }
 }

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use crate::action::Action;
 use crate::config::Config;
 use crate::log::RaftLog;
+use crate::membership::Membership;
 use crate::message::Message;
 use crate::rng::Rng;
 use crate::status::Counters;
@@ -80,6 +81,15 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Puts `membership` in force: the tracker takes it, and the peers to
+    /// send to follow it.
+    pub(super) fn set_membership(&mut self, membership: Membership) {
+        let next = self.log.last_index() + 1;
+        self.tracker.set_membership(membership, next);
+        let id = self.id;
+        self.peers = self.tracker.member_ids().filter(|&m| m != id).collect();
+    }
+
     /// Term, vote and commit index as they are now (not necessarily durable).
     pub(super) fn hard_state(&self) -> HardState {
         HardState { term: self.term, vote: self.vote, commit: self.log.commit() }

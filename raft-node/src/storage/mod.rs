@@ -1201,16 +1201,34 @@ fn push_wal_record(buf: &mut Vec<u8>, record: &WalRecordRef<'_>) -> Result<(), S
 /// snapshot (a header, then its data in chunks), so that it may be of any
 /// size. 0xff can never start a format-1 file (one record of at most 63 MiB:
 /// its little-endian length would be above 1.3 GB).
-const SNAPSHOT_MAGIC: [u8; 8] = *b"\xffRLSNAP2";
+const SNAPSHOT_MAGIC: [u8; 8] = *b"\xffRLSNAP3";
+
+/// Format 2: the same records, but a header whose metadata holds voters,
+/// not a membership (still read).
+const SNAPSHOT_MAGIC_2: [u8; 8] = *b"\xffRLSNAP2";
 
 /// Bytes of snapshot data per record of a snapshot file.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
-/// The header record of a format-2 snapshot file.
+/// The header record of a format-3 snapshot file.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SnapshotFileHeader {
     meta: SnapshotMeta,
     data_bytes: u64,
+}
+
+/// The header record of a format-2 snapshot file.
+#[derive(serde::Deserialize)]
+struct SnapshotFileHeaderV2 {
+    meta: record::LegacySnapshotMeta,
+    data_bytes: u64,
+}
+
+/// A format-1 snapshot file's one record.
+#[derive(serde::Deserialize)]
+struct SnapshotV1 {
+    meta: record::LegacySnapshotMeta,
+    data: serde_bytes::ByteBuf,
 }
 
 /// Writes `snapshot` as a format-2 snapshot file: the magic, a header
@@ -1246,12 +1264,17 @@ fn read_snapshot_file(dir: &Path, meta: &SnapshotMeta) -> Result<Snapshot, Stora
         }
         Err(e) => return Err(StorageError::io("read", &path)(e)),
     };
-    let snapshot = if data.starts_with(&SNAPSHOT_MAGIC) {
+    let snapshot = if data.starts_with(&SNAPSHOT_MAGIC) || data.starts_with(&SNAPSHOT_MAGIC_2) {
         let mut pos = SNAPSHOT_MAGIC.len();
         let (payload, next) = record::parse_frame(&data, pos, RECORD_PAYLOAD_BYTES_MAX)
             .map_err(|bad| corrupt(pos as u64, bad.describe("the snapshot header")))?;
-        let header: SnapshotFileHeader = codec::decode(payload)
-            .map_err(|e| corrupt(pos as u64, format!("the snapshot header does not decode ({e})")))?;
+        let undecodable = |e| corrupt(pos as u64, format!("the snapshot header does not decode ({e})"));
+        let header: SnapshotFileHeader = if data.starts_with(&SNAPSHOT_MAGIC) {
+            codec::decode(payload).map_err(undecodable)?
+        } else {
+            let old: SnapshotFileHeaderV2 = codec::decode(payload).map_err(undecodable)?;
+            SnapshotFileHeader { meta: old.meta.upgrade(), data_bytes: old.data_bytes }
+        };
         pos = next;
         let data_bytes = header.data_bytes as usize;
         if data_bytes > data.len() {
@@ -1288,8 +1311,9 @@ fn read_snapshot_file(dir: &Path, meta: &SnapshotMeta) -> Result<Snapshot, Stora
                 format!("{} unexpected bytes follow the snapshot", data.len() - end),
             ));
         }
-        codec::decode(payload)
-            .map_err(|e| corrupt(HEADER_BYTES as u64, format!("the snapshot does not decode ({e})")))?
+        let old: SnapshotV1 = codec::decode(payload)
+            .map_err(|e| corrupt(HEADER_BYTES as u64, format!("the snapshot does not decode ({e})")))?;
+        Snapshot { meta: old.meta.upgrade(), data: old.data.into_vec().into() }
     };
     if snapshot.meta != *meta {
         return Err(corrupt(

@@ -133,6 +133,12 @@ pub(crate) enum WalRecord {
     Entries(Vec<Entry>),
     /// The hard state replaces the previous one.
     HardState(HardState),
+    /// [`WalRecord::InstallSnapshot`] as written before snapshots carried a
+    /// membership; [`parse_wal_record`] hands it out as the new variant.
+    InstallSnapshotV1(LegacySnapshotMeta),
+    /// [`WalRecord::Compact`] as written before snapshots carried a
+    /// membership; [`parse_wal_record`] hands it out as the new variant.
+    CompactV1(LegacySnapshotMeta),
     /// A snapshot received from the leader (its file is already durable): it
     /// replaces the snapshot and discards **every** entry.
     InstallSnapshot(SnapshotMeta),
@@ -140,6 +146,28 @@ pub(crate) enum WalRecord {
     /// of a segment: it replaces the snapshot and discards the entries at or
     /// below its index.
     Compact(SnapshotMeta),
+}
+
+/// A snapshot's metadata as written before it carried a membership: the
+/// voters only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LegacySnapshotMeta {
+    /// See [`SnapshotMeta::index`].
+    pub(crate) index: raft_core::Index,
+    /// See [`SnapshotMeta::term`].
+    pub(crate) term: raft_core::Term,
+    /// The voters (no learners, no joint configuration, no contexts then).
+    pub(crate) voters: Vec<raft_core::NodeId>,
+}
+
+impl LegacySnapshotMeta {
+    /// The same metadata today: the voters as the membership, with no
+    /// contexts (an invalid voter list gives the empty membership, which a
+    /// restart refuses in a sentence).
+    pub(crate) fn upgrade(self) -> SnapshotMeta {
+        let membership = raft_core::Membership::with_voters(self.voters).unwrap_or_default();
+        SnapshotMeta { index: self.index, term: self.term, membership }
+    }
 }
 
 /// The borrowing twin of [`WalRecord`], for writing without cloning entries.
@@ -159,6 +187,13 @@ pub(crate) enum WalRecordRef<'a> {
     Entries(&'a [Entry]),
     /// See [`WalRecord::HardState`].
     HardState(&'a HardState),
+    /// See [`WalRecord::InstallSnapshotV1`] (never written any more; the
+    /// tests write it, to read it back).
+    #[cfg_attr(not(test), allow(dead_code))]
+    InstallSnapshotV1(&'a LegacySnapshotMeta),
+    /// See [`WalRecord::CompactV1`] (never written any more).
+    #[cfg_attr(not(test), allow(dead_code))]
+    CompactV1(&'a LegacySnapshotMeta),
     /// See [`WalRecord::InstallSnapshot`].
     InstallSnapshot(&'a SnapshotMeta),
     /// See [`WalRecord::Compact`].
@@ -283,6 +318,11 @@ pub(crate) fn parse_wal_record(data: &[u8], pos: usize) -> Result<(WalRecord, us
     let (payload, next) = parse_frame(data, pos, RECORD_PAYLOAD_BYTES_MAX)?;
     let record =
         codec::decode::<WalRecord>(payload).map_err(|e| BadRecord::Undecodable { error: e.to_string() })?;
+    let record = match record {
+        WalRecord::InstallSnapshotV1(meta) => WalRecord::InstallSnapshot(meta.upgrade()),
+        WalRecord::CompactV1(meta) => WalRecord::Compact(meta.upgrade()),
+        other => other,
+    };
     Ok((record, next))
 }
 

@@ -102,6 +102,17 @@ impl Replay {
                 self.index.compact_to(meta.index);
                 self.snapshot = Some(meta);
             }
+            // `parse_wal_record` hands these out upgraded.
+            WalRecord::InstallSnapshotV1(meta) => {
+                self.entries.clear();
+                self.index.clear();
+                self.snapshot = Some(meta.upgrade());
+            }
+            WalRecord::CompactV1(meta) => {
+                self.entries = self.entries.split_off(&(meta.index + 1));
+                self.index.compact_to(meta.index);
+                self.snapshot = Some(meta.upgrade());
+            }
         }
         Ok(())
     }

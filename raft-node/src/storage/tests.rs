@@ -75,7 +75,11 @@ fn opts() -> StorageOptions {
 fn the_borrowing_record_encodes_exactly_like_the_owned_one() {
     let entries = vec![entry(1, 1), Entry { term: 1, index: 2, payload: EntryPayload::Blank }];
     let hard_state = HardState { term: 3, vote: Some(2), commit: 1 };
-    let meta = SnapshotMeta { index: 7, term: 2, voters: vec![1, 2, 3] };
+    let meta = SnapshotMeta {
+        index: 7,
+        term: 2,
+        membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+    };
     let pairs = [
         (
             codec::encode(&WalRecordRef::Begin { format_version: 1, seq: 9 }),
@@ -109,7 +113,11 @@ fn a_failed_write_stops_the_storage_and_the_half_written_batch_is_cut_on_reopen(
     assert!(refused.to_string().contains("restart"), "{refused}");
     assert!(matches!(storage.sync(), Err(StorageError::Stopped { .. })));
     let snapshot = raft_core::Snapshot {
-        meta: SnapshotMeta { index: 1, term: 1, voters: vec![1] },
+        meta: SnapshotMeta {
+            index: 1,
+            term: 1,
+            membership: raft_core::Membership::with_voters([1]).unwrap(),
+        },
         data: Default::default(),
     };
     assert!(matches!(storage.save_snapshot(&snapshot), Err(StorageError::Stopped { .. })));
@@ -751,8 +759,14 @@ fn a_snapshot_larger_than_one_record_is_saved_and_read_back() {
     let (mut storage, _) = Storage::open(dir.path(), opts()).unwrap();
     append_range(&mut storage, 1, 10, Some(HardState { term: 1, vote: Some(1), commit: 10 }));
     let data: Vec<u8> = (0..(100u32 << 20) / 4).flat_map(|i| i.to_le_bytes()).collect();
-    let snapshot =
-        raft_core::Snapshot { meta: SnapshotMeta { index: 10, term: 1, voters: vec![1] }, data: data.into() };
+    let snapshot = raft_core::Snapshot {
+        meta: SnapshotMeta {
+            index: 10,
+            term: 1,
+            membership: raft_core::Membership::with_voters([1]).unwrap(),
+        },
+        data: data.into(),
+    };
     storage.save_snapshot(&snapshot).unwrap();
     drop(storage);
     let (_, durable) = Storage::open(dir.path(), opts()).unwrap();
@@ -780,7 +794,7 @@ fn a_snapshot_written_off_the_wal_thread_is_recorded_by_compact_to() {
     let (mut storage, _) = Storage::open(dir.path(), opts()).unwrap();
     append_range(&mut storage, 1, 20, Some(HardState { term: 1, vote: Some(1), commit: 20 }));
     let snapshot = |index| raft_core::Snapshot {
-        meta: SnapshotMeta { index, term: 1, voters: vec![1] },
+        meta: SnapshotMeta { index, term: 1, membership: raft_core::Membership::with_voters([1]).unwrap() },
         data: vec![index as u8; 3000].into(),
     };
 
@@ -804,4 +818,44 @@ fn a_snapshot_written_off_the_wal_thread_is_recorded_by_compact_to() {
     let (_, durable) = Storage::open(dir.path(), opts()).unwrap();
     assert_eq!(durable.snapshot, Some(snapshot(10)));
     assert_eq!(durable.entries, entries(11, 25));
+}
+
+/// Data directories written before snapshots carried a membership are read:
+/// the old WAL records and the old (format 2) snapshot file come back with
+/// the voters as the membership.
+#[test]
+fn records_and_snapshot_files_from_before_memberships_are_read_with_the_voters_as_membership() {
+    use super::record::{parse_wal_record, LegacySnapshotMeta};
+    let legacy = LegacySnapshotMeta { index: 7, term: 2, voters: vec![1, 2, 3] };
+    let upgraded = SnapshotMeta {
+        index: 7,
+        term: 2,
+        membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+    };
+    for (old, new) in [
+        (WalRecordRef::CompactV1(&legacy), WalRecord::Compact(upgraded.clone())),
+        (WalRecordRef::InstallSnapshotV1(&legacy), WalRecord::InstallSnapshot(upgraded.clone())),
+    ] {
+        let mut buf = Vec::new();
+        push_record(&mut buf, &old, "a WAL record", RECORD_PAYLOAD_BYTES_MAX).unwrap();
+        assert_eq!(parse_wal_record(&buf, 0).unwrap().0, new);
+    }
+
+    // A format-2 snapshot file: magic, header record (voters), data records.
+    #[derive(serde::Serialize)]
+    struct HeaderV2<'a> {
+        meta: &'a LegacySnapshotMeta,
+        data_bytes: u64,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = b"state".to_vec();
+    let mut file = b"\xffRLSNAP2".to_vec();
+    push_record(&mut file, &HeaderV2 { meta: &legacy, data_bytes: 5 }, "a header", RECORD_PAYLOAD_BYTES_MAX)
+        .unwrap();
+    file.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    file.extend_from_slice(&crc32c::crc32c(&data).to_le_bytes());
+    file.extend_from_slice(&data);
+    fs::write(dir.path().join(super::snapshot_name(7)), &file).unwrap();
+    let snapshot = super::read_snapshot_file(dir.path(), &upgraded).unwrap();
+    assert_eq!((snapshot.meta, &snapshot.data[..]), (upgraded, &b"state"[..]));
 }

@@ -169,7 +169,11 @@ mod tests {
         apply_batch(&mut durable, &batch(1, entries(1..=4, 1))).unwrap();
         let mut b = batch(2, entries(11..=12, 3));
         b.snapshot = Some(Box::new(Snapshot {
-            meta: SnapshotMeta { index: 10, term: 3, voters: vec![1, 2, 3] },
+            meta: SnapshotMeta {
+                index: 10,
+                term: 3,
+                membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+            },
             data: Default::default(),
         }));
         apply_batch(&mut durable, &b).unwrap();
@@ -190,7 +194,11 @@ mod tests {
         disk.write(batch(1, entries(1..=5, 1)), 1);
         disk.complete_due(1).unwrap();
         disk.store_snapshot(Snapshot {
-            meta: SnapshotMeta { index: 3, term: 1, voters: vec![1] },
+            meta: SnapshotMeta {
+                index: 3,
+                term: 1,
+                membership: raft_core::Membership::with_voters([1]).unwrap(),
+            },
             data: vec![1].into(),
         });
         assert_eq!(disk.durable().entries, entries(4..=5, 1));

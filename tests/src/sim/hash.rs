@@ -114,9 +114,23 @@ fn write_entries(h: &mut StableHasher, entries: &[Entry]) {
 fn write_snapshot(h: &mut StableHasher, snapshot: &Snapshot) {
     h.write_u64(snapshot.meta.index);
     h.write_u64(snapshot.meta.term);
-    h.write_u64(snapshot.meta.voters.len() as u64);
-    for v in &snapshot.meta.voters {
-        h.write_u64(*v);
+    let m = &snapshot.meta.membership;
+    let sets = [
+        m.voters().incoming.iter().collect::<Vec<_>>(),
+        m.voters().outgoing.iter().collect(),
+        m.learners().iter().copied().collect(),
+        m.learners_next().iter().copied().collect(),
+    ];
+    for set in sets {
+        h.write_u64(set.len() as u64);
+        for id in set {
+            h.write_u64(id);
+        }
+    }
+    h.write_u64(m.auto_leave() as u64);
+    for (id, context) in m.members() {
+        h.write_u64(*id);
+        h.write_len_bytes(context);
     }
     h.write_len_bytes(&snapshot.data);
 }
