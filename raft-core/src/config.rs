@@ -83,18 +83,19 @@ impl Config {
         if self.id == 0 {
             return Err(ConfigError::ZeroId);
         }
-        if self.voters.is_empty() || self.voters.len() > VOTERS_MAX {
+        // No voters: a node that waits to be added (it never campaigns).
+        if self.voters.len() > VOTERS_MAX {
             return Err(ConfigError::VoterCount(self.voters.len()));
         }
         let mut sorted = self.voters.clone();
         sorted.sort_unstable();
-        if sorted[0] == 0 {
+        if sorted.first() == Some(&0) {
             return Err(ConfigError::ZeroId);
         }
         if sorted.windows(2).any(|w| w[0] == w[1]) {
             return Err(ConfigError::DuplicateVoter);
         }
-        if !self.voters.contains(&self.id) {
+        if !self.voters.is_empty() && !self.voters.contains(&self.id) {
             return Err(ConfigError::NotAVoter(self.id));
         }
         if self.heartbeat_interval_ticks == 0 {

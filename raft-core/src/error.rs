@@ -6,7 +6,7 @@ use std::fmt;
 use crate::types::{Index, NodeId};
 
 /// Why a proposal was refused. The caller may retry elsewhere or later.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProposeError {
     /// This node is not the leader; `leader` is the leader it knows of, if any.
     NotLeader {
@@ -17,6 +17,18 @@ pub enum ProposeError {
     TransferInProgress,
     /// Too many entries await commit (`Config::max_uncommitted_entries`).
     Backpressure,
+    /// A membership change waits for the leader to commit an entry of its
+    /// own term first (a new leader does not yet know that the last change
+    /// of an earlier term is committed: Ongaro, raft-dev 2015).
+    NoCommitInTerm,
+    /// Another membership change, at `index`, is not committed yet (or a
+    /// joint configuration not yet left): one at a time.
+    MembershipChangePending {
+        /// The index of the pending change.
+        index: Index,
+    },
+    /// The change does not apply to the current membership.
+    Membership(crate::membership::MembershipError),
 }
 
 impl fmt::Display for ProposeError {
@@ -28,6 +40,15 @@ impl fmt::Display for ProposeError {
             ProposeError::NotLeader { leader: None } => f.write_str("not the leader, and no leader is known"),
             ProposeError::TransferInProgress => f.write_str("leadership transfer in progress"),
             ProposeError::Backpressure => f.write_str("too many uncommitted entries"),
+            ProposeError::NoCommitInTerm => {
+                f.write_str("the leader has not yet committed an entry of its term; retry shortly")
+            }
+            ProposeError::MembershipChangePending { index } => write!(
+                f,
+                "the membership change at index {index} is not committed (or its joint configuration not left) \
+                 yet; one change at a time"
+            ),
+            ProposeError::Membership(e) => write!(f, "{e}"),
         }
     }
 }

@@ -85,8 +85,13 @@ pub struct Status {
     pub stable_index: Index,
     /// Index of the latest snapshot (0 if none).
     pub snapshot_index: Index,
-    /// On a leader: each follower's progress, by id.
+    /// On a leader: each follower's progress, by id (learners included: a
+    /// driver promotes a learner once its match index is close enough).
     pub progress: Vec<PeerStatus>,
+    /// The membership in force (voters, outgoing voters, learners).
+    pub membership: crate::membership::Membership,
+    /// The index of the configuration entry that set it.
+    pub membership_index: Index,
     /// Ignored and refused inputs.
     pub counters: Counters,
 }

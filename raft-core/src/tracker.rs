@@ -69,10 +69,7 @@ impl ProgressTracker {
             .member_ids()
             .map(|id| (id, Progress::new(next_index, inflight_max, bytes_max)))
             .collect();
-        let position = |id: NodeId| self.progress.binary_search_by_key(&id, |(m, _)| *m).expect("a member");
-        let voters = self.membership.voters();
-        self.incoming = voters.incoming.iter().map(position).collect();
-        self.outgoing = voters.outgoing.iter().map(position).collect();
+        self.index_voters();
     }
 
     /// The membership in force.
@@ -84,11 +81,28 @@ impl ProgressTracker {
         self.progress.binary_search_by_key(&id, |(m, _)| *m).ok()
     }
 
-    /// Replaces the membership; every member's progress starts over at
-    /// `next_index`.
+    /// Replaces the membership. Members that stay keep their progress; new
+    /// ones probe from `next_index`; members that left are forgotten.
     pub(crate) fn set_membership(&mut self, membership: Membership, next_index: Index) {
+        let (inflight_max, bytes_max) = (self.inflight_max, self.inflight_bytes_max);
+        let mut old = std::mem::take(&mut self.progress).into_iter().peekable();
+        let mut progress = Vec::new();
+        for id in membership.member_ids() {
+            while old.next_if(|(m, _)| *m < id).is_some() {}
+            let kept = old.next_if(|(m, _)| *m == id).map(|(_, p)| p);
+            progress.push((id, kept.unwrap_or_else(|| Progress::new(next_index, inflight_max, bytes_max))));
+        }
+        self.progress = progress;
         self.membership = membership;
-        self.reset(next_index);
+        self.index_voters();
+    }
+
+    /// Recomputes where each half's voters sit in `progress`.
+    fn index_voters(&mut self) {
+        let position = |id: NodeId| self.progress.binary_search_by_key(&id, |(m, _)| *m).expect("a member");
+        let voters = self.membership.voters();
+        self.incoming = voters.incoming.iter().map(position).collect();
+        self.outgoing = voters.outgoing.iter().map(position).collect();
     }
 
     /// Whether `id` votes (in the incoming or the outgoing configuration).

@@ -39,6 +39,10 @@ pub enum EntryPayload {
     Blank,
     /// An opaque command for the state machine.
     Command(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A new membership, in force from the moment the entry is in a log
+    /// (dissertation §4.1), committed or not. The state machine ignores it;
+    /// a driver may read the members' contexts (their addresses) from it.
+    Membership(Membership),
 }
 
 /// One entry of the replicated log.
@@ -58,6 +62,7 @@ impl Entry {
         Entry::payload_size_bytes(match &self.payload {
             EntryPayload::Blank => 0,
             EntryPayload::Command(data) => data.len(),
+            EntryPayload::Membership(m) => m.members().values().map(|c| 16 + c.len()).sum::<usize>() + 64,
         })
     }
 

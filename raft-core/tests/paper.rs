@@ -160,7 +160,7 @@ impl Cluster {
             .iter()
             .filter_map(|e| match &e.payload {
                 EntryPayload::Command(d) => Some(d.clone()),
-                EntryPayload::Blank => None,
+                EntryPayload::Blank | EntryPayload::Membership(_) => None,
             })
             .collect()
     }

@@ -976,7 +976,10 @@ impl Server {
         let mut commands = 0usize;
         for entry in &entries {
             let result = match &entry.payload {
-                EntryPayload::Blank => {
+                // A configuration entry changes nothing in the store (the
+                // node does not propose any yet: membership at run time is
+                // the next step).
+                EntryPayload::Blank | EntryPayload::Membership(_) => {
                     self.kv.apply_blank(entry.index);
                     None
                 }
@@ -1108,6 +1111,12 @@ fn random_token(node_id: NodeId) -> u64 {
 pub fn describe_entry(entry: &Entry) -> String {
     match &entry.payload {
         EntryPayload::Blank => "(leader blank)".to_string(),
+        EntryPayload::Membership(m) => format!(
+            "(membership: voters {:?}, outgoing {:?}, learners {:?})",
+            m.voters().incoming.iter().collect::<Vec<_>>(),
+            m.voters().outgoing.iter().collect::<Vec<_>>(),
+            m.learners()
+        ),
         EntryPayload::Command(data) => match codec::decode::<Command>(data) {
             Ok(c) => describe_command(&c),
             Err(_) => format!("<{} undecodable bytes>", data.len()),

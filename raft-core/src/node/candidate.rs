@@ -14,6 +14,11 @@ use super::{RaftNode, RoleState};
 
 impl RaftNode {
     pub(super) fn start_election(&mut self, transfer: bool) {
+        // Learners, removed nodes and nodes not yet added never campaign.
+        if !self.s.is_voter() {
+            self.s.reset_election_timer();
+            return;
+        }
         if self.s.config.pre_vote && !transfer {
             self.become_pre_candidate();
         } else {

@@ -4,7 +4,7 @@
 use crate::action::Action;
 use crate::log::AppendCheck;
 use crate::message::{AppendResponse, MessageBody};
-use crate::types::{Entry, Index, NodeId, Snapshot, SnapshotMeta, Term};
+use crate::types::{Entry, EntryPayload, Index, NodeId, Snapshot, SnapshotMeta, Term};
 
 use super::state::{IncomingSnapshot, Shared};
 use super::RaftNode;
@@ -70,6 +70,8 @@ impl Shared {
         }
         match self.log.try_append(prev_index, prev_term, &entries) {
             AppendCheck::Matched { last } => {
+                self.revert_truncated_membership();
+                self.note_memberships(&entries);
                 self.log.commit_to(leader_commit.min(last));
                 self.send_after_persist_to(
                     from,
@@ -170,6 +172,11 @@ fn entries_well_formed(prev_index: Index, prev_term: Term, term: Term, entries: 
             || entry.term > term
         {
             return false;
+        }
+        if let EntryPayload::Membership(m) = &entry.payload {
+            if m.voters().incoming.is_empty() || m.check_invariants().is_err() {
+                return false;
+            }
         }
         last_term = entry.term;
     }

@@ -4,9 +4,10 @@
 
 use std::collections::VecDeque;
 
+use crate::membership::Membership;
 use crate::message::{AppendResponse, MessageBody};
 use crate::progress::Mode;
-use crate::types::{Index, NodeId, Term};
+use crate::types::{Entry, EntryPayload, Index, NodeId, Term};
 
 use super::reads::PendingRead;
 use super::state::Shared;
@@ -26,9 +27,62 @@ pub(super) struct LeaderState {
     pub(super) transfer_target: Option<NodeId>,
     /// Bytes ([`Entry::size_bytes`]) of the entries after the commit index.
     pub(super) uncommitted_bytes: u64,
+    /// The configuration entry (by index) that needs nothing more of this
+    /// leader: committed, not joint, and this node a voter in it.
+    pub(super) membership_settled: Option<Index>,
 }
 
 impl LeaderState {
+    /// Appends a configuration entry, in force at once, and returns its
+    /// index.
+    pub(super) fn append_membership(&mut self, s: &mut Shared, membership: Membership) -> Index {
+        let index = s.log.last_index() + 1;
+        let entry = Entry { term: s.term, index, payload: EntryPayload::Membership(membership) };
+        self.uncommitted_bytes += entry.size_bytes() as u64;
+        s.log.push(entry.clone());
+        s.note_memberships(std::slice::from_ref(&entry));
+        index
+    }
+
+    /// Once the configuration entry in force is committed: a joint one is
+    /// left (by whichever leader finds it committed, so a leader that dies
+    /// in between does not leave it joint forever), and a leader that is
+    /// no longer a voter hands over and steps down (it returns true).
+    #[must_use]
+    pub(super) fn after_commit(&mut self, s: &mut Shared) -> bool {
+        if self.membership_settled == Some(s.membership_index) {
+            return false;
+        }
+        if s.membership_index > s.log.commit() || s.log.term(s.log.commit()) != Some(s.term) {
+            return false;
+        }
+        let membership = s.tracker.membership();
+        if membership.is_joint() && membership.auto_leave() {
+            if let Ok(left) = membership.leave_joint() {
+                self.append_membership(s, left);
+            }
+            return false;
+        }
+        if s.is_voter() {
+            // Nothing more to do until the next configuration entry.
+            self.membership_settled = Some(s.membership_index);
+            return false;
+        }
+        // Removed: hand over to the voter furthest along, so that the
+        // others need not wait for an election timeout (etcd #11038).
+        let last = s.log.last_index();
+        let successor = s
+            .tracker
+            .iter()
+            .filter(|&(id, p)| id != s.id && s.tracker.is_voter(id) && p.match_index == last)
+            .map(|(id, _)| id)
+            .next();
+        if let Some(to) = successor {
+            s.send(to, MessageBody::TimeoutNow);
+        }
+        true
+    }
+
     /// A new leader's: no reads, no transfer, nothing uncommitted counted.
     pub(super) fn new() -> LeaderState {
         LeaderState {
@@ -38,6 +92,7 @@ impl LeaderState {
             reads_before_commit: Vec::new(),
             transfer_target: None,
             uncommitted_bytes: 0,
+            membership_settled: None,
         }
     }
 

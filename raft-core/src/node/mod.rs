@@ -40,7 +40,7 @@ use crate::action::Action;
 use crate::config::Config;
 use crate::error::{ConfigError, ProposeError, RestartError, SnapshotError, TransferError};
 use crate::log::RaftLog;
-use crate::membership::Membership;
+use crate::membership::{Membership, MembershipChange};
 use crate::message::{AppendResponse, Message, MessageBody};
 use crate::rng::Rng;
 use crate::status::{Counters, Status};
@@ -127,16 +127,25 @@ impl RaftNode {
         }
         let log = RaftLog::restore(snapshot_index, snapshot_term, entries, durable.hard_state.commit);
         // The membership: the snapshot's, or (until a snapshot records one)
-        // the configured voters.
-        let membership = match durable.snapshot.as_ref().map(|s| &s.meta.membership) {
+        // the configured voters (none: a node waiting to be added); then
+        // the latest configuration entry in the log.
+        let base_membership = match durable.snapshot.as_ref().map(|s| &s.meta.membership) {
             Some(m) if *m != Membership::default() => {
                 m.check_invariants()
                     .map_err(|reason| RestartError::Membership { index: snapshot_index, reason })?;
                 m.clone()
             }
+            _ if config.voters.is_empty() => Membership::default(),
             _ => Membership::with_voters(config.voters.iter().copied())
                 .expect("Config::validate checked the voters"),
         };
+        let (membership_index, membership) = (snapshot_index + 1..=log.last_index())
+            .rev()
+            .find_map(|i| match log.entry(i).map(|e| &e.payload) {
+                Some(EntryPayload::Membership(m)) => Some((i, m.clone())),
+                _ => None,
+            })
+            .unwrap_or((snapshot_index, base_membership.clone()));
         let tracker = ProgressTracker::new(
             membership,
             log.last_index() + 1,
@@ -174,6 +183,8 @@ impl RaftNode {
             actions: Vec::new(),
             counters: Counters::default(),
             own_vote_durable: None,
+            membership_index,
+            base_membership,
             config,
         };
         Ok(RaftNode { s, role: RoleState::Follower })
@@ -188,10 +199,13 @@ impl RaftNode {
                 let term = self.s.term;
                 self.become_follower(term, None);
             }
-        } else if self.s.election_elapsed >= self.s.election_timeout {
+        } else if self.s.election_elapsed >= self.s.election_timeout && self.s.is_voter() {
             self.s.election_elapsed = 0;
             self.start_election(false);
         }
+        // (A learner's timer runs on past its timeout without campaigning,
+        // so that it leaves its leader lease and answers a candidate that
+        // knows it to be a voter already: etcd's campaign_learner_must_vote.)
     }
 
     /// Starts an election now, as if the election timer had fired. With
@@ -206,7 +220,18 @@ impl RaftNode {
     /// from stale terms or that make no sense now are counted and ignored;
     /// nothing a peer sends makes this panic.
     pub fn step(&mut self, m: Message) {
-        if m.to != self.s.id || m.from == self.s.id || !self.s.tracker.is_member(m.from) {
+        // Requests may come from a node this one does not know yet (a
+        // leader or candidate added by a configuration not yet in this
+        // log); answers only from members, the only ones asked.
+        let request = matches!(
+            m.body,
+            MessageBody::VoteRequest { .. }
+                | MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Snapshot { .. }
+                | MessageBody::TimeoutNow
+        );
+        if m.to != self.s.id || m.from == self.s.id || (!request && !self.s.tracker.is_member(m.from)) {
             self.s.counters.dropped_unknown_peer += 1;
             return;
         }
@@ -305,6 +330,46 @@ impl RaftNode {
         Ok(Proposed { term: self.s.term, index })
     }
 
+    /// Proposes a membership change (dissertation §4): any set of
+    /// add-voter, add-learner, promote and remove operations. A change of
+    /// one voter at most takes effect directly; a larger one enters a joint
+    /// configuration (§4.3), which the leader leaves by itself once the
+    /// joint entry commits. The new membership is in force on each node as
+    /// soon as the entry is in its log. Refused, each with its own error:
+    /// by a non-leader, during a leadership transfer, before the leader
+    /// committed an entry of its term, while another change is not
+    /// committed (or its joint configuration not left), and any change
+    /// [`Membership::apply`] refuses.
+    pub fn propose_membership(&mut self, change: &MembershipChange) -> Result<Proposed, ProposeError> {
+        let RoleState::Leader(leader) = &mut self.role else {
+            return Err(ProposeError::NotLeader { leader: self.s.leader });
+        };
+        let refusal = if leader.transfer_target.is_some() {
+            Err(ProposeError::TransferInProgress)
+        } else if self.s.log.term(self.s.log.commit()) != Some(self.s.term) {
+            Err(ProposeError::NoCommitInTerm)
+        } else if self.s.membership_index > self.s.log.commit() || self.s.tracker.membership().is_joint() {
+            Err(ProposeError::MembershipChangePending { index: self.s.membership_index })
+        } else {
+            self.s.tracker.membership().apply(change).map_err(ProposeError::Membership)
+        };
+        let membership = match refusal {
+            Ok(membership) => membership,
+            Err(e) => {
+                self.s.counters.proposals_refused += 1;
+                return Err(e);
+            }
+        };
+        let index = leader.append_membership(&mut self.s, membership);
+        Ok(Proposed { term: self.s.term, index })
+    }
+
+    /// The membership in force on this node (the latest in its log), and
+    /// the index of the entry that set it.
+    pub fn membership(&self) -> (&Membership, Index) {
+        (self.s.tracker.membership(), self.s.membership_index)
+    }
+
     /// Asks for a linearizable read point (ReadIndex, dissertation §6.4). The
     /// answer comes later as [`Action::ReadReady`] (serve the read once the
     /// state machine applied `index`) or [`Action::ReadFailed`]. Reads that
@@ -359,9 +424,9 @@ impl RaftNode {
         self.s.log.reset_to_snapshot(meta.index, meta.term);
         // The snapshot's membership replaces this node's (it was checked
         // when the last chunk arrived).
-        if meta.membership != Membership::default() {
-            self.s.set_membership(meta.membership.clone());
-        }
+        self.s.base_membership = meta.membership.clone();
+        self.s.membership_index = meta.index;
+        self.s.set_membership(meta.membership.clone());
         self.s.snapshot = Some(snapshot.clone());
         self.s.snapshot_to_persist = Some(snapshot);
         self.s.send_after_persist_to(
@@ -415,8 +480,12 @@ impl RaftNode {
         self.count_own_vote();
         if let RoleState::Leader(leader) = &mut self.role {
             // The leader acknowledges its own durable log like anyone's.
+            // (A leader removed by the entry it is committing is no longer
+            // a member: nothing of its own to count.)
             let (me, stable) = (self.s.id, self.s.log.stable());
-            self.s.tracker.get_mut(me).expect("a leader is a member").acknowledge(stable);
+            if let Some(progress) = self.s.tracker.get_mut(me) {
+                progress.acknowledge(stable);
+            }
             leader.maybe_commit(&mut self.s);
         }
     }
@@ -447,11 +516,13 @@ impl RaftNode {
             return Err(SnapshotError::Stale { index, snapshot_index: self.s.log.snapshot_index() });
         }
         let term = self.s.log.term(index).expect("applied entries after the snapshot are in the log");
+        // The membership at `index`, which a later configuration entry may
+        // have replaced since: it becomes the base once the log is compacted.
+        let (_, membership) = self.s.membership_at(index);
         self.s.log.compact_to(index);
-        self.s.snapshot = Some(Snapshot {
-            meta: SnapshotMeta { index, term, membership: self.s.tracker.membership().clone() },
-            data: data.into(),
-        });
+        self.s.base_membership = membership.clone();
+        self.s.snapshot =
+            Some(Snapshot { meta: SnapshotMeta { index, term, membership }, data: data.into() });
         Ok(())
     }
 
@@ -465,7 +536,7 @@ impl RaftNode {
             return None;
         }
         let term = self.s.log.term(index)?;
-        Some(SnapshotMeta { index, term, membership: self.s.tracker.membership().clone() })
+        Some(SnapshotMeta { index, term, membership: self.s.membership_at(index).1 })
     }
 
     /// Drains the actions produced so far, in the order they must be executed.
@@ -474,6 +545,12 @@ impl RaftNode {
     /// all of them) and where new state is gathered into one [`PersistBatch`].
     #[must_use = "actions must be executed by the driver"]
     pub fn take_actions(&mut self) -> Vec<Action> {
+        if let RoleState::Leader(leader) = &mut self.role {
+            if leader.after_commit(&mut self.s) {
+                let term = self.s.term;
+                self.become_follower(term, None);
+            }
+        }
         if let RoleState::Leader(leader) = &mut self.role {
             leader.start_wanted_read_round(&mut self.s);
             for i in 0..self.s.peers.len() {
@@ -582,6 +659,8 @@ impl RaftNode {
             stable_index: self.s.log.stable(),
             snapshot_index: self.s.log.snapshot_index(),
             progress,
+            membership: self.s.tracker.membership().clone(),
+            membership_index: self.s.membership_index,
             counters: self.s.counters,
         }
     }

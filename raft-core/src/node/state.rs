@@ -11,7 +11,7 @@ use crate::message::Message;
 use crate::rng::Rng;
 use crate::status::Counters;
 use crate::tracker::ProgressTracker;
-use crate::types::{HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};
+use crate::types::{Entry, EntryPayload, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};
 
 /// A persist batch handed to the driver and not yet reported durable.
 #[derive(Clone, Copy, Debug)]
@@ -75,12 +75,67 @@ pub(super) struct Shared {
 
     pub(super) actions: Vec<Action>,
     pub(super) counters: Counters,
+    /// The index of the log entry whose membership is in force; at or
+    /// below the snapshot index when it is `base_membership`.
+    pub(super) membership_index: Index,
+    /// The membership at the snapshot index (the snapshot's, or the
+    /// configured voters before any snapshot): what is in force when no
+    /// configuration entry after it is in the log.
+    pub(super) base_membership: Membership,
     /// This node's own vote became durable in this term: the candidate
     /// counts it (see `RaftNode::count_own_vote`).
     pub(super) own_vote_durable: Option<Term>,
 }
 
 impl Shared {
+    /// After entries were put in the log: the latest configuration among
+    /// them, if it is the log's latest, takes effect at once (dissertation
+    /// §4.1: a server uses the latest configuration in its log, committed or
+    /// not).
+    pub(super) fn note_memberships(&mut self, entries: &[Entry]) {
+        let latest = entries.iter().rev().find_map(|e| match &e.payload {
+            EntryPayload::Membership(m) if e.index >= self.membership_index => Some((e.index, m)),
+            _ => None,
+        });
+        if let Some((index, membership)) = latest {
+            self.membership_index = index;
+            self.set_membership(membership.clone());
+        }
+    }
+
+    /// After the log lost its tail (a follower's conflicting entries were
+    /// replaced): if the configuration in force was among them, the latest
+    /// one left takes effect again.
+    pub(super) fn revert_truncated_membership(&mut self) {
+        let index = self.membership_index;
+        let gone = index > self.log.snapshot_index()
+            && !matches!(self.log.entry(index).map(|e| &e.payload), Some(EntryPayload::Membership(_)));
+        if gone {
+            let (index, membership) = self.membership_at(self.log.last_index());
+            self.membership_index = index;
+            self.set_membership(membership);
+        }
+    }
+
+    /// The membership in force at `index`: the latest configuration entry
+    /// at or below it, else the base one; and that entry's index.
+    pub(super) fn membership_at(&self, index: Index) -> (Index, Membership) {
+        let mut i = index.min(self.log.last_index());
+        while i > self.log.snapshot_index() {
+            if let Some(Entry { payload: EntryPayload::Membership(m), .. }) = self.log.entry(i) {
+                return (i, m.clone());
+            }
+            i -= 1;
+        }
+        (self.log.snapshot_index(), self.base_membership.clone())
+    }
+
+    /// Whether this node votes in the membership in force (a learner, a
+    /// removed node and one not yet added do not, and never campaign).
+    pub(super) fn is_voter(&self) -> bool {
+        self.tracker.is_voter(self.id)
+    }
+
     /// Puts `membership` in force: the tracker takes it, and the peers to
     /// send to follow it.
     pub(super) fn set_membership(&mut self, membership: Membership) {

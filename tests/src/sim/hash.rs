@@ -95,6 +95,10 @@ fn write_payload(h: &mut StableHasher, payload: &EntryPayload) {
             h.write_u8(1);
             h.write_len_bytes(data);
         }
+        EntryPayload::Membership(m) => {
+            h.write_u8(2);
+            write_membership(h, m);
+        }
     }
 }
 
@@ -114,7 +118,11 @@ fn write_entries(h: &mut StableHasher, entries: &[Entry]) {
 fn write_snapshot(h: &mut StableHasher, snapshot: &Snapshot) {
     h.write_u64(snapshot.meta.index);
     h.write_u64(snapshot.meta.term);
-    let m = &snapshot.meta.membership;
+    write_membership(h, &snapshot.meta.membership);
+    h.write_len_bytes(&snapshot.data);
+}
+
+fn write_membership(h: &mut StableHasher, m: &raft_core::Membership) {
     let sets = [
         m.voters().incoming.iter().collect::<Vec<_>>(),
         m.voters().outgoing.iter().collect(),
@@ -132,7 +140,6 @@ fn write_snapshot(h: &mut StableHasher, snapshot: &Snapshot) {
         h.write_u64(*id);
         h.write_len_bytes(context);
     }
-    h.write_len_bytes(&snapshot.data);
 }
 
 fn write_message(h: &mut StableHasher, m: &Message) {

@@ -662,7 +662,7 @@ impl Simulation {
         };
         for entry in &entries {
             let applied = match &entry.payload {
-                EntryPayload::Blank => None,
+                EntryPayload::Blank | EntryPayload::Membership(_) => None,
                 EntryPayload::Command(bytes) => match Command::decode(bytes) {
                     Ok(cmd) => {
                         let outcome = self.slot_mut(id).kv.apply(&cmd);
@@ -905,7 +905,9 @@ impl Simulation {
                 client.leader_hint = hint;
                 client.current.as_mut().expect("pending").next_attempt = now + wait;
             }
-            Err(ProposeError::TransferInProgress | ProposeError::Backpressure) => {
+            // (Membership errors come only from propose_membership; a retry
+            // later is right for any refusal.)
+            Err(_) => {
                 let wait = self.rng.clients.range(tick, 3 * tick);
                 self.clients[ci].current.as_mut().expect("pending").next_attempt = now + wait;
             }
