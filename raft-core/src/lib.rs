@@ -57,6 +57,92 @@
 //! assert_eq!(applied.len(), 2); // the leader's blank entry, then the command
 //! ```
 //!
+//! ## Membership change
+//!
+//! The membership (voters, learners, and an opaque context per member, where
+//! a driver keeps addresses) lives in the log and in snapshots, owned by a
+//! progress tracker that counts every member the same way, the leader
+//! included. The leader changes it with [`RaftNode::propose_membership`]:
+//!
+//! - one voter added, removed or promoted is a *simple* change; more is a
+//!   *joint* one (dissertation §4.3): both the old and the new voters must
+//!   agree until the leader, seeing the joint entry committed, leaves it by
+//!   itself (a new leader does, if the old one died in between);
+//! - a new configuration is in force on a node as soon as its entry is in
+//!   that node's log (§4.1), committed or not; an entry the log loses to a
+//!   new leader takes its configuration with it;
+//! - one change at a time, and none before the leader committed an entry of
+//!   its own term; each refusal has its own [`ProposeError`];
+//! - learners receive the log and never vote; a node started with no voters
+//!   ([`Config::voters`] empty) waits to be added and never campaigns; a
+//!   removed leader leads until its removal commits, then hands over.
+//!
+//! Growing a one-voter cluster to three, the usual way: add each new node as
+//! a learner, let it catch up, promote it.
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use raft_core::{Action, ChangeOp, Config, MembershipChange, NodeId, RaftNode};
+//!
+//! let mut nodes: BTreeMap<NodeId, RaftNode> = BTreeMap::new();
+//! nodes.insert(1, RaftNode::new(Config::new(1, vec![1])).unwrap());
+//! // Nodes 2 and 3 start with no configuration: they wait to be added.
+//! for id in [2, 3] {
+//!     nodes.insert(id, RaftNode::new(Config::new(id, vec![])).unwrap());
+//! }
+//! // Runs every node's actions and delivers messages until nothing moves
+//! // (persisting is instant here; a real driver fsyncs first).
+//! fn run(nodes: &mut BTreeMap<NodeId, RaftNode>) {
+//!     loop {
+//!         let (mut mail, mut moved) = (Vec::new(), false);
+//!         for node in nodes.values_mut() {
+//!             for action in node.take_actions() {
+//!                 moved = true;
+//!                 match action {
+//!                     Action::Persist(batch) => node.persisted(batch.id),
+//!                     Action::Send(m) => mail.push(m),
+//!                     Action::Apply(entries) => node.applied(entries.last().unwrap().index),
+//!                     _ => {}
+//!                 }
+//!             }
+//!         }
+//!         if !moved {
+//!             return;
+//!         }
+//!         for m in mail {
+//!             if let Some(to) = nodes.get_mut(&m.to) {
+//!                 to.step(m); // (a node that is gone hears nothing)
+//!             }
+//!         }
+//!     }
+//! }
+//! let mut tick = |nodes: &mut BTreeMap<NodeId, RaftNode>, n: u32| {
+//!     for _ in 0..n {
+//!         nodes.values_mut().for_each(|node| node.tick());
+//!         run(nodes);
+//!     }
+//! };
+//! nodes.get_mut(&1).unwrap().campaign();
+//! run(&mut nodes);
+//! assert!(nodes[&1].is_leader());
+//! for id in [2, 3] {
+//!     let address = format!("10.0.0.{id}:7000").into_bytes();
+//!     let learner = MembershipChange { ops: vec![ChangeOp::AddLearner { id, context: address }] };
+//!     nodes.get_mut(&1).unwrap().propose_membership(&learner).unwrap();
+//!     tick(&mut nodes, 10); // replicated, committed, caught up
+//!     let promote = MembershipChange { ops: vec![ChangeOp::PromoteLearner { id }] };
+//!     nodes.get_mut(&1).unwrap().propose_membership(&promote).unwrap();
+//!     tick(&mut nodes, 10);
+//! }
+//! let (membership, _) = nodes[&3].membership();
+//! assert_eq!(membership.voters().incoming.iter().collect::<Vec<_>>(), vec![1, 2, 3]);
+//! assert_eq!(membership.context(2), Some(&b"10.0.0.2:7000"[..]), "every node knows every address");
+//! // Three voters now: with node 1 gone, 2 and 3 elect a leader.
+//! nodes.remove(&1);
+//! tick(&mut nodes, 100);
+//! assert!(nodes[&2].is_leader() || nodes[&3].is_leader());
+//! ```
+//!
 //! ## Safety contract
 //!
 //! The core never emits a message that depends on state that is not yet
