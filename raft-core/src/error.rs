@@ -95,6 +95,14 @@ pub enum SnapshotError {
         /// The current snapshot index.
         snapshot_index: Index,
     },
+    /// This node does not know the membership at `index` (it joined, and
+    /// the cluster's first configuration is not in its log): a snapshot
+    /// there would carry none, which every follower refuses. A later index,
+    /// past a configuration entry, can be snapshotted.
+    MembershipUnknown {
+        /// The snapshot's index.
+        index: Index,
+    },
 }
 
 impl fmt::Display for SnapshotError {
@@ -105,6 +113,9 @@ impl fmt::Display for SnapshotError {
             }
             SnapshotError::Stale { index, snapshot_index } => {
                 write!(f, "snapshot index {index} is not past the current snapshot at {snapshot_index}")
+            }
+            SnapshotError::MembershipUnknown { index } => {
+                write!(f, "the membership at index {index} is not known here; snapshot at a later index")
             }
         }
     }
@@ -173,9 +184,10 @@ pub enum RestartError {
         /// The largest accepted.
         max: u64,
     },
-    /// The durable snapshot's membership breaks an invariant.
+    /// The durable snapshot's membership, or a configuration entry's, is
+    /// invalid.
     Membership {
-        /// The snapshot's index.
+        /// The snapshot's or the entry's index.
         index: Index,
         /// The invariant broken.
         reason: String,
@@ -193,7 +205,7 @@ impl fmt::Display for RestartError {
                 write!(f, "durable log term goes backwards at index {index}")
             }
             RestartError::Membership { index, reason } => {
-                write!(f, "the membership of the durable snapshot at index {index} is invalid: {reason}")
+                write!(f, "the durable membership at index {index} is invalid: {reason}")
             }
             RestartError::TermBehindLog => {
                 f.write_str("durable hard state term is below the last log entry's term")

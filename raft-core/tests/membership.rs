@@ -475,3 +475,23 @@ impl Cluster {
         }
     }
 }
+
+/// Found in review: a leader removed by an uncommitted entry has no progress
+/// of its own; a read on it panicked ("a leader is a member"). And once its
+/// removal is committed it takes no further change.
+#[test]
+fn a_leader_being_removed_serves_reads_and_takes_no_change_once_removed() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.isolate(2);
+    c.isolate(3);
+    c.node(1).propose_membership(&MembershipChange { ops: vec![ChangeOp::Remove { id: 1 }] }).unwrap();
+    c.flush();
+    c.node(1).read_index(7).unwrap();
+    c.flush();
+    c.cut.clear();
+    c.tick_all(6);
+    assert_ne!(c.leaders(), vec![1]);
+    let refused = c.node(1).propose_membership(&MembershipChange { ops: vec![add_learner(9)] });
+    assert!(matches!(refused, Err(ProposeError::NotLeader { .. })), "{refused:?}");
+}

@@ -1111,12 +1111,15 @@ fn random_token(node_id: NodeId) -> u64 {
 pub fn describe_entry(entry: &Entry) -> String {
     match &entry.payload {
         EntryPayload::Blank => "(leader blank)".to_string(),
-        EntryPayload::Membership(m) => format!(
-            "(membership: voters {:?}, outgoing {:?}, learners {:?})",
-            m.voters().incoming.iter().collect::<Vec<_>>(),
-            m.voters().outgoing.iter().collect::<Vec<_>>(),
-            m.learners()
-        ),
+        EntryPayload::Membership(_) => match entry.payload.decode_membership() {
+            Some(Ok(m)) => format!(
+                "(membership: voters {:?}, outgoing {:?}, learners {:?})",
+                m.voters().incoming.iter().collect::<Vec<_>>(),
+                m.voters().outgoing.iter().collect::<Vec<_>>(),
+                m.learners()
+            ),
+            _ => "(membership, undecodable)".to_string(),
+        },
         EntryPayload::Command(data) => match codec::decode::<Command>(data) {
             Ok(c) => describe_command(&c),
             Err(_) => format!("<{} undecodable bytes>", data.len()),

@@ -108,7 +108,9 @@ impl RaftNode {
         // `persisted`, as more becomes durable).
         self.s.tracker.reset(self.s.log.last_index() + 1);
         let (id, stable) = (self.s.id, self.s.log.stable());
-        self.s.tracker.get_mut(id).expect("a leader is a member").acknowledge(stable);
+        if let Some(progress) = self.s.tracker.get_mut(id) {
+            progress.acknowledge(stable);
+        }
         self.s.clear_recently_active();
         self.role = RoleState::Leader(Box::new(LeaderState::new()));
         self.s.leader = Some(self.s.id);

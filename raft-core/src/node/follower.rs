@@ -4,7 +4,7 @@
 use crate::action::Action;
 use crate::log::AppendCheck;
 use crate::message::{AppendResponse, MessageBody};
-use crate::types::{Entry, EntryPayload, Index, NodeId, Snapshot, SnapshotMeta, Term};
+use crate::types::{Entry, Index, NodeId, Snapshot, SnapshotMeta, Term};
 
 use super::state::{IncomingSnapshot, Shared};
 use super::RaftNode;
@@ -173,10 +173,8 @@ fn entries_well_formed(prev_index: Index, prev_term: Term, term: Term, entries: 
         {
             return false;
         }
-        if let EntryPayload::Membership(m) = &entry.payload {
-            if m.voters().incoming.is_empty() || m.check_invariants().is_err() {
-                return false;
-            }
+        if let Some(Err(_)) = entry.payload.decode_membership() {
+            return false;
         }
         last_term = entry.term;
     }

@@ -37,7 +37,7 @@ impl LeaderState {
     /// index.
     pub(super) fn append_membership(&mut self, s: &mut Shared, membership: Membership) -> Index {
         let index = s.log.last_index() + 1;
-        let entry = Entry { term: s.term, index, payload: EntryPayload::Membership(membership) };
+        let entry = Entry { term: s.term, index, payload: EntryPayload::membership(&membership) };
         self.uncommitted_bytes += entry.size_bytes() as u64;
         s.log.push(entry.clone());
         s.note_memberships(std::slice::from_ref(&entry));
@@ -57,7 +57,10 @@ impl LeaderState {
             return false;
         }
         let membership = s.tracker.membership();
-        if membership.is_joint() && membership.auto_leave() {
+        // (Any joint configuration is left, whatever its auto-leave flag: a
+        // peer's or the disk's joint configuration without it could
+        // otherwise never be left, since no change is taken while joint.)
+        if membership.is_joint() {
             if let Ok(left) = membership.leave_joint() {
                 self.append_membership(s, left);
             }

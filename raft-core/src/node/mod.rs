@@ -139,13 +139,14 @@ impl RaftNode {
             _ => Membership::with_voters(config.voters.iter().copied())
                 .expect("Config::validate checked the voters"),
         };
-        let (membership_index, membership) = (snapshot_index + 1..=log.last_index())
+        let latest = (snapshot_index + 1..=log.last_index())
             .rev()
-            .find_map(|i| match log.entry(i).map(|e| &e.payload) {
-                Some(EntryPayload::Membership(m)) => Some((i, m.clone())),
-                _ => None,
-            })
-            .unwrap_or((snapshot_index, base_membership.clone()));
+            .find_map(|i| Some((i, log.entry(i)?.payload.decode_membership()?)));
+        let (membership_index, membership) = match latest {
+            Some((index, Ok(m))) => (index, m),
+            Some((index, Err(reason))) => return Err(RestartError::Membership { index, reason }),
+            None => (snapshot_index, base_membership.clone()),
+        };
         let tracker = ProgressTracker::new(
             membership,
             log.last_index() + 1,
@@ -348,6 +349,9 @@ impl RaftNode {
             Err(ProposeError::TransferInProgress)
         } else if self.s.log.term(self.s.log.commit()) != Some(self.s.term) {
             Err(ProposeError::NoCommitInTerm)
+        } else if !self.s.is_voter() {
+            // Removed (its next `take_actions` hands over): not its call.
+            Err(ProposeError::NotLeader { leader: None })
         } else if self.s.membership_index > self.s.log.commit() || self.s.tracker.membership().is_joint() {
             Err(ProposeError::MembershipChangePending { index: self.s.membership_index })
         } else {
@@ -519,6 +523,9 @@ impl RaftNode {
         // The membership at `index`, which a later configuration entry may
         // have replaced since: it becomes the base once the log is compacted.
         let (_, membership) = self.s.membership_at(index);
+        if membership.voters().incoming.is_empty() {
+            return Err(SnapshotError::MembershipUnknown { index });
+        }
         self.s.log.compact_to(index);
         self.s.base_membership = membership.clone();
         self.s.snapshot =
@@ -536,7 +543,8 @@ impl RaftNode {
             return None;
         }
         let term = self.s.log.term(index)?;
-        Some(SnapshotMeta { index, term, membership: self.s.membership_at(index).1 })
+        let membership = self.s.membership_at(index).1;
+        (!membership.voters().incoming.is_empty()).then_some(SnapshotMeta { index, term, membership })
     }
 
     /// Drains the actions produced so far, in the order they must be executed.

@@ -39,7 +39,11 @@ impl LeaderState {
         self.read_round += 1;
         self.read_round_wanted = false;
         let id = s.id;
-        s.tracker.get_mut(id).expect("a leader is a member").read_round = self.read_round;
+        // (A leader being removed is no member of the configuration in
+        // force: the others' quorum alone confirms the round.)
+        if let Some(progress) = s.tracker.get_mut(id) {
+            progress.read_round = self.read_round;
+        }
         self.broadcast_heartbeat(s);
     }
 

@@ -93,13 +93,16 @@ impl Shared {
     /// §4.1: a server uses the latest configuration in its log, committed or
     /// not).
     pub(super) fn note_memberships(&mut self, entries: &[Entry]) {
-        let latest = entries.iter().rev().find_map(|e| match &e.payload {
-            EntryPayload::Membership(m) if e.index >= self.membership_index => Some((e.index, m)),
-            _ => None,
-        });
+        // (Entries from a leader were checked to decode: `entries_well_formed`.)
+        let latest = entries
+            .iter()
+            .rev()
+            .take_while(|e| e.index >= self.membership_index)
+            .find(|e| matches!(e.payload, EntryPayload::Membership(_)))
+            .and_then(|e| Some((e.index, e.payload.decode_membership()?.ok()?)));
         if let Some((index, membership)) = latest {
             self.membership_index = index;
-            self.set_membership(membership.clone());
+            self.set_membership(membership);
         }
     }
 
@@ -111,7 +114,7 @@ impl Shared {
         let gone = index > self.log.snapshot_index()
             && !matches!(self.log.entry(index).map(|e| &e.payload), Some(EntryPayload::Membership(_)));
         if gone {
-            let (index, membership) = self.membership_at(self.log.last_index());
+            let (index, membership) = self.scan_membership_at(self.log.last_index());
             self.membership_index = index;
             self.set_membership(membership);
         }
@@ -120,10 +123,22 @@ impl Shared {
     /// The membership in force at `index`: the latest configuration entry
     /// at or below it, else the base one; and that entry's index.
     pub(super) fn membership_at(&self, index: Index) -> (Index, Membership) {
+        if self.membership_index <= index {
+            // No configuration entry after `index`: the one in force.
+            return (self.membership_index, self.tracker.membership().clone());
+        }
+        self.scan_membership_at(index)
+    }
+
+    /// [`Shared::membership_at`] from the log itself, whatever is in force.
+    fn scan_membership_at(&self, index: Index) -> (Index, Membership) {
         let mut i = index.min(self.log.last_index());
         while i > self.log.snapshot_index() {
-            if let Some(Entry { payload: EntryPayload::Membership(m), .. }) = self.log.entry(i) {
-                return (i, m.clone());
+            let entry = self.log.entry(i);
+            if let Some(e) = entry.filter(|e| matches!(e.payload, EntryPayload::Membership(_))) {
+                if let Some(Ok(m)) = e.payload.decode_membership() {
+                    return (i, m);
+                }
             }
             i -= 1;
         }

@@ -95,9 +95,9 @@ fn write_payload(h: &mut StableHasher, payload: &EntryPayload) {
             h.write_u8(1);
             h.write_len_bytes(data);
         }
-        EntryPayload::Membership(m) => {
+        EntryPayload::Membership(bytes) => {
             h.write_u8(2);
-            write_membership(h, m);
+            h.write_len_bytes(bytes);
         }
     }
 }
