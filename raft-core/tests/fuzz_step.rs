@@ -1127,7 +1127,8 @@ impl Hostile {
                     index: index.get(v),
                     term: term.get(v),
                     membership: raft_core::Membership::with_voters(voters.iter().copied())
-                        .unwrap_or_default(),
+                        .unwrap_or_default()
+                        .into(),
                 },
                 offset: offset.get(v),
                 data: data.clone(),

@@ -68,8 +68,11 @@ fn a_snapshot_at_the_index_limit_cannot_make_a_node_unrestartable() {
     for index in [INDEX_MAX, PEER_INDEX_MAX + 1, PEER_INDEX_MAX] {
         let mut node = RaftNode::new(config.clone()).unwrap();
         let mut durable = DurableState::default();
-        let meta =
-            SnapshotMeta { index, term: 1, membership: raft_core::Membership::with_voters([1, 2]).unwrap() };
+        let meta = SnapshotMeta {
+            index,
+            term: 1,
+            membership: raft_core::Membership::with_voters([1, 2]).unwrap().into(),
+        };
         node.step(from_2(1, MessageBody::Snapshot { meta, offset: 0, data: vec![], done: true }));
         drive(&mut node, &mut durable);
         if index > PEER_INDEX_MAX {

@@ -542,7 +542,7 @@ fn arbitrary_body() -> impl Strategy<Value = MessageBody> {
                     meta: SnapshotMeta {
                         index,
                         term,
-                        membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+                        membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap().into(),
                     },
                     offset,
                     data,
@@ -597,7 +597,7 @@ fn a_snapshot_restart_applies_only_entries_after_it() {
         meta: SnapshotMeta {
             index: 5,
             term: 2,
-            membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+            membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap().into(),
         },
         data: vec![9].into(),
     };
@@ -716,7 +716,7 @@ fn messages_with_terms_or_indexes_at_the_top_of_u64_are_refused_and_the_cluster_
     let meta = SnapshotMeta {
         index: u64::MAX,
         term,
-        membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+        membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap().into(),
     };
     let bodies = [
         MessageBody::Snapshot { meta, offset: 0, data: vec![1], done: true },
@@ -766,7 +766,7 @@ fn restart_refuses_durable_terms_and_indexes_beyond_the_largest_accepted() {
         meta: SnapshotMeta {
             index,
             term: 1,
-            membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+            membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap().into(),
         },
         data: Default::default(),
     };
@@ -822,8 +822,11 @@ fn chunks_of_a_snapshot_from_an_old_term_are_dropped_when_the_term_changes() {
     let mut c = Cluster::new(3);
     c.elect(1);
     let term = c.node(2).term();
-    let meta =
-        SnapshotMeta { index: 50, term, membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap() };
+    let meta = SnapshotMeta {
+        index: 50,
+        term,
+        membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap().into(),
+    };
     let chunk =
         |offset: u64| MessageBody::Snapshot { meta: meta.clone(), offset, data: vec![0; 10], done: false };
     c.node(2).step(Message { from: 1, to: 2, term, body: chunk(0) });

@@ -152,7 +152,7 @@ fn a_snapshot_that_does_not_decode_is_dropped_before_it_is_persisted() {
         let meta = raft_core::SnapshotMeta {
             index: before.commit + 1000,
             term: first.term,
-            membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+            membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap().into(),
         };
         let body = MessageBody::Snapshot { meta, offset: 0, data: vec![0xa5; 3000], done: true };
         let m = Message { from: first.id, to: victim, term: first.term, body };
@@ -492,7 +492,7 @@ fn snapshot_chunks_that_never_finish_are_dropped_at_the_bound() {
         let meta = raft_core::SnapshotMeta {
             index: before.commit + 1000,
             term: first.term,
-            membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+            membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap().into(),
         };
         let mut rss_max = 0;
         for k in 0..600u64 {

@@ -130,10 +130,10 @@ impl RaftNode {
         // the configured voters (none: a node waiting to be added); then
         // the latest configuration entry in the log.
         let base_membership = match durable.snapshot.as_ref().map(|s| &s.meta.membership) {
-            Some(m) if *m != Membership::default() => {
+            Some(m) if **m != Membership::default() => {
                 m.check_invariants()
                     .map_err(|reason| RestartError::Membership { index: snapshot_index, reason })?;
-                m.clone()
+                Membership::clone(m)
             }
             _ if config.voters.is_empty() => Membership::default(),
             _ => Membership::with_voters(config.voters.iter().copied())
@@ -428,9 +428,9 @@ impl RaftNode {
         self.s.log.reset_to_snapshot(meta.index, meta.term);
         // The snapshot's membership replaces this node's (it was checked
         // when the last chunk arrived).
-        self.s.base_membership = meta.membership.clone();
+        self.s.base_membership = Membership::clone(&meta.membership);
         self.s.membership_index = meta.index;
-        self.s.set_membership(meta.membership.clone());
+        self.s.set_membership(Membership::clone(&meta.membership));
         self.s.snapshot = Some(snapshot.clone());
         self.s.snapshot_to_persist = Some(snapshot);
         self.s.send_after_persist_to(
@@ -528,8 +528,10 @@ impl RaftNode {
         }
         self.s.log.compact_to(index);
         self.s.base_membership = membership.clone();
-        self.s.snapshot =
-            Some(Snapshot { meta: SnapshotMeta { index, term, membership }, data: data.into() });
+        self.s.snapshot = Some(Snapshot {
+            meta: SnapshotMeta { index, term, membership: membership.into() },
+            data: data.into(),
+        });
         Ok(())
     }
 
@@ -544,7 +546,11 @@ impl RaftNode {
         }
         let term = self.s.log.term(index)?;
         let membership = self.s.membership_at(index).1;
-        (!membership.voters().incoming.is_empty()).then_some(SnapshotMeta { index, term, membership })
+        (!membership.voters().incoming.is_empty()).then_some(SnapshotMeta {
+            index,
+            term,
+            membership: membership.into(),
+        })
     }
 
     /// Drains the actions produced so far, in the order they must be executed.
@@ -554,7 +560,9 @@ impl RaftNode {
     #[must_use = "actions must be executed by the driver"]
     pub fn take_actions(&mut self) -> Vec<Action> {
         if let RoleState::Leader(leader) = &mut self.role {
-            if leader.after_commit(&mut self.s) {
+            // (Checked here, inline: this runs at every call.)
+            let settled = leader.membership_settled == Some(self.s.membership_index);
+            if !settled && leader.after_commit(&mut self.s) {
                 let term = self.s.term;
                 self.become_follower(term, None);
             }

@@ -166,7 +166,7 @@ impl LegacySnapshotMeta {
     /// restart refuses in a sentence).
     pub(crate) fn upgrade(self) -> SnapshotMeta {
         let membership = raft_core::Membership::with_voters(self.voters).unwrap_or_default();
-        SnapshotMeta { index: self.index, term: self.term, membership }
+        SnapshotMeta { index: self.index, term: self.term, membership: membership.into() }
     }
 }
 

@@ -78,7 +78,7 @@ fn the_borrowing_record_encodes_exactly_like_the_owned_one() {
     let meta = SnapshotMeta {
         index: 7,
         term: 2,
-        membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+        membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap().into(),
     };
     let pairs = [
         (
@@ -116,7 +116,7 @@ fn a_failed_write_stops_the_storage_and_the_half_written_batch_is_cut_on_reopen(
         meta: SnapshotMeta {
             index: 1,
             term: 1,
-            membership: raft_core::Membership::with_voters([1]).unwrap(),
+            membership: raft_core::Membership::with_voters([1]).unwrap().into(),
         },
         data: Default::default(),
     };
@@ -763,7 +763,7 @@ fn a_snapshot_larger_than_one_record_is_saved_and_read_back() {
         meta: SnapshotMeta {
             index: 10,
             term: 1,
-            membership: raft_core::Membership::with_voters([1]).unwrap(),
+            membership: raft_core::Membership::with_voters([1]).unwrap().into(),
         },
         data: data.into(),
     };
@@ -794,7 +794,11 @@ fn a_snapshot_written_off_the_wal_thread_is_recorded_by_compact_to() {
     let (mut storage, _) = Storage::open(dir.path(), opts()).unwrap();
     append_range(&mut storage, 1, 20, Some(HardState { term: 1, vote: Some(1), commit: 20 }));
     let snapshot = |index| raft_core::Snapshot {
-        meta: SnapshotMeta { index, term: 1, membership: raft_core::Membership::with_voters([1]).unwrap() },
+        meta: SnapshotMeta {
+            index,
+            term: 1,
+            membership: raft_core::Membership::with_voters([1]).unwrap().into(),
+        },
         data: vec![index as u8; 3000].into(),
     };
 
@@ -830,7 +834,7 @@ fn records_and_snapshot_files_from_before_memberships_are_read_with_the_voters_a
     let upgraded = SnapshotMeta {
         index: 7,
         term: 2,
-        membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+        membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap().into(),
     };
     for (old, new) in [
         (WalRecordRef::CompactV1(&legacy), WalRecord::Compact(upgraded.clone())),

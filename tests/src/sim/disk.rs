@@ -172,7 +172,7 @@ mod tests {
             meta: SnapshotMeta {
                 index: 10,
                 term: 3,
-                membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap(),
+                membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap().into(),
             },
             data: Default::default(),
         }));
@@ -197,7 +197,7 @@ mod tests {
             meta: SnapshotMeta {
                 index: 3,
                 term: 1,
-                membership: raft_core::Membership::with_voters([1]).unwrap(),
+                membership: raft_core::Membership::with_voters([1]).unwrap().into(),
             },
             data: vec![1].into(),
         });
