@@ -17,6 +17,24 @@
 //! entries applied at one index, or an entry acknowledged before it is
 //! durable.
 //!
+//! Membership change: the cluster has up to five nodes, of which the first
+//! one to three are its voters and the others start with no configuration
+//! (they wait to be added). The driver proposes changes over ids 1..=5,
+//! mostly sensible ones resolved against the membership in force (add a
+//! node as a learner or voter, promote a learner, demote or remove a voter,
+//! the leader included, several at once for a joint change), sometimes
+//! arbitrary ones; hostile appends and snapshots carry memberships of every
+//! shape the constructors make (none, joint, with the receiver removed or a
+//! learner, up to `VOTERS_MAX` voters) and invalid ones encoded by hand
+//! (a voter that is a learner too, members that are not the roles, no
+//! incoming voters, damaged bytes), and real appends and snapshots are
+//! forged to carry them. Further checks: a node's membership in force and
+//! every committed membership entry (and snapshot membership) pass
+//! [`Membership::check_invariants`], a committed membership entry has voters,
+//! and no node sends a `VoteRequest` (pre-vote or not) while it is not a
+//! voter in its own [`RaftNode::membership`]; among honest nodes, no leader
+//! sends a snapshot without voters (its follower must drop it).
+//!
 //! - `FUZZ_CASES`: number of cases (default 2000, a few seconds; a long run
 //!   is `FUZZ_CASES=2000000 cargo test --release -p raft-core --test fuzz_step`);
 //! - `FUZZ_OPS`: most inputs per case (default 160);
@@ -34,8 +52,8 @@ use std::sync::Once;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use raft_core::{
-    Action, AppendResponse, Config, DurableState, Entry, EntryPayload, Index, Message, MessageBody, NodeId,
-    RaftNode, Snapshot, SnapshotMeta, Term, TERM_MAX,
+    Action, AppendResponse, ChangeOp, Config, DurableState, Entry, EntryPayload, Index, Membership,
+    MembershipChange, Message, MessageBody, NodeId, RaftNode, Snapshot, SnapshotMeta, Term, TERM_MAX,
 };
 
 // ------------------------------------------------------------------ inputs
@@ -58,14 +76,15 @@ enum Num {
     Any(u64),
 }
 
-/// What a number may be relative to.
-#[derive(Clone, Copy, Debug)]
+/// What a number (or a membership) may be relative to.
+#[derive(Clone, Debug)]
 struct View {
     term: u64,
     last: u64,
     commit: u64,
     snap: u64,
     last_term: u64,
+    membership: Membership,
 }
 
 impl View {
@@ -76,6 +95,7 @@ impl View {
             commit: node.commit_index(),
             snap: node.snapshot_meta().index,
             last_term: node.term_at(node.last_index()).unwrap_or(0),
+            membership: node.membership().0.clone(),
         }
     }
 }
@@ -147,7 +167,346 @@ fn small_num() -> impl Strategy<Value = Num> {
 struct HEntry {
     index: Num,
     term: Num,
-    command: Option<Vec<u8>>,
+    payload: HPayload,
+}
+
+#[derive(Clone, Debug)]
+enum HPayload {
+    Blank,
+    Command(Vec<u8>),
+    Membership(AnyMSpec),
+}
+
+/// A membership for a hostile message: built with the constructors, or
+/// encoded by hand (then possibly invalid).
+#[derive(Clone, Debug)]
+enum AnyMSpec {
+    Built(MSpec),
+    Raw(RawMSpec),
+}
+
+impl AnyMSpec {
+    /// The payload of a configuration entry carrying it.
+    fn payload(&self, v: &View) -> EntryPayload {
+        match self {
+            AnyMSpec::Built(m) => EntryPayload::membership(&m.build(v)),
+            AnyMSpec::Raw(r) => EntryPayload::Membership(convert(r.encode(v))),
+        }
+    }
+
+    /// The membership, for a snapshot's metadata: a hand-encoded one is
+    /// decoded as it is, unchecked (the empty one if it does not decode).
+    fn membership(&self, v: &View) -> Membership {
+        match self {
+            AnyMSpec::Built(m) => m.build(v),
+            AnyMSpec::Raw(r) => decode_unchecked(&r.encode(v)).unwrap_or_default(),
+        }
+    }
+}
+
+/// `a` as the type a field of the core holds it in (a membership in a
+/// snapshot's metadata, an entry's encoded membership), whichever that is.
+fn convert<A, B: From<A>>(a: A) -> B {
+    B::from(a)
+}
+
+/// `bytes` decoded as a membership, whatever it holds (what a peer's
+/// snapshot metadata may carry: no invariant is checked).
+fn decode_unchecked(bytes: &[u8]) -> Option<Membership> {
+    bincode::serde::decode_from_slice::<Membership, _>(bytes, bincode::config::standard())
+        .ok()
+        .map(|(m, _)| m)
+}
+
+/// A membership's fields, as `Membership` serializes them (in order), to
+/// encode by hand what its constructors never make.
+#[derive(Clone, Debug, Default)]
+struct RawParts {
+    incoming: Vec<NodeId>,
+    outgoing: Vec<NodeId>,
+    learners: Vec<NodeId>,
+    learners_next: Vec<NodeId>,
+    auto_leave: bool,
+    members: Vec<(NodeId, Vec<u8>)>,
+}
+
+impl RawParts {
+    fn of(m: &Membership) -> RawParts {
+        RawParts {
+            incoming: m.voters().incoming.iter().collect(),
+            outgoing: m.voters().outgoing.iter().collect(),
+            learners: m.learners().iter().copied().collect(),
+            learners_next: m.learners_next().iter().copied().collect(),
+            auto_leave: m.auto_leave(),
+            members: m.members().iter().map(|(&id, c)| (id, c.clone())).collect(),
+        }
+    }
+
+    /// The members the roles name, each with no context.
+    fn members_of_roles(&mut self) {
+        let mut ids: Vec<NodeId> = [&self.incoming, &self.outgoing, &self.learners, &self.learners_next]
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        self.members = ids.into_iter().map(|id| (id, Vec::new())).collect();
+    }
+
+    /// bincode's standard encoding (variable-length integers), as
+    /// `EntryPayload::membership` writes it.
+    fn encode(&self) -> Vec<u8> {
+        fn int(out: &mut Vec<u8>, x: u64) {
+            if x < 251 {
+                out.push(x as u8);
+            } else if x <= u16::MAX as u64 {
+                out.push(251);
+                out.extend((x as u16).to_le_bytes());
+            } else if x <= u32::MAX as u64 {
+                out.push(252);
+                out.extend((x as u32).to_le_bytes());
+            } else {
+                out.push(253);
+                out.extend(x.to_le_bytes());
+            }
+        }
+        let mut out = Vec::new();
+        for ids in [&self.incoming, &self.outgoing, &self.learners, &self.learners_next] {
+            int(&mut out, ids.len() as u64);
+            for &id in ids {
+                int(&mut out, id);
+            }
+        }
+        out.push(self.auto_leave as u8);
+        int(&mut out, self.members.len() as u64);
+        for (id, context) in &self.members {
+            int(&mut out, *id);
+            int(&mut out, context.len() as u64);
+            out.extend(context);
+        }
+        out
+    }
+}
+
+/// A hand-encoded membership: the receiver's or one of random roles
+/// (overlapping, most likely), with one invariant broken, then perhaps its
+/// bytes damaged.
+#[derive(Clone, Debug)]
+struct RawMSpec {
+    /// `None`: the receiver's membership in force.
+    roles: Option<[Vec<NodeId>; 4]>,
+    corruption: Corruption,
+    damage: Damage,
+}
+
+#[derive(Clone, Debug)]
+enum Corruption {
+    None,
+    /// The id is also a learner (a voter's id: learner and voter at once).
+    Learner(NodeId),
+    /// The id is also a next learner (not an outgoing voter, most likely).
+    LearnerNext(NodeId),
+    /// A member (by position) is dropped from the members.
+    DropMember(u8),
+    /// A member with no role.
+    ExtraMember(NodeId),
+    FlipAutoLeave,
+    /// No incoming voters, the rest kept.
+    ClearIncoming,
+}
+
+#[derive(Clone, Debug)]
+enum Damage {
+    None,
+    Truncate(u8),
+    Trailing(Vec<u8>),
+    Garbage(Vec<u8>),
+}
+
+impl RawMSpec {
+    fn encode(&self, v: &View) -> Vec<u8> {
+        let mut parts = match &self.roles {
+            None => RawParts::of(&v.membership),
+            Some([incoming, outgoing, learners, learners_next]) => {
+                let mut parts = RawParts {
+                    incoming: incoming.clone(),
+                    outgoing: outgoing.clone(),
+                    learners: learners.clone(),
+                    learners_next: learners_next.clone(),
+                    auto_leave: !outgoing.is_empty(),
+                    members: Vec::new(),
+                };
+                parts.members_of_roles();
+                parts
+            }
+        };
+        let voter = |parts: &RawParts, id: NodeId| {
+            let voters: Vec<NodeId> = parts.incoming.iter().chain(&parts.outgoing).copied().collect();
+            if voters.is_empty() {
+                id
+            } else {
+                voters[id as usize % voters.len()]
+            }
+        };
+        match self.corruption {
+            Corruption::None => {}
+            Corruption::Learner(id) => {
+                let id = voter(&parts, id);
+                parts.learners.push(id);
+                parts.learners.sort_unstable();
+                parts.learners.dedup();
+            }
+            Corruption::LearnerNext(id) => {
+                parts.learners_next.push(id);
+                parts.learners_next.sort_unstable();
+                parts.learners_next.dedup();
+                parts.members_of_roles();
+            }
+            Corruption::DropMember(k) => {
+                if !parts.members.is_empty() {
+                    let k = k as usize % parts.members.len();
+                    parts.members.remove(k);
+                }
+            }
+            Corruption::ExtraMember(id) => {
+                if parts.members.iter().all(|(m, _)| *m != id) {
+                    parts.members.push((id, Vec::new()));
+                    parts.members.sort_unstable();
+                }
+            }
+            Corruption::FlipAutoLeave => parts.auto_leave = !parts.auto_leave,
+            Corruption::ClearIncoming => parts.incoming.clear(),
+        }
+        let mut bytes = parts.encode();
+        match &self.damage {
+            Damage::None => {}
+            Damage::Truncate(k) => bytes.truncate(*k as usize % (bytes.len() + 1)),
+            Damage::Trailing(extra) => bytes.extend(extra),
+            Damage::Garbage(garbage) => bytes = garbage.clone(),
+        }
+        bytes
+    }
+}
+
+fn raw_mspec() -> impl Strategy<Value = RawMSpec> {
+    let ids = || prop::collection::vec(member_id(), 0..=3);
+    let roles = prop_oneof![
+        2 => Just(None),
+        3 => (ids(), ids(), ids(), prop_oneof![3 => Just(Vec::new()), 1 => ids()])
+            .prop_map(|(a, b, c, d)| Some([a, b, c, d])),
+    ];
+    let corruption = prop_oneof![
+        2 => Just(Corruption::None),
+        4 => any::<u8>().prop_map(|id| Corruption::Learner(id as NodeId)),
+        1 => member_id().prop_map(Corruption::LearnerNext),
+        1 => any::<u8>().prop_map(Corruption::DropMember),
+        1 => member_id().prop_map(Corruption::ExtraMember),
+        1 => Just(Corruption::FlipAutoLeave),
+        1 => Just(Corruption::ClearIncoming),
+    ];
+    let damage = prop_oneof![
+        12 => Just(Damage::None),
+        1 => any::<u8>().prop_map(Damage::Truncate),
+        1 => prop::collection::vec(any::<u8>(), 1..4).prop_map(Damage::Trailing),
+        1 => prop::collection::vec(any::<u8>(), 0..12).prop_map(Damage::Garbage),
+    ];
+    (roles, corruption, damage).prop_map(|(roles, corruption, damage)| RawMSpec { roles, corruption, damage })
+}
+
+fn any_mspec() -> impl Strategy<Value = AnyMSpec> {
+    prop_oneof![3 => mspec().prop_map(AnyMSpec::Built), 2 => raw_mspec().prop_map(AnyMSpec::Raw)]
+}
+
+/// A membership, built with the only constructors there are
+/// (`Membership::default`, `with_voters`, `new_voters`, `apply`,
+/// `leave_joint`), so never one that breaks `check_invariants`; but it may
+/// have no voters, be joint, leave the receiver out or make it a learner,
+/// name nodes that do not exist, or hold `VOTERS_MAX` voters.
+#[derive(Clone, Debug)]
+enum MSpec {
+    /// `Membership::default()`: no voters at all.
+    Empty,
+    /// `with_voters(voters)` (the empty one if refused: none, 0, twice),
+    /// then `ops` applied (ignored if refused), then the joint configuration
+    /// left with `leave`.
+    Built { voters: Vec<NodeId>, ops: Vec<ChangeOp>, leave: bool },
+    /// Voters 1..=n (n up to `VOTERS_MAX`), then `ops`.
+    Many { n: u64, ops: Vec<ChangeOp> },
+    /// The receiver's membership in force, then `ops`.
+    Receivers { ops: Vec<ChangeOp>, leave: bool },
+}
+
+impl MSpec {
+    fn build(&self, v: &View) -> Membership {
+        let (base, ops, leave) = match self {
+            MSpec::Empty => return Membership::default(),
+            MSpec::Built { voters, ops, leave } => {
+                (Membership::with_voters(voters.iter().copied()).unwrap_or_default(), ops, *leave)
+            }
+            MSpec::Many { n, ops } => (Membership::with_voters(1..=*n).unwrap_or_default(), ops, false),
+            MSpec::Receivers { ops, leave } => (v.membership.clone(), ops, *leave),
+        };
+        let mut m = base;
+        if !ops.is_empty() {
+            if let Ok(next) = m.apply(&MembershipChange { ops: ops.clone() }) {
+                m = next;
+            }
+        }
+        if leave {
+            if let Ok(left) = m.leave_joint() {
+                m = left;
+            }
+        }
+        m
+    }
+}
+
+/// An id for a membership: mostly 1..=5, sometimes one no node has, rarely
+/// the invalid 0 or a huge one.
+fn member_id() -> impl Strategy<Value = NodeId> {
+    prop_oneof![
+        20 => 1u64..=5,
+        3 => 6u64..=7,
+        1 => Just(0u64),
+        1 => Just(u64::MAX),
+    ]
+}
+
+fn context() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![4 => Just(Vec::new()), 2 => prop::collection::vec(any::<u8>(), 1..4), 1 => Just(vec![b'c'; 300])]
+}
+
+/// Any operation, valid or not.
+fn raw_change_op() -> impl Strategy<Value = ChangeOp> {
+    prop_oneof![
+        (member_id(), context()).prop_map(|(id, context)| ChangeOp::AddVoter { id, context }),
+        (member_id(), context()).prop_map(|(id, context)| ChangeOp::AddLearner { id, context }),
+        member_id().prop_map(|id| ChangeOp::PromoteLearner { id }),
+        member_id().prop_map(|id| ChangeOp::Remove { id }),
+    ]
+}
+
+fn raw_change_ops() -> impl Strategy<Value = Vec<ChangeOp>> {
+    prop_oneof![1 => Just(Vec::new()), 3 => prop::collection::vec(raw_change_op(), 1..=3)]
+}
+
+fn mspec() -> impl Strategy<Value = MSpec> {
+    prop_oneof![
+        2 => Just(MSpec::Empty),
+        6 => (
+            prop_oneof![
+                8 => prop::collection::btree_set(1u64..=5, 1..=4).prop_map(|s| s.into_iter().collect::<Vec<_>>()),
+                2 => prop::collection::vec(member_id(), 0..=4),
+            ],
+            raw_change_ops(),
+            any::<bool>(),
+        )
+            .prop_map(|(voters, ops, leave)| MSpec::Built { voters, ops, leave }),
+        1 => (prop_oneof![Just(9u64), Just(33u64), Just(63u64), Just(64u64), Just(65u64)], raw_change_ops())
+            .prop_map(|(n, ops)| MSpec::Many { n, ops }),
+        6 => (raw_change_ops(), any::<bool>()).prop_map(|(ops, leave)| MSpec::Receivers { ops, leave }),
+    ]
 }
 
 #[derive(Clone, Debug)]
@@ -189,7 +548,7 @@ enum HBody {
     Snapshot {
         index: Num,
         term: Num,
-        voters: Vec<NodeId>,
+        membership: AnyMSpec,
         offset: Num,
         data: Vec<u8>,
         done: bool,
@@ -211,8 +570,13 @@ struct Hostile {
 }
 
 fn hbody() -> impl Strategy<Value = HBody> {
-    let entry = (index_num(), term_num(), prop::option::of(prop::collection::vec(any::<u8>(), 0..4)))
-        .prop_map(|(index, term, command)| HEntry { index, term, command });
+    let payload = prop_oneof![
+        4 => prop::collection::vec(any::<u8>(), 0..4).prop_map(HPayload::Command),
+        3 => Just(HPayload::Blank),
+        2 => any_mspec().prop_map(HPayload::Membership),
+    ];
+    let entry =
+        (index_num(), term_num(), payload).prop_map(|(index, term, payload)| HEntry { index, term, payload });
     prop_oneof![
         2 => (any::<bool>(), index_num(), term_num(), any::<bool>()).prop_map(
             |(pre_vote, last_log_index, last_log_term, transfer)| HBody::VoteRequest {
@@ -245,15 +609,15 @@ fn hbody() -> impl Strategy<Value = HBody> {
         3 => (
             index_num(),
             term_num(),
-            prop::collection::vec(0u64..=5, 0..4),
+            any_mspec(),
             small_num(),
             prop::collection::vec(any::<u8>(), 0..8),
             prop::bool::weighted(0.6)
         )
-            .prop_map(|(index, term, voters, offset, data, done)| HBody::Snapshot {
+            .prop_map(|(index, term, membership, offset, data, done)| HBody::Snapshot {
                 index,
                 term,
-                voters,
+                membership,
                 offset,
                 data,
                 done
@@ -265,8 +629,8 @@ fn hbody() -> impl Strategy<Value = HBody> {
 }
 
 fn hostile() -> impl Strategy<Value = Hostile> {
-    let from = prop_oneof![10 => 1u64..=3, 1 => 4u64..=6, 1 => Just(0u64), 1 => Just(u64::MAX)];
-    let to = prop_oneof![12 => Just(None), 1 => (0u64..=5).prop_map(Some)];
+    let from = prop_oneof![10 => 1u64..=5, 1 => 6u64..=7, 1 => Just(0u64), 1 => Just(u64::MAX)];
+    let to = prop_oneof![12 => Just(None), 1 => (0u64..=6).prop_map(Some)];
     (from, to, term_num(), hbody()).prop_map(|(from, to, term, body)| Hostile { from, to, term, body })
 }
 
@@ -345,6 +709,18 @@ enum Op {
         node: u8,
         msg: Hostile,
     },
+    /// Forges a message sent earlier to carry a membership: one entry of an
+    /// append (or a new one after its last), or a snapshot's metadata.
+    Forge {
+        pick: u16,
+        k: u8,
+        membership: AnyMSpec,
+    },
+    /// `propose_membership`.
+    Change {
+        node: u8,
+        change: ChangeSpec,
+    },
     /// Crash and restart from the durable state.
     Restart {
         node: u8,
@@ -356,15 +732,122 @@ enum Op {
     Heal,
 }
 
+/// What one operation of a sensible change does, to an id chosen when the
+/// input runs among those it fits (see `ChangeSpec::resolve`).
+#[derive(Clone, Copy, Debug)]
+enum ChangeKind {
+    /// Adds a non-member (preferably a node of the harness) as a learner.
+    AddLearner,
+    /// Adds a non-member as a voter.
+    AddVoter,
+    /// Promotes a learner.
+    Promote,
+    /// Removes a voter (the leader included).
+    RemoveVoter,
+    /// Removes a learner.
+    RemoveLearner,
+    /// Demotes a voter to a learner.
+    Demote,
+}
+
+#[derive(Clone, Debug)]
+enum ChangeSpec {
+    /// Each operation on an id it fits, picked by the `u8`.
+    Sensible(Vec<(ChangeKind, u8)>),
+    /// As given, valid or not.
+    Raw(Vec<ChangeOp>),
+}
+
+fn context_of(id: NodeId) -> Vec<u8> {
+    format!("10.0.0.{id}:7000").into_bytes()
+}
+
+impl ChangeSpec {
+    /// The change, against the membership in force `m` in a harness of
+    /// `nodes` nodes.
+    fn resolve(&self, m: &Membership, nodes: u64) -> MembershipChange {
+        let ops = match self {
+            ChangeSpec::Raw(ops) => ops.clone(),
+            ChangeSpec::Sensible(kinds) => {
+                let mut ops: Vec<ChangeOp> = Vec::new();
+                for &(kind, pick) in kinds {
+                    let fits: Vec<NodeId> = match kind {
+                        ChangeKind::AddLearner | ChangeKind::AddVoter => {
+                            let outside = |range: std::ops::RangeInclusive<NodeId>| {
+                                range.filter(|&id| !m.is_member(id)).collect::<Vec<_>>()
+                            };
+                            let in_harness = outside(1..=nodes);
+                            if in_harness.is_empty() || pick % 8 == 7 {
+                                outside(1..=5)
+                            } else {
+                                in_harness
+                            }
+                        }
+                        ChangeKind::Promote | ChangeKind::RemoveLearner => {
+                            m.learners().iter().copied().collect()
+                        }
+                        ChangeKind::RemoveVoter | ChangeKind::Demote => m.voters().incoming.iter().collect(),
+                    };
+                    let fits: Vec<NodeId> =
+                        fits.into_iter().filter(|&id| ops.iter().all(|op| op.id() != id)).collect();
+                    if fits.is_empty() {
+                        continue;
+                    }
+                    let id = fits[pick as usize % fits.len()];
+                    ops.push(match kind {
+                        ChangeKind::AddLearner | ChangeKind::Demote => {
+                            ChangeOp::AddLearner { id, context: context_of(id) }
+                        }
+                        ChangeKind::AddVoter => ChangeOp::AddVoter { id, context: context_of(id) },
+                        ChangeKind::Promote => ChangeOp::PromoteLearner { id },
+                        ChangeKind::RemoveVoter | ChangeKind::RemoveLearner => ChangeOp::Remove { id },
+                    });
+                }
+                ops
+            }
+        };
+        MembershipChange { ops }
+    }
+}
+
+fn change_spec() -> impl Strategy<Value = ChangeSpec> {
+    let kind = prop_oneof![
+        4 => Just(ChangeKind::AddLearner),
+        2 => Just(ChangeKind::AddVoter),
+        4 => Just(ChangeKind::Promote),
+        3 => Just(ChangeKind::RemoveVoter),
+        1 => Just(ChangeKind::RemoveLearner),
+        1 => Just(ChangeKind::Demote),
+    ];
+    let kinds = prop_oneof![
+        3 => prop::collection::vec((kind.clone(), any::<u8>()), 1..=1),
+        2 => prop::collection::vec((kind, any::<u8>()), 2..=3),
+    ];
+    prop_oneof![
+        6 => kinds.prop_map(ChangeSpec::Sensible),
+        1 => raw_change_ops().prop_map(ChangeSpec::Raw),
+    ]
+}
+
+/// A node: 0 to 4 by position, 5 to 7 the leader and the nodes after it
+/// (see `Harness::slot`).
+fn node() -> impl Strategy<Value = u8> {
+    prop_oneof![5 => 0u8..5, 4 => 5u8..8]
+}
+
+/// A node, mostly the leader: where membership changes are proposed.
+fn leader_node() -> impl Strategy<Value = u8> {
+    prop_oneof![6 => Just(5u8), 1 => 0u8..8]
+}
+
 fn op() -> impl Strategy<Value = Op> {
-    let node = || 0u8..6;
     prop_oneof![
         10 => (1u8..=12).prop_map(|ticks| Op::Run { ticks }),
         3 => (node(), 1u8..=12).prop_map(|(node, ticks)| Op::Tick { node, ticks }),
         2 => node().prop_map(|node| Op::Campaign { node }),
         6 => (node(), 0u8..=40).prop_map(|(node, len)| Op::Propose { node, len }),
         2 => (node(), 0u64..=3).prop_map(|(node, ctx)| Op::ReadIndex { node, ctx }),
-        1 => (node(), 0u64..=4).prop_map(|(node, to)| Op::Transfer { node, to }),
+        1 => (node(), 0u64..=5).prop_map(|(node, to)| Op::Transfer { node, to }),
         3 => (node(), any::<bool>()).prop_map(|(node, all)| Op::Persist { node, all }),
         3 => (node(), any::<bool>()).prop_map(|(node, all)| Op::Applied { node, all }),
         4 => (node(), -3i8..=1, 0u8..=24).prop_map(|(node, delta, len)| Op::SnapshotTaken { node, delta, len }),
@@ -377,6 +860,8 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (any::<u16>(), prop::option::weighted(0.3, node()), any::<u8>(), index_num())
             .prop_map(|(pick, node, field, value)| Op::Mutate { pick, node, field, value }),
         16 => (node(), hostile()).prop_map(|(node, msg)| Op::Hostile { node, msg }),
+        3 => (any::<u16>(), any::<u8>(), any_mspec()).prop_map(|(pick, k, membership)| Op::Forge { pick, k, membership }),
+        3 => (leader_node(), change_spec()).prop_map(|(node, change)| Op::Change { node, change }),
         1 => node().prop_map(|node| Op::Restart { node }),
         2 => node().prop_map(|node| Op::Cut { node }),
         2 => Just(Op::Heal),
@@ -387,12 +872,11 @@ fn op() -> impl Strategy<Value = Op> {
 /// reorders, delays and duplicates): leaders live long enough to replicate,
 /// compact and send snapshots.
 fn honest_op() -> impl Strategy<Value = Op> {
-    let node = || 0u8..6;
     prop_oneof![
         12 => (1u8..=12).prop_map(|ticks| Op::Run { ticks }),
         8 => (node(), 0u8..=40).prop_map(|(node, len)| Op::Propose { node, len }),
         1 => (node(), 0u64..=3).prop_map(|(node, ctx)| Op::ReadIndex { node, ctx }),
-        1 => (node(), 0u64..=4).prop_map(|(node, to)| Op::Transfer { node, to }),
+        1 => (node(), 0u64..=5).prop_map(|(node, to)| Op::Transfer { node, to }),
         2 => (node(), any::<bool>()).prop_map(|(node, all)| Op::Persist { node, all }),
         2 => (node(), any::<bool>()).prop_map(|(node, all)| Op::Applied { node, all }),
         6 => (node(), -1i8..=0, 0u8..=24).prop_map(|(node, delta, len)| Op::SnapshotTaken { node, delta, len }),
@@ -407,6 +891,7 @@ fn honest_op() -> impl Strategy<Value = Op> {
         2 => any::<u16>().prop_map(|pick| Op::Replay { pick }),
         1 => Just(Op::DeliverAll),
         1 => node().prop_map(|node| Op::Restart { node }),
+        6 => (leader_node(), change_spec()).prop_map(|(node, change)| Op::Change { node, change }),
     ]
 }
 
@@ -424,7 +909,11 @@ fn ops(max: usize) -> impl Strategy<Value = Vec<Op>> {
 /// How the cluster is configured and how each node's driver behaves.
 #[derive(Clone, Debug)]
 struct Setup {
+    /// The voters: nodes 1..=size.
     size: u64,
+    /// Nodes size+1..=size+spare, with no configuration (waiting to be
+    /// added).
+    spare: u64,
     pre_vote: bool,
     check_quorum: bool,
     election_min: u32,
@@ -443,21 +932,29 @@ struct Setup {
     auto: Vec<(bool, bool, bool)>,
 }
 
+/// Most nodes in a harness (ids 1..=5).
+const NODES_MAX: u64 = 5;
+
 fn setup() -> impl Strategy<Value = Setup> {
     (
-        (prop_oneof![1 => Just(1u64), 1 => Just(2u64), 6 => Just(3u64)], any::<bool>(), any::<bool>()),
+        (
+            prop_oneof![1 => Just(1u64), 1 => Just(2u64), 6 => Just(3u64)],
+            prop_oneof![1 => Just(0u64), 1 => Just(1u64), 2 => Just(2u64)],
+            any::<bool>(),
+            any::<bool>(),
+        ),
         (3u32..=8, 1u32..=6, 1u32..=2),
         (1usize..=4, prop_oneof![Just(0u64), 1u64..=100], prop_oneof![Just(1usize << 20), 1usize..=80]),
         (1usize..=16, prop_oneof![Just(0u64), 1u64..=6], prop_oneof![Just(0u64), 1u64..=200]),
         (prop_oneof![3 => Just(0u64), 1 => 1u64..=40], any::<u64>()),
         prop::collection::vec(
             (prop::bool::weighted(0.7), prop::bool::weighted(0.7), prop::bool::weighted(0.7)),
-            3,
+            NODES_MAX as usize,
         ),
     )
         .prop_map(
             |(
-                (size, pre_vote, check_quorum),
+                (size, spare, pre_vote, check_quorum),
                 (election_min, election_spread, heartbeat),
                 (max_inflight_appends, max_inflight_bytes, max_append_bytes),
                 (snapshot_chunk_bytes, max_uncommitted_entries, max_uncommitted_bytes),
@@ -465,6 +962,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                 auto,
             )| Setup {
                 size,
+                spare: spare.min(NODES_MAX - size),
                 pre_vote,
                 check_quorum,
                 election_min,
@@ -485,7 +983,8 @@ fn setup() -> impl Strategy<Value = Setup> {
 
 impl Setup {
     fn config(&self, id: NodeId) -> Config {
-        let mut c = Config::new(id, (1..=self.size).collect());
+        let voters = if id <= self.size { (1..=self.size).collect() } else { Vec::new() };
+        let mut c = Config::new(id, voters);
         c.pre_vote = self.pre_vote;
         c.check_quorum = self.check_quorum;
         c.election_timeout_ticks_min = self.election_min;
@@ -507,8 +1006,8 @@ impl Setup {
 
 /// What the cases reached, printed with `FUZZ_STATS=1` (to see that the
 /// interesting states are reached at all).
-static STATS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
-const STAT_NAMES: [&str; 9] = [
+static STATS: [AtomicU64; 15] = [const { AtomicU64::new(0) }; 15];
+const STAT_NAMES: [&str; 15] = [
     "cases",
     "inputs",
     "inputs on a leader",
@@ -518,6 +1017,12 @@ const STAT_NAMES: [&str; 9] = [
     "ApplySnapshot",
     "snapshot_taken ok",
     "restarts",
+    "propose_membership ok",
+    "inputs on a leader in a joint membership",
+    "inputs on a leader that is not a voter",
+    "inputs on a learner",
+    "inputs on a member that started with no configuration",
+    "committed membership entries checked",
 ];
 
 fn stat(k: usize) {
@@ -545,6 +1050,12 @@ struct Driver {
     /// Snapshots waiting for their check.
     to_check: Vec<Snapshot>,
     last_persist_id: u64,
+    /// Committed membership entries are checked up to here.
+    memberships_checked: Index,
+    /// The membership in force and the snapshot last checked, by index and
+    /// term (`check_memberships` checks them again only once they change).
+    membership_checked: (Index, Option<Term>),
+    snapshot_checked: (Index, Term),
 }
 
 struct Harness {
@@ -569,7 +1080,7 @@ const DELIVER_ALL_MAX: usize = 400;
 
 impl Harness {
     fn new(setup: &Setup) -> Harness {
-        let drivers = (1..=setup.size)
+        let drivers = (1..=setup.size + setup.spare)
             .map(|id| {
                 let config = setup.config(id);
                 let (auto_persist, auto_apply, auto_check) = setup.auto[(id - 1) as usize];
@@ -585,6 +1096,9 @@ impl Harness {
                     handed_out: 0,
                     to_check: Vec::new(),
                     last_persist_id: 0,
+                    memberships_checked: 0,
+                    membership_checked: (0, None),
+                    snapshot_checked: (0, 0),
                 }
             })
             .collect();
@@ -599,18 +1113,18 @@ impl Harness {
         }
     }
 
-    /// The node an input names: 0 to 2 by position (modulo the cluster
-    /// size), 3 the leader, 4 and 5 the nodes after it.
+    /// The node an input names: 0 to 4 by position (modulo the number of
+    /// nodes), 5 the leader, 6 and 7 the nodes after it.
     fn slot(&self, node: u8) -> usize {
         let n = self.drivers.len();
-        if node < 3 {
+        if node < 5 {
             return node as usize % n;
         }
         let leader = (0..n)
             .filter(|&i| self.drivers[i].node.is_leader())
             .max_by_key(|&i| self.drivers[i].node.term())
             .unwrap_or(0);
-        (leader + (node as usize - 3)) % n
+        (leader + (node as usize - 5)) % n
     }
 
     /// Runs one input on node `i`, then executes its actions and checks
@@ -618,15 +1132,82 @@ impl Harness {
     fn input(&mut self, i: usize, f: impl FnOnce(&mut RaftNode)) -> Result<(), Failure> {
         stat(1);
         let node = &self.drivers[i].node;
+        let membership = node.membership().0;
         if node.is_leader() {
             stat(2);
             if node.status().progress.iter().any(|p| p.state == raft_core::ReplicationState::Snapshot) {
                 stat(3);
             }
+            if membership.is_joint() {
+                stat(10);
+            }
+            if !membership.is_voter(node.id()) {
+                stat(11);
+            }
+        }
+        if membership.is_learner(node.id()) {
+            stat(12);
+        }
+        if self.drivers[i].config.voters.is_empty() && membership.is_member(node.id()) {
+            stat(13);
         }
         f(&mut self.drivers[i].node);
         self.check(i, "after the input")?;
-        self.drain(i)
+        self.drain(i)?;
+        self.check_memberships(i)
+    }
+
+    /// The membership in force on node `i`, and every membership it
+    /// committed since the last call, pass `check_invariants`; a committed
+    /// configuration entry has voters.
+    fn check_memberships(&mut self, i: usize) -> Result<(), Failure> {
+        let d = &mut self.drivers[i];
+        let node = &d.node;
+        let (m, at) = node.membership();
+        let key = (at, node.term_at(at));
+        if d.membership_checked != key {
+            m.check_invariants().map_err(|e| {
+                format!("node {}: membership in force (set at {at}) broken: {e}: {m:?}", i + 1)
+            })?;
+            d.membership_checked = key;
+        }
+        let (snapshot_index, snapshot_term) = (node.first_index() - 1, node.term_at(node.first_index() - 1));
+        if snapshot_index > 0 && d.snapshot_checked != (snapshot_index, snapshot_term.unwrap_or(0)) {
+            let meta = node.snapshot_meta();
+            meta.membership.check_invariants().map_err(|e| {
+                format!(
+                    "node {}: the membership of its snapshot at {} is broken: {e}: {meta:?}",
+                    i + 1,
+                    meta.index
+                )
+            })?;
+            d.snapshot_checked = (meta.index, meta.term);
+        }
+        let commit = node.commit_index();
+        for index in d.memberships_checked.max(node.first_index().saturating_sub(1)) + 1..=commit {
+            let Some(e) = node.entry(index) else { continue };
+            // (`decode_membership` checks the invariants and that there are
+            // voters; checked again here, in case it stops doing so.)
+            let broken = match e.payload.decode_membership() {
+                None => None,
+                Some(Err(why)) => Some(why),
+                Some(Ok(m)) => m
+                    .check_invariants()
+                    .err()
+                    .or_else(|| m.voters().incoming.is_empty().then(|| "no voters".to_string())),
+            };
+            if matches!(e.payload, EntryPayload::Membership(_)) {
+                stat(14);
+            }
+            if let Some(why) = broken {
+                return Err(format!(
+                    "node {}: committed membership entry {index} broken: {why}: {e:?}",
+                    i + 1
+                ));
+            }
+        }
+        d.memberships_checked = d.memberships_checked.max(commit);
+        Ok(())
     }
 
     fn check(&mut self, i: usize, when: &str) -> Result<(), Failure> {
@@ -679,6 +1260,19 @@ impl Harness {
                 }
                 if m.from != id {
                     return Err(format!("node {id} sends as {}: {m:?}", m.from));
+                }
+                if matches!(m.body, MessageBody::VoteRequest { .. }) && !d.node.membership().0.is_voter(id) {
+                    return Err(format!(
+                        "node {id} campaigns while not a voter in its membership {:?}: {m:?}",
+                        d.node.membership()
+                    ));
+                }
+                if let MessageBody::Snapshot { meta, .. } = &m.body {
+                    if !self.tainted && meta.membership.voters().incoming.is_empty() {
+                        return Err(format!(
+                            "node {id} sends a snapshot with no voters, which its follower must drop: {meta:?}"
+                        ));
+                    }
                 }
                 let hs = d.durable.hard_state;
                 if let MessageBody::VoteResponse { pre_vote: false, granted: true } = m.body {
@@ -912,6 +1506,46 @@ impl Harness {
                 self.tainted = true;
                 self.input(i, |n| n.step(m))?
             }
+            Op::Forge { pick, k, ref membership } => {
+                if self.history.is_empty() {
+                    return Ok(());
+                }
+                let mut m = self.history[pick as usize % self.history.len()].clone();
+                if m.to == 0 || m.to > self.drivers.len() as NodeId {
+                    return Ok(());
+                }
+                let v = View::of(&self.drivers[m.to as usize - 1].node);
+                match &mut m.body {
+                    MessageBody::Append { prev_log_index, entries, .. } => {
+                        let payload = membership.payload(&v);
+                        if entries.is_empty() || k % 4 == 0 {
+                            let (index, term) = match entries.last() {
+                                Some(e) => (e.index + 1, e.term),
+                                None => (*prev_log_index + 1, m.term),
+                            };
+                            entries.push(Entry { term, index, payload });
+                        } else {
+                            let k = k as usize % entries.len();
+                            entries[k].payload = payload;
+                        }
+                    }
+                    MessageBody::Snapshot { meta, .. } => {
+                        meta.membership = convert(membership.membership(&v))
+                    }
+                    _ => return Ok(()),
+                }
+                self.tainted = true;
+                self.deliver(m)?
+            }
+            Op::Change { node, ref change } => {
+                let i = self.slot(node);
+                let change = change.resolve(self.drivers[i].node.membership().0, self.drivers.len() as u64);
+                self.input(i, |n| {
+                    if n.propose_membership(&change).is_ok() {
+                        stat(9);
+                    }
+                })?
+            }
             Op::Cut { node } => self.cut = Some(self.slot(node) as NodeId + 1),
             Op::Heal => self.cut = None,
             Op::Restart { node } => {
@@ -926,7 +1560,8 @@ impl Harness {
                 d.handed_out = d.durable.snapshot.as_ref().map_or(0, |s| s.meta.index);
                 d.last_persist_id = 0;
                 self.check(i, "after restart")?;
-                self.drain(i)?
+                self.drain(i)?;
+                self.check_memberships(i)?
             }
         }
         Ok(())
@@ -1087,9 +1722,10 @@ impl Hostile {
                     .iter()
                     .enumerate()
                     .map(|(k, e)| {
-                        let payload = match &e.command {
-                            Some(c) => EntryPayload::Command(c.clone()),
-                            None => EntryPayload::Blank,
+                        let payload = match &e.payload {
+                            HPayload::Command(c) => EntryPayload::Command(c.clone()),
+                            HPayload::Blank => EntryPayload::Blank,
+                            HPayload::Membership(m) => m.payload(v),
                         };
                         if *contiguous {
                             term = term.max(e.term.get(v));
@@ -1122,13 +1758,11 @@ impl Hostile {
             HBody::HeartbeatResponse { read_round } => {
                 MessageBody::HeartbeatResponse { read_round: read_round.get(v) }
             }
-            HBody::Snapshot { index, term, voters, offset, data, done } => MessageBody::Snapshot {
+            HBody::Snapshot { index, term, membership, offset, data, done } => MessageBody::Snapshot {
                 meta: SnapshotMeta {
                     index: index.get(v),
                     term: term.get(v),
-                    membership: raft_core::Membership::with_voters(voters.iter().copied())
-                        .unwrap_or_default()
-                        .into(),
+                    membership: convert(membership.membership(v)),
                 },
                 offset: offset.get(v),
                 data: data.clone(),
@@ -1233,6 +1867,7 @@ fn hostile_input_never_panics_nor_breaks_invariants() {
 fn the_harness_elects_replicates_and_sends_snapshots() {
     let setup = Setup {
         size: 3,
+        spare: 0,
         pre_vote: true,
         check_quorum: true,
         election_min: 5,
@@ -1246,7 +1881,7 @@ fn the_harness_elects_replicates_and_sends_snapshots() {
         max_uncommitted_bytes: 0,
         snapshot_bytes_max: 0,
         seed: 1,
-        auto: vec![(true, true, true); 3],
+        auto: vec![(true, true, true); NODES_MAX as usize],
     };
     let mut h = Harness::new(&setup);
     h.run(&Op::Run { ticks: 20 }).unwrap();
@@ -1272,4 +1907,85 @@ fn the_harness_elects_replicates_and_sends_snapshots() {
     let d = &h.drivers[lagging];
     assert!(d.durable.snapshot.is_some(), "the lagging follower installed a snapshot");
     assert_eq!(d.node.commit_index(), h.drivers[leader].node.commit_index());
+}
+
+/// The harness reaches the membership states worth fuzzing: nodes that
+/// started with no configuration added as learners and promoted, and the
+/// leader removed by a joint change, which is left.
+#[test]
+fn the_harness_adds_promotes_and_removes_members() {
+    let setup = Setup {
+        size: 3,
+        spare: 2,
+        pre_vote: true,
+        check_quorum: true,
+        election_min: 5,
+        election_spread: 3,
+        heartbeat: 1,
+        max_inflight_appends: 2,
+        max_inflight_bytes: 0,
+        max_append_bytes: 1 << 20,
+        snapshot_chunk_bytes: 4,
+        max_uncommitted_entries: 0,
+        max_uncommitted_bytes: 0,
+        snapshot_bytes_max: 0,
+        seed: 1,
+        auto: vec![(true, true, true); NODES_MAX as usize],
+    };
+    let mut h = Harness::new(&setup);
+    h.run(&Op::Run { ticks: 20 }).unwrap();
+    let leader = h.drivers.iter().position(|d| d.node.is_leader()).expect("a leader");
+    let sensible = |kinds: Vec<(ChangeKind, u8)>| Op::Change { node: 5, change: ChangeSpec::Sensible(kinds) };
+    h.run(&sensible(vec![(ChangeKind::AddLearner, 0), (ChangeKind::AddLearner, 0)])).unwrap();
+    h.run(&Op::Run { ticks: 10 }).unwrap();
+    for d in &h.drivers {
+        let m = d.node.membership().0;
+        assert!(m.is_learner(4) && m.is_learner(5), "node {}: {m:?}", d.node.id());
+    }
+    h.run(&sensible(vec![
+        (ChangeKind::Promote, 0),
+        (ChangeKind::Promote, 0),
+        (ChangeKind::RemoveVoter, leader as u8),
+    ]))
+    .unwrap();
+    assert!(h.drivers[leader].node.membership().0.is_joint());
+    h.run(&Op::Run { ticks: 30 }).unwrap();
+    let now = h.drivers.iter().position(|d| d.node.is_leader()).expect("a leader");
+    assert_ne!(now, leader, "the removed leader still leads");
+    let m = h.drivers[now].node.membership().0.clone();
+    assert!(!m.is_joint() && !m.is_member(leader as NodeId + 1), "{m:?}");
+    assert_eq!(m.voters().incoming.iter().count(), 4, "{m:?}");
+    assert!(h.drivers[3].node.membership().0.is_voter(4));
+}
+
+/// The hand encoding of hostile memberships is the core's own, so that
+/// those it breaks reach the core's invariant checks, not just its decoder.
+#[test]
+fn hand_encoded_memberships_are_the_cores_encoding() {
+    let v = View::of(&RaftNode::new(Config::new(1, vec![1, 2, 3])).unwrap());
+    let add = |id: NodeId| ChangeOp::AddVoter { id, context: context_of(id) };
+    let specs = [
+        MSpec::Empty,
+        MSpec::Receivers { ops: vec![], leave: false },
+        MSpec::Receivers {
+            ops: vec![add(4), ChangeOp::AddLearner { id: 5, context: vec![7; 300] }],
+            leave: false,
+        },
+        MSpec::Built { voters: vec![1, 2, 3], ops: vec![add(4), ChangeOp::Remove { id: 1 }], leave: false },
+        MSpec::Built { voters: vec![250, 251, 70_000, 5_000_000_000, u64::MAX], ops: vec![], leave: false },
+        MSpec::Many { n: 64, ops: vec![ChangeOp::Remove { id: 1 }, add(u64::MAX)] },
+    ];
+    for spec in &specs {
+        let m = spec.build(&v);
+        let EntryPayload::Membership(bytes) = EntryPayload::membership(&m) else { unreachable!() };
+        assert_eq!(RawParts::of(&m).encode().as_slice(), &bytes[..], "{m:?}");
+        assert_eq!(decode_unchecked(&bytes), Some(m));
+    }
+    // A voter that is a learner too: it decodes, and the core refuses it
+    // for the invariant it breaks.
+    let raw = RawMSpec { roles: None, corruption: Corruption::Learner(0), damage: Damage::None };
+    let payload = EntryPayload::Membership(convert(raw.encode(&v)));
+    let why = payload.decode_membership().expect("a configuration entry").expect_err("invalid");
+    assert!(why.contains("is an incoming voter"), "{why}");
+    assert!(decode_unchecked(&raw.encode(&v)).expect("decodes").check_invariants().is_err());
 }
