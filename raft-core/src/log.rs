@@ -23,6 +23,8 @@ pub struct RaftLog {
     stable: Index,
     /// Lowest index not yet handed to the driver in a persist batch.
     unpersisted_from: Option<Index>,
+    /// Lowest index truncated since the last [`RaftLog::take_truncation`].
+    truncated_from: Option<Index>,
 }
 
 /// What a follower's consistency check found.
@@ -67,6 +69,7 @@ impl RaftLog {
             commit: 0,
             stable: 0,
             unpersisted_from: None,
+            truncated_from: None,
         };
         log.stable = log.last_index();
         log.commit = commit.clamp(snapshot_index, log.last_index());
@@ -232,6 +235,24 @@ impl RaftLog {
         self.entries.truncate((index - self.snapshot_index - 1) as usize);
         self.stable = self.stable.min(index - 1);
         self.unpersisted_from = Some(self.unpersisted_from.map_or(index, |u| u.min(index)));
+        self.truncated_from = Some(self.truncated_from.map_or(index, |t| t.min(index)));
+    }
+
+    /// The lowest index truncated since the last call, if any: the persist
+    /// batch gathered now is the first to hold what replaced it.
+    pub(crate) fn take_truncation(&mut self) -> Option<Index> {
+        self.truncated_from.take()
+    }
+
+    /// The driver reports durable a batch written before the log was
+    /// truncated at `truncated`: only what it wrote below that point still
+    /// stands (its last entry may match the new log's and the entries
+    /// before it not, when a peer broke Log Matching).
+    pub(crate) fn stable_below(&mut self, index: Index, truncated: Index) {
+        let upto = index.min(truncated - 1);
+        if upto > self.stable && upto <= self.last_index() {
+            self.stable = upto;
+        }
     }
 
     /// Raises the commit index to `index` (never lowers it). `index` must be held.

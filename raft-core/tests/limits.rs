@@ -93,3 +93,44 @@ fn a_snapshot_at_the_index_limit_cannot_make_a_node_unrestartable() {
             .unwrap_or_else(|e| panic!("after a snapshot at {index}, the node cannot restart: {e}"));
     }
 }
+
+/// Found by `fuzz_step.rs`: a batch's durability was matched on its last
+/// (index, term) alone. A peer that breaks Log Matching (same last entry,
+/// another entry before it) then got entries applied that were not durable.
+#[test]
+fn a_batch_written_before_a_truncation_makes_durable_only_what_lies_below_it() {
+    fn append(e: &[(Index, Term)]) -> Message {
+        let entries =
+            e.iter().map(|&(index, term)| Entry { term, index, payload: EntryPayload::Blank }).collect();
+        Message {
+            from: 1,
+            to: 2,
+            term: 2,
+            body: MessageBody::Append { prev_log_index: 0, prev_log_term: 0, leader_commit: 0, entries },
+        }
+    }
+    let persist = |n: &mut RaftNode| {
+        n.take_actions().into_iter().find_map(|a| match a {
+            Action::Persist(b) => Some(b),
+            _ => None,
+        })
+    };
+    let mut n = RaftNode::new(Config::new(2, vec![1, 2, 3])).unwrap();
+    n.step(append(&[(1, 1), (2, 2)]));
+    let first = persist(&mut n).expect("a batch");
+    n.step(append(&[(1, 2), (2, 2)]));
+    let _second = persist(&mut n).expect("a batch");
+    n.persisted(first.id); // only (1,1),(2,2) is durable
+    n.step(Message { from: 1, to: 2, term: 2, body: MessageBody::Heartbeat { commit: 2, read_round: 0 } });
+    let applied: Vec<Entry> = n
+        .take_actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Apply(entries) => Some(entries),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(applied.is_empty(), "applied entries that are not durable here: {applied:?}");
+    assert_eq!(n.status().stable_index, 0);
+}

@@ -184,6 +184,7 @@ impl RaftNode {
             actions: Vec::new(),
             counters: Counters::default(),
             own_vote_durable: None,
+            rewrite: None,
             membership_index,
             base_membership,
             config,
@@ -473,8 +474,15 @@ impl RaftNode {
                     }
                 }
             }
-            if let Some((index, term)) = batch.last_entry {
-                self.s.log.stable_to(index, term);
+            match (batch.last_entry, self.s.rewrite) {
+                (Some((index, _)), Some((first, truncated))) if batch.id < first => {
+                    self.s.log.stable_below(index, truncated)
+                }
+                (Some((index, term)), _) => self.s.log.stable_to(index, term),
+                (None, _) => {}
+            }
+            if self.s.rewrite.is_some_and(|(first, _)| batch.id >= first) {
+                self.s.rewrite = None;
             }
         }
         while self.s.msgs_after_persist.front().is_some_and(|(after, _)| *after <= id) {

@@ -23,6 +23,12 @@ impl Shared {
         }
         let id = self.next_persist_id;
         self.next_persist_id += 1;
+        if let Some(truncated) = self.log.take_truncation() {
+            // Batches before this one may have written entries the log has
+            // since replaced: their reports count only below `truncated`.
+            let lowest = self.rewrite.map_or(truncated, |(_, t)| t.min(truncated));
+            self.rewrite = Some((id, lowest));
+        }
         self.persists_inflight.push_back(InflightPersist {
             id,
             last_entry: entries.last().map(|e| (e.index, e.term)),

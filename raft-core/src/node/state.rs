@@ -82,6 +82,9 @@ pub(super) struct Shared {
     /// configured voters before any snapshot): what is in force when no
     /// configuration entry after it is in the log.
     pub(super) base_membership: Membership,
+    /// The log was truncated at `.1` after batches before `.0` were handed
+    /// out: their reports make durable only what lies below it.
+    pub(super) rewrite: Option<(u64, Index)>,
     /// This node's own vote became durable in this term: the candidate
     /// counts it (see `RaftNode::count_own_vote`).
     pub(super) own_vote_durable: Option<Term>,
