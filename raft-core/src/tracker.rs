@@ -82,19 +82,35 @@ impl ProgressTracker {
     }
 
     /// Replaces the membership. Members that stay keep their progress; new
-    /// ones probe from `next_index`; members that left are forgotten.
+    /// ones probe from `next_index`. Members that left keep theirs too, as
+    /// *departing*: they count in no quorum, but the leader goes on
+    /// replicating to them until [`ProgressTracker::drop_departed`], so that
+    /// a removed node receives the entry that removes it (without it, it
+    /// never learned, and campaigned for ever).
     pub(crate) fn set_membership(&mut self, membership: Membership, next_index: Index) {
         let (inflight_max, bytes_max) = (self.inflight_max, self.inflight_bytes_max);
-        let mut old = std::mem::take(&mut self.progress).into_iter().peekable();
-        let mut progress = Vec::new();
+        let mut progress: Vec<(NodeId, Progress)> = std::mem::take(&mut self.progress);
         for id in membership.member_ids() {
-            while old.next_if(|(m, _)| *m < id).is_some() {}
-            let kept = old.next_if(|(m, _)| *m == id).map(|(_, p)| p);
-            progress.push((id, kept.unwrap_or_else(|| Progress::new(next_index, inflight_max, bytes_max))));
+            if let Err(at) = progress.binary_search_by_key(&id, |(m, _)| *m) {
+                progress.insert(at, (id, Progress::new(next_index, inflight_max, bytes_max)));
+            }
         }
         self.progress = progress;
         self.membership = membership;
         self.index_voters();
+    }
+
+    /// Forgets the departing members (the change that removed them is
+    /// committed). Returns whether there were any.
+    pub(crate) fn drop_departed(&mut self) -> bool {
+        let before = self.progress.len();
+        let membership = &self.membership;
+        self.progress.retain(|(id, _)| membership.is_member(*id));
+        let dropped = self.progress.len() != before;
+        if dropped {
+            self.index_voters();
+        }
+        dropped
     }
 
     /// Recomputes where each half's voters sit in `progress`.
@@ -110,7 +126,8 @@ impl ProgressTracker {
         self.membership.is_voter(id)
     }
 
-    /// Whether `id` is a member at all (a voter or a learner).
+    /// Whether `id` is a member at all (a voter or a learner), or a
+    /// departing one the leader still replicates to.
     pub(crate) fn is_member(&self, id: NodeId) -> bool {
         self.position(id).is_some()
     }

@@ -495,3 +495,26 @@ fn a_leader_being_removed_serves_reads_and_takes_no_change_once_removed() {
     let refused = c.node(1).propose_membership(&MembershipChange { ops: vec![add_learner(9)] });
     assert!(matches!(refused, Err(ProposeError::NotLeader { .. })), "{refused:?}");
 }
+
+/// Found in review: the leader forgot a removed follower the moment it
+/// appended the change, so the follower never received its removal and
+/// campaigned for ever; without PreVote and CheckQuorum it deposed the
+/// leader again and again.
+#[test]
+fn a_removed_follower_receives_its_removal_and_stops_campaigning() {
+    let mut c = Cluster::new(3);
+    for id in 1..=3 {
+        let mut config = config(id, &[1, 2, 3]);
+        config.pre_vote = false;
+        config.check_quorum = false;
+        c.nodes.insert(id, RaftNode::new(config).unwrap());
+    }
+    c.elect(1);
+    c.change(1, vec![ChangeOp::Remove { id: 3 }]).unwrap();
+    assert!(!c.node(3).membership().0.is_member(3), "node 3 never received the entry that removed it");
+    let term = c.node(1).term();
+    c.tick_all(500);
+    assert_eq!(c.leaders(), vec![1]);
+    assert_eq!(c.node(1).term(), term, "the removed node deposed the leader");
+    assert!(c.node(1).status().progress.iter().all(|p| p.id != 3), "the leader still replicates to node 3");
+}

@@ -107,6 +107,7 @@ impl RaftNode {
         // what its log holds durably (acknowledged like anyone's, in
         // `persisted`, as more becomes durable).
         self.s.tracker.reset(self.s.log.last_index() + 1);
+        self.s.update_peers();
         let (id, stable) = (self.s.id, self.s.log.stable());
         if let Some(progress) = self.s.tracker.get_mut(id) {
             progress.acknowledge(stable);

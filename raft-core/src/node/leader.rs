@@ -56,6 +56,10 @@ impl LeaderState {
         if s.membership_index > s.log.commit() || s.log.term(s.log.commit()) != Some(s.term) {
             return false;
         }
+        // Committed: the members it removed had their chance to learn it.
+        if s.tracker.drop_departed() {
+            s.update_peers();
+        }
         let membership = s.tracker.membership();
         // (Any joint configuration is left, whatever its auto-leave flag: a
         // peer's or the disk's joint configuration without it could

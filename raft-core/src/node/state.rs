@@ -159,6 +159,11 @@ impl Shared {
     pub(super) fn set_membership(&mut self, membership: Membership) {
         let next = self.log.last_index() + 1;
         self.tracker.set_membership(membership, next);
+        self.update_peers();
+    }
+
+    /// The peers to send to follow the tracker (departing members included).
+    pub(super) fn update_peers(&mut self) {
         let id = self.id;
         self.peers = self.tracker.member_ids().filter(|&m| m != id).collect();
     }
