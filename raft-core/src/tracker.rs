@@ -26,9 +26,10 @@ use crate::types::{Index, NodeId};
 #[derive(Clone, Debug)]
 pub(crate) struct ProgressTracker {
     membership: Membership,
-    /// One entry per member (voters, outgoing voters, learners), sorted by
-    /// id, kept in step with `membership`; only a leader's values mean
-    /// anything.
+    /// One entry per member (voters, outgoing voters, learners) and per
+    /// departing member (removed by a configuration entry the leader still
+    /// replicates; see [`ProgressTracker::set_membership`]), sorted by id;
+    /// only a leader's values mean anything.
     progress: Vec<(NodeId, Progress)>,
     /// Positions in `progress` of the incoming voters...
     incoming: Vec<usize>,
