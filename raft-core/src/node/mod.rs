@@ -564,7 +564,7 @@ impl RaftNode {
     /// Drains the actions produced so far, in the order they must be executed.
     /// Call it after every batch of inputs: it is also where a leader sends
     /// the entries proposed since the last call (one append per follower for
-    /// all of them) and where new state is gathered into one [`PersistBatch`].
+    /// all of them) and where new state is gathered into one [`PersistBatch`](crate::PersistBatch).
     #[must_use = "actions must be executed by the driver"]
     pub fn take_actions(&mut self) -> Vec<Action> {
         if let RoleState::Leader(leader) = &mut self.role {
