@@ -11,11 +11,11 @@ pub const VOTERS_MAX: usize = 64;
 /// long a tick is (for example 10 ms).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// This node's id; must be one of `voters`.
+    /// This node's id (non-zero). Who the members are is not configuration:
+    /// it is given once, when a cluster is bootstrapped
+    /// ([`RaftNode::bootstrap`](crate::RaftNode::bootstrap)), and from then on
+    /// lives in the log and in snapshots.
     pub id: NodeId,
-    /// Every voting member of the cluster, this node included. Ids are non-zero
-    /// and distinct.
-    pub voters: Vec<NodeId>,
     /// Lower bound of the randomized election timeout, in ticks (§5.2).
     pub election_timeout_ticks_min: u32,
     /// Upper bound (exclusive) of the randomized election timeout, in ticks.
@@ -58,10 +58,9 @@ impl Config {
     /// A configuration with the defaults for a LAN: with a 10 ms tick, elections
     /// after 150–300 ms and heartbeats every 50 ms; at most 16,384 entries or
     /// 64 MiB uncommitted on a leader.
-    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
+    pub fn new(id: NodeId) -> Config {
         Config {
             id,
-            voters,
             election_timeout_ticks_min: 15,
             election_timeout_ticks_max: 30,
             heartbeat_interval_ticks: 5,
@@ -82,21 +81,6 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.id == 0 {
             return Err(ConfigError::ZeroId);
-        }
-        // No voters: a node that waits to be added (it never campaigns).
-        if self.voters.len() > VOTERS_MAX {
-            return Err(ConfigError::VoterCount(self.voters.len()));
-        }
-        let mut sorted = self.voters.clone();
-        sorted.sort_unstable();
-        if sorted.first() == Some(&0) {
-            return Err(ConfigError::ZeroId);
-        }
-        if sorted.windows(2).any(|w| w[0] == w[1]) {
-            return Err(ConfigError::DuplicateVoter);
-        }
-        if !self.voters.is_empty() && !self.voters.contains(&self.id) {
-            return Err(ConfigError::NotAVoter(self.id));
         }
         if self.heartbeat_interval_ticks == 0 {
             return Err(ConfigError::Timeouts("heartbeat interval must be at least one tick"));

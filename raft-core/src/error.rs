@@ -128,12 +128,12 @@ impl std::error::Error for SnapshotError {}
 pub enum ConfigError {
     /// A node id of 0.
     ZeroId,
-    /// No voters, or more than [`VOTERS_MAX`](crate::config::VOTERS_MAX).
-    VoterCount(usize),
-    /// The same voter listed twice.
-    DuplicateVoter,
-    /// This node's id is not among the voters.
+    /// The membership a cluster is bootstrapped with does not name this
+    /// node as a voter.
     NotAVoter(NodeId),
+    /// The membership a cluster is bootstrapped with breaks an invariant of
+    /// [`Membership`](crate::Membership) (no voters, for one).
+    Membership(String),
     /// Inconsistent timeouts.
     Timeouts(&'static str),
     /// A zero limit.
@@ -144,11 +144,10 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::ZeroId => f.write_str("node ids must be non-zero"),
-            ConfigError::VoterCount(n) => {
-                write!(f, "a cluster needs between 1 and {} voters, got {n}", crate::config::VOTERS_MAX)
+            ConfigError::NotAVoter(id) => {
+                write!(f, "node {id} is not among the voters of the membership it is bootstrapped with")
             }
-            ConfigError::DuplicateVoter => f.write_str("a voter is listed twice"),
-            ConfigError::NotAVoter(id) => write!(f, "node {id} is not among the voters"),
+            ConfigError::Membership(why) => write!(f, "cannot bootstrap with this membership: {why}"),
             ConfigError::Timeouts(why) | ConfigError::Limits(why) => f.write_str(why),
         }
     }

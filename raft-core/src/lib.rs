@@ -20,10 +20,11 @@
 //! ## The driver loop
 //!
 //! ```
-//! use raft_core::{Action, Config, RaftNode};
+//! use raft_core::{Action, Config, Membership, RaftNode};
 //!
 //! // A single-voter cluster elects itself and commits without peers.
-//! let mut node = RaftNode::new(Config::new(1, vec![1])).unwrap();
+//! let membership = Membership::with_voters([1]).unwrap();
+//! let mut node = RaftNode::bootstrap(Config::new(1), membership).unwrap();
 //! let mut durable_log = Vec::new();
 //! let mut applied = Vec::new();
 //! let mut proposed = false;
@@ -54,7 +55,8 @@
 //!     }
 //! }
 //! assert!(node.is_leader());
-//! assert_eq!(applied.len(), 2); // the leader's blank entry, then the command
+//! // The bootstrap configuration, the leader's blank entry, then the command.
+//! assert_eq!(applied.len(), 3);
 //! ```
 //!
 //! ## Membership change
@@ -73,8 +75,11 @@
 //!   new leader takes its configuration with it;
 //! - one change at a time, and none before the leader committed an entry of
 //!   its own term; each refusal has its own [`ProposeError`];
-//! - learners receive the log and never vote; a node started with no voters
-//!   ([`Config::voters`] empty) waits to be added and never campaigns; a
+//! - a cluster's first membership is given once, to
+//!   [`RaftNode::bootstrap`] on each founding node, and becomes the log's
+//!   first entry; [`Config`] holds tuning only;
+//! - learners receive the log and never vote; a node started with no
+//!   membership ([`RaftNode::new`]) waits to be added and never campaigns; a
 //!   removed leader leads until its removal commits, then hands over.
 //!
 //! Growing a one-voter cluster to three, the usual way: add each new node as
@@ -82,13 +87,14 @@
 //!
 //! ```
 //! use std::collections::BTreeMap;
-//! use raft_core::{Action, ChangeOp, Config, MembershipChange, NodeId, RaftNode};
+//! use raft_core::{Action, ChangeOp, Config, Membership, MembershipChange, NodeId, RaftNode};
 //!
 //! let mut nodes: BTreeMap<NodeId, RaftNode> = BTreeMap::new();
-//! nodes.insert(1, RaftNode::new(Config::new(1, vec![1])).unwrap());
+//! let founders = Membership::with_voters([1]).unwrap();
+//! nodes.insert(1, RaftNode::bootstrap(Config::new(1), founders).unwrap());
 //! // Nodes 2 and 3 start with no configuration: they wait to be added.
 //! for id in [2, 3] {
-//!     nodes.insert(id, RaftNode::new(Config::new(id, vec![])).unwrap());
+//!     nodes.insert(id, RaftNode::new(Config::new(id)).unwrap());
 //! }
 //! // Runs every node's actions and delivers messages until nothing moves
 //! // (persisting is instant here; a real driver fsyncs first).

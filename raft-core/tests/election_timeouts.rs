@@ -13,9 +13,10 @@ use raft_core::{Action, Config, MessageBody, RaftNode};
 /// randomized election timeouts (it hears from nobody, so each timeout
 /// starts a new PreVote round and draws the next one).
 fn timeouts(id: u64, voters: &[u64], seed: u64, count: usize) -> Vec<u32> {
-    let mut config = Config::new(id, voters.to_vec());
+    let mut config = Config::new(id);
     config.seed = seed;
-    let mut node = RaftNode::new(config).expect("valid config");
+    let membership = raft_core::Membership::with_voters(voters.iter().copied()).expect("valid voters");
+    let mut node = RaftNode::bootstrap(config, membership).expect("valid config");
     let mut out = Vec::with_capacity(count);
     let mut since_last = 0u32;
     while out.len() < count {

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use raft_core::{
-    Action, ChangeOp, Config, DurableState, EntryPayload, MembershipChange, Message, MessageBody, NodeId,
-    ProposeError, RaftNode,
+    Action, ChangeOp, Config, DurableState, EntryPayload, Membership, MembershipChange, Message, MessageBody,
+    NodeId, ProposeError, RaftNode,
 };
 
 /// An in-memory cluster: persist at once, deliver in order, cut links.
@@ -19,10 +19,15 @@ struct Cluster {
     sent: Vec<Message>,
 }
 
-fn config(id: NodeId, voters: &[NodeId]) -> Config {
-    let mut c = Config::new(id, voters.to_vec());
+fn config(id: NodeId) -> Config {
+    let mut c = Config::new(id);
     c.seed = 11;
     c
+}
+
+/// The first membership of a cluster founded by `voters`.
+fn founders(voters: &[NodeId]) -> Membership {
+    Membership::with_voters(voters.iter().copied()).unwrap()
 }
 
 impl Cluster {
@@ -38,7 +43,7 @@ impl Cluster {
             sent: Vec::new(),
         };
         for &id in &voters {
-            c.nodes.insert(id, RaftNode::new(config(id, &voters)).unwrap());
+            c.nodes.insert(id, RaftNode::bootstrap(config(id), founders(&voters)).unwrap());
             c.durable.insert(id, DurableState::default());
             c.applied.insert(id, Vec::new());
         }
@@ -47,7 +52,7 @@ impl Cluster {
 
     /// Starts a node with no configuration: one waiting to be added.
     fn add_empty_node(&mut self, id: NodeId) {
-        self.nodes.insert(id, RaftNode::new(config(id, &[])).unwrap());
+        self.nodes.insert(id, RaftNode::new(config(id)).unwrap());
         self.durable.insert(id, DurableState::default());
         self.applied.insert(id, Vec::new());
     }
@@ -159,9 +164,9 @@ impl Cluster {
     }
 
     /// Restarts `id` from what it made durable.
-    fn restart(&mut self, id: NodeId, voters: &[NodeId]) {
+    fn restart(&mut self, id: NodeId) {
         let durable = self.durable[&id].clone();
-        self.nodes.insert(id, RaftNode::restart(config(id, voters), durable).unwrap());
+        self.nodes.insert(id, RaftNode::restart(config(id), durable).unwrap());
         self.applied.insert(id, Vec::new());
     }
 }
@@ -418,7 +423,7 @@ fn membership_in_an_installed_snapshot_replaces_the_followers() {
     c.tick_all(20);
     assert!(c.node(3).membership().0.is_learner(4), "the snapshot's membership did not replace node 3's");
     // And it survives a restart from the snapshot alone.
-    c.restart(3, &[1, 2, 3]);
+    c.restart(3);
     assert!(c.node(3).membership().0.is_learner(4));
 }
 
@@ -428,7 +433,7 @@ fn membership_on_restart_comes_from_the_log_and_a_truncated_change_is_undone() {
     c.elect(1);
     c.add_empty_node(4);
     c.change(1, vec![add_learner(4)]).unwrap();
-    c.restart(2, &[1, 2, 3]);
+    c.restart(2);
     assert!(c.node(2).membership().0.is_learner(4), "the configuration entry in the log is not in force");
     // A change appended on an isolated leader and never committed is
     // replaced by the next leader's log: the old leader reverts.
@@ -504,10 +509,10 @@ fn a_leader_being_removed_serves_reads_and_takes_no_change_once_removed() {
 fn a_removed_follower_receives_its_removal_and_stops_campaigning() {
     let mut c = Cluster::new(3);
     for id in 1..=3 {
-        let mut config = config(id, &[1, 2, 3]);
+        let mut config = config(id);
         config.pre_vote = false;
         config.check_quorum = false;
-        c.nodes.insert(id, RaftNode::new(config).unwrap());
+        c.nodes.insert(id, RaftNode::bootstrap(config, founders(&[1, 2, 3])).unwrap());
     }
     c.elect(1);
     c.change(1, vec![ChangeOp::Remove { id: 3 }]).unwrap();
@@ -517,4 +522,36 @@ fn a_removed_follower_receives_its_removal_and_stops_campaigning() {
     assert_eq!(c.leaders(), vec![1]);
     assert_eq!(c.node(1).term(), term, "the removed node deposed the leader");
     assert!(c.node(1).status().progress.iter().all(|p| p.id != 3), "the leader still replicates to node 3");
+}
+
+/// The first membership is given once, at bootstrap, and lives in the log
+/// from then on: the first persist batch holds it, and a restart from what
+/// was persisted needs nothing else.
+#[test]
+fn a_bootstrapped_node_persists_its_first_membership_and_restarts_from_it() {
+    let mut node = RaftNode::bootstrap(config(2), founders(&[1, 2, 3])).unwrap();
+    assert_eq!(node.membership().0.voters().incoming.iter().collect::<Vec<_>>(), vec![1, 2, 3]);
+    let mut durable = DurableState::default();
+    for action in node.take_actions() {
+        if let Action::Persist(batch) = action {
+            durable.entries.extend(batch.entries.iter().cloned());
+            durable.hard_state = batch.hard_state.unwrap_or(durable.hard_state);
+            node.persisted(batch.id);
+        }
+    }
+    assert_eq!(durable.entries.len(), 1, "the first batch holds the configuration entry");
+    assert!(matches!(durable.entries[0].payload, EntryPayload::Membership(_)));
+    assert_eq!((durable.entries[0].index, durable.entries[0].term), (1, 0));
+    let restarted = RaftNode::restart(config(2), durable).unwrap();
+    assert_eq!(restarted.membership().0.voters().incoming.iter().collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(restarted.membership().1, 1);
+}
+
+#[test]
+fn bootstrap_refuses_a_membership_without_this_node_as_a_voter_and_one_without_voters() {
+    let err = RaftNode::bootstrap(config(4), founders(&[1, 2, 3])).unwrap_err();
+    assert_eq!(err, raft_core::ConfigError::NotAVoter(4));
+    let err = RaftNode::bootstrap(config(1), Membership::default()).unwrap_err();
+    assert!(matches!(err, raft_core::ConfigError::Membership(_)), "{err}");
+    assert!(err.to_string().contains("no voters"), "{err}");
 }

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use proptest::prelude::*;
 use raft_core::{
-    Action, AppendResponse, Config, DurableState, Entry, EntryPayload, Message, MessageBody, NodeId,
-    ProposeError, RaftNode, RestartError, Role, Snapshot, SnapshotMeta, INDEX_MAX, PEER_TERM_MAX, TERM_MAX,
+    Action, AppendResponse, Config, DurableState, Entry, EntryPayload, Membership, Message, MessageBody,
+    NodeId, ProposeError, RaftNode, RestartError, Role, Snapshot, SnapshotMeta, INDEX_MAX, PEER_TERM_MAX,
+    TERM_MAX,
 };
 
 struct Cluster {
@@ -23,10 +24,25 @@ struct Cluster {
     rejects_snapshots: BTreeSet<NodeId>,
 }
 
-fn config(id: NodeId, n: u64) -> Config {
-    let mut c = Config::new(id, (1..=n).collect());
+fn config(id: NodeId) -> Config {
+    let mut c = Config::new(id);
     c.seed = 7;
     c
+}
+
+/// The membership of a cluster founded by nodes 1..=n.
+fn founders(n: u64) -> Membership {
+    Membership::with_voters(1..=n).unwrap()
+}
+
+/// What a founding node of an `n`-node cluster has made durable once it
+/// bootstrapped: the first configuration, committed.
+fn bootstrapped(n: u64) -> DurableState {
+    DurableState {
+        hard_state: raft_core::HardState { term: 0, vote: None, commit: 1 },
+        snapshot: None,
+        entries: vec![Entry { index: 1, term: 0, payload: EntryPayload::membership(&founders(n)) }],
+    }
 }
 
 impl Cluster {
@@ -37,9 +53,9 @@ impl Cluster {
     fn with_config(n: u64, tweak: impl Fn(&mut Config)) -> Cluster {
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
-            let mut c = config(id, n);
+            let mut c = config(id);
             tweak(&mut c);
-            nodes.insert(id, RaftNode::new(c).unwrap());
+            nodes.insert(id, RaftNode::bootstrap(c, founders(n)).unwrap());
         }
         Cluster {
             durable: (1..=n).map(|id| (id, DurableState::default())).collect(),
@@ -466,7 +482,7 @@ fn a_restarted_node_recovers_term_vote_and_log() {
     c.tick_all(5);
     let before = c.node(2).hard_state();
     let durable = c.durable[&2].clone();
-    let node = RaftNode::restart(config(2, 3), durable.clone()).unwrap();
+    let node = RaftNode::restart(config(2), durable.clone()).unwrap();
     assert_eq!(node.term(), before.term);
     assert_eq!(node.hard_state().vote, before.vote);
     assert_eq!(node.last_index(), c.node(2).last_index());
@@ -480,7 +496,7 @@ fn a_restarted_node_recovers_term_vote_and_log() {
 fn restart_refuses_a_log_with_a_gap() {
     let e = |index, term| Entry { index, term, payload: EntryPayload::Blank };
     let durable = DurableState { entries: vec![e(1, 1), e(3, 1)], ..Default::default() };
-    let err = RaftNode::restart(config(1, 3), durable).unwrap_err();
+    let err = RaftNode::restart(config(1), durable).unwrap_err();
     assert_eq!(err.to_string(), "durable log has a gap: expected index 2, found 3");
 }
 
@@ -606,7 +622,7 @@ fn a_snapshot_restart_applies_only_entries_after_it() {
         snapshot: Some(snapshot),
         entries: vec![Entry { index: 6, term: 2, payload: EntryPayload::Command(b"x".to_vec()) }],
     };
-    let mut node = RaftNode::restart(config(1, 3), durable).unwrap();
+    let mut node = RaftNode::restart(config(1), durable).unwrap();
     let applies: Vec<Vec<Entry>> = node
         .take_actions()
         .into_iter()
@@ -628,7 +644,7 @@ fn a_follower_commits_no_further_than_the_entries_the_leader_sent() {
         snapshot: None,
         entries: vec![e(1, 1), e(2, 1), e(3, 1), e(4, 2), e(5, 2)],
     };
-    let mut follower = RaftNode::restart(config(2, 3), durable).unwrap();
+    let mut follower = RaftNode::restart(config(2), durable).unwrap();
     let _ = follower.take_actions();
     // The term-3 leader has committed up to 5 (its own 4 and 5), but this
     // append carries only entry 3.
@@ -743,10 +759,10 @@ fn a_cluster_near_the_largest_term_still_elects_and_commits() {
     let start = PEER_TERM_MAX - 10;
     let mut c = Cluster::new(3);
     for id in 1..=3 {
-        let mut durable = DurableState::default();
+        let mut durable = bootstrapped(3);
         durable.hard_state.term = start;
         c.durable.insert(id, durable.clone());
-        c.nodes.insert(id, RaftNode::restart(config(id, 3), durable).unwrap());
+        c.nodes.insert(id, RaftNode::restart(config(id), durable).unwrap());
     }
     c.elect(1);
     c.isolate(1);
@@ -788,7 +804,7 @@ fn restart_refuses_durable_terms_and_indexes_beyond_the_largest_accepted() {
         ),
     ];
     for (durable, what) in cases {
-        let err = RaftNode::restart(config(1, 3), durable).unwrap_err();
+        let err = RaftNode::restart(config(1), durable).unwrap_err();
         assert!(matches!(err, RestartError::OutOfRange { what: w, .. } if w == what), "{err}");
         assert!(err.to_string().contains(what), "{err}");
     }

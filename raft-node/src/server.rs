@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use raft_core::{
-    Action, Config, Entry, EntryPayload, Index, MessageBody, NodeId, ProposeError, RaftNode, Role, Snapshot,
-    SnapshotMeta, Term,
+    Action, Config, DurableState, Entry, EntryPayload, Index, Membership, MessageBody, NodeId, ProposeError,
+    RaftNode, Role, Snapshot, SnapshotMeta, Term,
 };
 use raft_net::codec;
 use raft_net::transport::{
@@ -96,15 +96,13 @@ impl NodeConfig {
 
     fn core_config(&self) -> anyhow::Result<Config> {
         let ticks = |d: Duration| -> u32 { (d.as_micros() / self.tick.as_micros().max(1)).max(1) as u32 };
-        let mut voters: Vec<NodeId> = self.peers.keys().copied().collect();
-        voters.push(self.id);
-        let mut config = Config::new(self.id, voters);
+        let mut config = Config::new(self.id);
         config.election_timeout_ticks_min = ticks(self.election_timeout);
         config.election_timeout_ticks_max = 2 * config.election_timeout_ticks_min;
         config.heartbeat_interval_ticks = ticks(self.heartbeat);
         config.seed = std::process::id() as u64 ^ (self.id << 32);
         config.snapshot_bytes_max = self.snapshot_bytes_max;
-        config.validate().map_err(|e| anyhow::anyhow!("invalid timeouts or membership: {e}"))?;
+        config.validate().map_err(|e| anyhow::anyhow!("invalid timeouts: {e}"))?;
         self.limits
             .validate(config.max_append_bytes, transport::MAX_FRAME_BYTES)
             .map_err(anyhow::Error::msg)?;
@@ -416,6 +414,41 @@ async fn prepare_identity(config: &NodeConfig) -> anyhow::Result<Identity> {
     Ok(identity)
 }
 
+/// The core from what the data directory holds. A directory with nothing
+/// durable yet (new, or its first write never reached the disk) founds the
+/// cluster with the membership its identity was bootstrapped with, each
+/// member's address as its context; that membership becomes the log's first
+/// entry. Otherwise the core restarts from its log and snapshot, where the
+/// membership lives; a log written before logs carried one (raft-node of
+/// stop 16 and earlier) is given the identity's membership as that of index 0.
+fn start_core(config: Config, mut durable: DurableState, identity: &Identity) -> anyhow::Result<RaftNode> {
+    let founders = || {
+        let members = identity.members.iter().map(|(&id, addr)| (id, addr.clone().into_bytes()));
+        Membership::new_voters(members)
+            .map_err(|e| anyhow::anyhow!("the membership in {} is not valid: {e}", datadir::IDENTITY_FILE))
+    };
+    if durable == DurableState::default() {
+        if identity.cluster_token.is_some() {
+            anyhow::bail!(
+                "{} records a cluster token, so this node has held the log, but the log is gone; a \
+                 member that lost its data must not vote as its old self: remove it from the cluster and \
+                 add it back with an empty data directory, or restore the directory",
+                datadir::IDENTITY_FILE
+            );
+        }
+        return RaftNode::bootstrap(config, founders()?).context("cannot bootstrap the cluster");
+    }
+    let holds_membership = durable.snapshot.is_some()
+        || durable.entries.iter().any(|e| matches!(e.payload, EntryPayload::Membership(_)));
+    if !holds_membership && durable.entries.first().is_some_and(|e| e.index == 1) {
+        durable.snapshot = Some(Snapshot {
+            meta: SnapshotMeta { index: 0, term: 0, membership: founders()?.into() },
+            data: Default::default(),
+        });
+    }
+    RaftNode::restart(config, durable).context("the durable state cannot be restarted from")
+}
+
 /// Asks every peer, as etcd does before bootstrapping a member, whether the
 /// cluster already knows this member as one holding data. Peers that do not
 /// answer within [`BOOTSTRAP_PROBE_TIMEOUT`] (a cluster starting for the
@@ -483,8 +516,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         "recovered from {}",
         config.data_dir.display()
     );
-    let node =
-        RaftNode::restart(core_config, durable).context("the durable state cannot be restarted from")?;
+    let node = start_core(core_config, durable, &identity)?;
 
     let listener = TcpListener::bind(&config.listen)
         .await
@@ -1124,5 +1156,49 @@ pub fn describe_entry(entry: &Entry) -> String {
             Ok(c) => describe_command(&c),
             Err(_) => format!("<{} undecodable bytes>", data.len()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datadir::StartFlags;
+
+    fn identity(ids: &[NodeId]) -> Identity {
+        let members: BTreeMap<NodeId, String> =
+            ids.iter().map(|&id| (id, format!("10.0.0.{id}:7000"))).collect();
+        Identity::bootstrap(&StartFlags { cluster_id: "c", node_id: 1, members: &members })
+    }
+
+    fn voters(node: &RaftNode) -> Vec<NodeId> {
+        node.membership().0.voters().incoming.iter().collect()
+    }
+
+    #[test]
+    fn a_new_directory_founds_the_cluster_with_its_identitys_members_as_the_first_entry() {
+        let node = start_core(Config::new(1), DurableState::default(), &identity(&[1, 2, 3])).unwrap();
+        assert_eq!(voters(&node), vec![1, 2, 3]);
+        assert_eq!(node.membership().1, 1, "the membership is the log's first entry");
+        assert_eq!(node.membership().0.context(2), Some(&b"10.0.0.2:7000"[..]));
+    }
+
+    #[test]
+    fn a_log_from_before_logs_carried_a_membership_gets_the_identitys() {
+        let durable = DurableState {
+            hard_state: raft_core::HardState { term: 1, vote: Some(1), commit: 1 },
+            snapshot: None,
+            entries: vec![Entry { index: 1, term: 1, payload: EntryPayload::Blank }],
+        };
+        let node = start_core(Config::new(1), durable, &identity(&[1, 2, 3])).unwrap();
+        assert_eq!(voters(&node), vec![1, 2, 3]);
+        assert_eq!(node.last_index(), 1);
+    }
+
+    #[test]
+    fn a_directory_that_held_the_log_and_lost_it_is_refused() {
+        let mut identity = identity(&[1, 2, 3]);
+        identity.set_token(0x1234);
+        let err = start_core(Config::new(1), DurableState::default(), &identity).unwrap_err();
+        assert!(format!("{err:#}").contains("the log is gone"), "{err:#}");
     }
 }

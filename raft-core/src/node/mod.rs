@@ -83,12 +83,44 @@ pub struct RaftNode {
 }
 
 impl RaftNode {
-    /// A fresh node with an empty log, a follower in term 0.
+    /// A fresh node with an empty log and no membership, a follower in term
+    /// 0: a new member waiting to be added to a running cluster. It never
+    /// campaigns; it answers a leader that contacts it, and learns the
+    /// membership from the leader's log or snapshot.
     pub fn new(config: Config) -> Result<RaftNode, ConfigError> {
         RaftNode::restart(config, DurableState::default()).map_err(|e| match e {
             RestartError::Config(c) => c,
             other => unreachable!("empty durable state is always valid: {other}"),
         })
+    }
+
+    /// A fresh node of a new cluster whose first membership is `membership`
+    /// (this node among its voters). Every node the cluster starts with is
+    /// bootstrapped with the same membership; nodes added later start with
+    /// [`RaftNode::new`].
+    ///
+    /// The membership becomes the log's first entry: a configuration entry at
+    /// index 1 and term 0, committed, which the first
+    /// [`Action::Persist`](crate::Action::Persist) hands to the driver like any
+    /// other. From then on the membership lives in the log and in snapshots:
+    /// [`RaftNode::restart`] needs nothing else (as etcd's raft bootstraps
+    /// with configuration entries).
+    pub fn bootstrap(config: Config, membership: Membership) -> Result<RaftNode, ConfigError> {
+        let check = match membership.voters().incoming.is_empty() {
+            true => Err("it has no voters".to_string()),
+            false => membership.check_invariants(),
+        };
+        check.map_err(ConfigError::Membership)?;
+        if !membership.voters().incoming.contains(config.id) {
+            return Err(ConfigError::NotAVoter(config.id));
+        }
+        let mut node = RaftNode::new(config)?;
+        let entry = Entry { index: 1, term: 0, payload: EntryPayload::membership(&membership) };
+        node.s.log.push(entry.clone());
+        node.s.note_memberships(std::slice::from_ref(&entry));
+        // Committed by construction: every founding member starts with it.
+        node.s.log.commit_to(1);
+        Ok(node)
     }
 
     /// Rebuilds a node from what it had made durable. The driver must already
@@ -126,29 +158,24 @@ impl RaftNode {
             return Err(RestartError::TermBehindLog);
         }
         let log = RaftLog::restore(snapshot_index, snapshot_term, entries, durable.hard_state.commit);
-        // The membership: the snapshot's, or (until a snapshot records one)
-        // the configured voters (none: a node waiting to be added); then
-        // the latest configuration entry in the log.
+        // The membership: the latest configuration entry in the log, else
+        // the snapshot's (none: a node waiting to be added).
         let base_membership = match durable.snapshot.as_ref().map(|s| &s.meta.membership) {
-            Some(m) if **m != Membership::default() => {
+            Some(m) => {
                 m.check_invariants()
                     .map_err(|reason| RestartError::Membership { index: snapshot_index, reason })?;
                 Membership::clone(m)
             }
-            _ if config.voters.is_empty() => Membership::default(),
-            _ => Membership::with_voters(config.voters.iter().copied())
-                .expect("Config::validate checked the voters"),
+            None => Membership::default(),
         };
-        let latest = (snapshot_index + 1..=log.last_index())
+        if let Some((index, Err(reason))) = (snapshot_index + 1..=log.last_index())
             .rev()
-            .find_map(|i| Some((i, log.entry(i)?.payload.decode_membership()?)));
-        let (membership_index, membership) = match latest {
-            Some((index, Ok(m))) => (index, m),
-            Some((index, Err(reason))) => return Err(RestartError::Membership { index, reason }),
-            None => (snapshot_index, base_membership.clone()),
-        };
+            .find_map(|i| Some((i, log.entry(i)?.payload.decode_membership()?)))
+        {
+            return Err(RestartError::Membership { index, reason });
+        }
         let tracker = ProgressTracker::new(
-            membership,
+            base_membership.clone(),
             log.last_index() + 1,
             config.max_inflight_appends,
             config.max_inflight_bytes,
@@ -185,11 +212,17 @@ impl RaftNode {
             counters: Counters::default(),
             own_vote_durable: None,
             rewrite: None,
-            membership_index,
+            membership_index: snapshot_index,
             base_membership,
             config,
         };
-        Ok(RaftNode { s, role: RoleState::Follower })
+        let mut node = RaftNode { s, role: RoleState::Follower };
+        let (index, membership) = node.s.scan_membership_at(node.s.log.last_index());
+        if index > snapshot_index {
+            node.s.membership_index = index;
+            node.s.set_membership(membership);
+        }
+        Ok(node)
     }
 
     /// One logical clock tick. Followers and candidates count towards an

@@ -134,7 +134,7 @@ impl Shared {
     }
 
     /// [`Shared::membership_at`] from the log itself, whatever is in force.
-    fn scan_membership_at(&self, index: Index) -> (Index, Membership) {
+    pub(super) fn scan_membership_at(&self, index: Index) -> (Index, Membership) {
         let mut i = index.min(self.log.last_index());
         while i > self.log.snapshot_index() {
             let entry = self.log.entry(i);

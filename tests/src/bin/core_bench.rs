@@ -42,7 +42,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use raft_core::{Action, Config, Message, MessageBody, NodeId, ProposeError, RaftNode};
+use raft_core::{Action, Config, Membership, Message, MessageBody, NodeId, ProposeError, RaftNode};
 
 /// Cluster size.
 const NODES: usize = 3;
@@ -143,11 +143,12 @@ impl Cluster {
         let voters: Vec<NodeId> = (1..=NODES as NodeId).collect();
         let mut nodes = Vec::with_capacity(NODES);
         for &id in &voters {
-            let mut config = Config::new(id, voters.clone());
+            let mut config = Config::new(id);
             config.max_uncommitted_entries = args.max_uncommitted;
             config.seed = 0xC1;
             config.validate().map_err(|e| format!("config of node {id}: {e}"))?;
-            nodes.push(RaftNode::new(config).map_err(|e| format!("node {id}: {e}"))?);
+            let founders = Membership::with_voters(voters.iter().copied()).map_err(|e| e.to_string())?;
+            nodes.push(RaftNode::bootstrap(config, founders).map_err(|e| format!("node {id}: {e}"))?);
         }
         Ok(Cluster {
             nodes,

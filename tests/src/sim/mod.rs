@@ -46,8 +46,8 @@ use std::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use raft_core::{
-    Action, Config, Entry, EntryPayload, Index, Message, MessageBody, NodeId, ProposeError, Proposed,
-    RaftNode, Role, Snapshot, SnapshotError, Term, TransferError,
+    Action, Config, Entry, EntryPayload, Index, Membership, Message, MessageBody, NodeId, ProposeError,
+    Proposed, RaftNode, Role, Snapshot, SnapshotError, Term, TransferError,
 };
 
 use crate::linearizability::{self, ClientId, History, Op, OpResult, Outcome};
@@ -222,7 +222,7 @@ impl Simulation {
         let limits = Limits::draw(&cfg, &mut tuning);
         let mut nodes = Vec::with_capacity(cfg.nodes);
         for &id in &voters {
-            let mut config = Config::new(id, voters.clone());
+            let mut config = Config::new(id);
             config.election_timeout_ticks_min = cfg.election_timeout_ticks.0;
             config.election_timeout_ticks_max = cfg.election_timeout_ticks.1;
             config.heartbeat_interval_ticks = cfg.heartbeat_interval_ticks;
@@ -236,8 +236,9 @@ impl Simulation {
             if let Err(e) = config.validate() {
                 panic!("invalid core configuration for node {id}: {e}");
             }
-            let raft =
-                RaftNode::new(config.clone()).unwrap_or_else(|e| panic!("node {id} does not start: {e}"));
+            let founders = Membership::with_voters(voters.iter().copied()).expect("1..=nodes voters");
+            let raft = RaftNode::bootstrap(config.clone(), founders)
+                .unwrap_or_else(|e| panic!("node {id} does not start: {e}"));
             nodes.push(NodeSlot {
                 id,
                 config,
@@ -1612,7 +1613,7 @@ struct Limits {
 
 impl Limits {
     fn draw(cfg: &SimConfig, rng: &mut SimRng) -> Limits {
-        let defaults = Config::new(1, vec![1]);
+        let defaults = Config::new(1);
         if !cfg.randomize_limits {
             return Limits {
                 max_inflight_appends: defaults.max_inflight_appends,
