@@ -34,6 +34,9 @@ pub(crate) enum AppendCheck {
     Matched {
         /// The last index covered by the append.
         last: Index,
+        /// The first index the append wrote, if it wrote any (entries
+        /// already held are skipped).
+        appended_from: Option<Index>,
     },
     /// `prev_log_index` does not match; the hints are for the leader.
     Mismatch {
@@ -168,12 +171,13 @@ impl RaftLog {
     }
 
     /// The follower side of AppendEntries: checks `prev`, skips entries already
-    /// held, truncates at the first conflict and appends the rest.
+    /// held, truncates at the first conflict and appends the rest, moving
+    /// them into the log (an append's entries are not copied again).
     pub(crate) fn try_append(
         &mut self,
         prev_index: Index,
         prev_term: Term,
-        entries: &[Entry],
+        entries: Vec<Entry>,
     ) -> AppendCheck {
         match self.term(prev_index) {
             Some(t) if t == prev_term => {}
@@ -204,28 +208,29 @@ impl RaftLog {
                 }
                 Some(_) => {
                     self.truncate_from(index);
-                    self.extend(&entries[offset..]);
-                    return AppendCheck::Matched { last };
+                    self.extend(entries, offset);
+                    return AppendCheck::Matched { last, appended_from: Some(index) };
                 }
                 None => {
-                    self.extend(&entries[offset..]);
-                    return AppendCheck::Matched { last };
+                    self.extend(entries, offset);
+                    return AppendCheck::Matched { last, appended_from: Some(index) };
                 }
             }
         }
-        AppendCheck::Matched { last }
+        AppendCheck::Matched { last, appended_from: None }
     }
 
-    fn extend(&mut self, entries: &[Entry]) {
-        let first = entries[0].index;
+    /// Appends `entries[skip..]` at the end of the log.
+    fn extend(&mut self, entries: Vec<Entry>, skip: usize) {
+        let first = entries[skip].index;
         assert_eq!(first, self.last_index() + 1);
         let mut term = self.last_term();
-        for entry in entries {
+        for entry in &entries[skip..] {
             assert!(entry.term >= term, "append would make terms go backwards at index {}", entry.index);
             term = entry.term;
         }
         self.unpersisted_from = Some(self.unpersisted_from.map_or(first, |u| u.min(first)));
-        self.entries.extend(entries.iter().cloned());
+        self.entries.extend(entries.into_iter().skip(skip));
     }
 
     /// Drops entries at `index` and after (they conflict with the leader's).
@@ -374,8 +379,8 @@ mod tests {
     #[test]
     fn append_truncates_at_the_first_conflict_and_keeps_the_rest() {
         let mut log = log_with_terms(&[1, 1, 2, 2]);
-        let res = log.try_append(2, 1, &[entry(3, 3), entry(4, 3), entry(5, 3)]);
-        assert_eq!(res, AppendCheck::Matched { last: 5 });
+        let res = log.try_append(2, 1, vec![entry(3, 3), entry(4, 3), entry(5, 3)]);
+        assert_eq!(res, AppendCheck::Matched { last: 5, appended_from: Some(3) });
         assert_eq!(log.last_index(), 5);
         assert_eq!(log.term(3), Some(3));
         log.check_invariants().unwrap();
@@ -384,17 +389,17 @@ mod tests {
     #[test]
     fn stale_append_does_not_truncate_newer_matching_entries() {
         let mut log = log_with_terms(&[1, 1, 2, 2]);
-        let res = log.try_append(1, 1, &[entry(2, 1)]);
-        assert_eq!(res, AppendCheck::Matched { last: 2 });
+        let res = log.try_append(1, 1, vec![entry(2, 1)]);
+        assert_eq!(res, AppendCheck::Matched { last: 2, appended_from: None });
         assert_eq!(log.last_index(), 4, "entries after a matching prefix stay");
     }
 
     #[test]
     fn mismatch_hints_name_the_first_index_of_the_conflicting_term() {
         let mut log = log_with_terms(&[1, 2, 2, 2]);
-        let res = log.try_append(4, 3, &[]);
+        let res = log.try_append(4, 3, vec![]);
         assert_eq!(res, AppendCheck::Mismatch { conflict_term: Some(2), conflict_index: 2 });
-        let res = log.try_append(9, 3, &[]);
+        let res = log.try_append(9, 3, vec![]);
         assert_eq!(res, AppendCheck::Mismatch { conflict_term: None, conflict_index: 5 });
     }
 
@@ -402,7 +407,7 @@ mod tests {
     fn an_append_conflicting_with_committed_entries_is_refused() {
         let mut log = log_with_terms(&[1, 1, 1]);
         log.commit_to(3);
-        let res = log.try_append(1, 1, &[entry(2, 2)]);
+        let res = log.try_append(1, 1, vec![entry(2, 2)]);
         assert_eq!(res, AppendCheck::ConflictsWithCommitted { index: 2 });
         assert_eq!(log.term(2), Some(1));
     }
@@ -425,7 +430,7 @@ mod tests {
         assert_eq!(log.take_unpersisted().len(), 3);
         log.stable_to(3, 1);
         assert_eq!(log.stable(), 3);
-        log.try_append(1, 1, &[entry(2, 2)]);
+        log.try_append(1, 1, vec![entry(2, 2)]);
         assert_eq!(log.stable(), 1);
         let again = log.take_unpersisted();
         assert_eq!(again, vec![entry(2, 2)]);

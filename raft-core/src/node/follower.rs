@@ -4,7 +4,7 @@
 use crate::action::Action;
 use crate::log::AppendCheck;
 use crate::message::{AppendResponse, MessageBody};
-use crate::types::{Entry, Index, NodeId, Snapshot, SnapshotMeta, Term};
+use crate::types::{Entry, EntryPayload, Index, NodeId, Snapshot, SnapshotMeta, Term};
 
 use super::state::{IncomingSnapshot, Shared};
 use super::RaftNode;
@@ -68,10 +68,12 @@ impl Shared {
             self.counters.dropped_unexpected += 1;
             return;
         }
-        match self.log.try_append(prev_index, prev_term, &entries) {
-            AppendCheck::Matched { last } => {
+        match self.log.try_append(prev_index, prev_term, entries) {
+            AppendCheck::Matched { last, appended_from } => {
                 self.revert_truncated_membership();
-                self.note_memberships(&entries);
+                if let Some(from) = appended_from {
+                    self.note_memberships_from(from);
+                }
                 self.log.commit_to(leader_commit.min(last));
                 self.send_after_persist_to(
                     from,
@@ -173,7 +175,10 @@ fn entries_well_formed(prev_index: Index, prev_term: Term, term: Term, entries: 
         {
             return false;
         }
-        if let Some(Err(_)) = entry.payload.decode_membership() {
+        // (A configuration entry must decode; the test is cheap for the rest.)
+        if matches!(entry.payload, EntryPayload::Membership(_))
+            && entry.payload.decode_membership().is_some_and(|m| m.is_err())
+        {
             return false;
         }
         last_term = entry.term;

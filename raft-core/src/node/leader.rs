@@ -39,8 +39,9 @@ impl LeaderState {
         let index = s.log.last_index() + 1;
         let entry = Entry { term: s.term, index, payload: EntryPayload::membership(&membership) };
         self.uncommitted_bytes += entry.size_bytes() as u64;
-        s.log.push(entry.clone());
-        s.note_memberships(std::slice::from_ref(&entry));
+        s.log.push(entry);
+        s.membership_index = index;
+        s.set_membership(membership);
         index
     }
 

@@ -117,7 +117,7 @@ impl RaftNode {
         let mut node = RaftNode::new(config)?;
         let entry = Entry { index: 1, term: 0, payload: EntryPayload::membership(&membership) };
         node.s.log.push(entry.clone());
-        node.s.note_memberships(std::slice::from_ref(&entry));
+        node.s.note_memberships_from(entry.index);
         // Committed by construction: every founding member starts with it.
         node.s.log.commit_to(1);
         Ok(node)

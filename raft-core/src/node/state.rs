@@ -11,7 +11,7 @@ use crate::message::Message;
 use crate::rng::Rng;
 use crate::status::Counters;
 use crate::tracker::ProgressTracker;
-use crate::types::{Entry, EntryPayload, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};
+use crate::types::{EntryPayload, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};
 
 /// A persist batch handed to the driver and not yet reported durable.
 #[derive(Clone, Copy, Debug)]
@@ -91,18 +91,19 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// After entries were put in the log: the latest configuration among
-    /// them, if it is the log's latest, takes effect at once (dissertation
-    /// §4.1: a server uses the latest configuration in its log, committed or
-    /// not).
-    pub(super) fn note_memberships(&mut self, entries: &[Entry]) {
+    /// After entries from `from` on were put in the log: the latest
+    /// configuration among them, if it is the log's latest, takes effect at
+    /// once (dissertation §4.1: a server uses the latest configuration in its
+    /// log, committed or not).
+    pub(super) fn note_memberships_from(&mut self, from: Index) {
         // (Entries from a leader were checked to decode: `entries_well_formed`.)
-        let latest = entries
-            .iter()
-            .rev()
-            .take_while(|e| e.index >= self.membership_index)
-            .find(|e| matches!(e.payload, EntryPayload::Membership(_)))
-            .and_then(|e| Some((e.index, e.payload.decode_membership()?.ok()?)));
+        let lowest = from.max(self.membership_index).max(self.log.first_index());
+        let latest = (lowest..=self.log.last_index()).rev().find_map(|i| {
+            let entry = self.log.entry(i)?;
+            matches!(entry.payload, EntryPayload::Membership(_))
+                .then(|| Some((i, entry.payload.decode_membership()?.ok()?)))
+                .flatten()
+        });
         if let Some((index, membership)) = latest {
             self.membership_index = index;
             self.set_membership(membership);
