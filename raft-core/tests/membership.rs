@@ -555,3 +555,43 @@ fn bootstrap_refuses_a_membership_without_this_node_as_a_voter_and_one_without_v
     assert!(matches!(err, raft_core::ConfigError::Membership(_)), "{err}");
     assert!(err.to_string().contains("no voters"), "{err}");
 }
+
+/// Joint consensus (dissertation §4.3): while joint, an entry commits only
+/// with a majority of the outgoing voters *and* of the incoming ones. Here
+/// {1, 2, 3} moves to {1, 4, 5} with 2 and 3 cut off: the incoming half
+/// alone would have a majority (1, 4, 5), and must not be enough.
+#[test]
+fn a_joint_configuration_commits_only_with_a_majority_of_both_halves() {
+    let mut c = Cluster::new(3);
+    c.add_empty_node(4);
+    c.add_empty_node(5);
+    c.elect(1);
+    c.node(1).propose(b"before".to_vec()).unwrap();
+    c.settle();
+    for cut in [2, 3] {
+        c.isolate(cut);
+    }
+    let commit = c.node(1).commit_index();
+    let joint = MembershipChange {
+        ops: vec![add_voter(4), add_voter(5), ChangeOp::Remove { id: 2 }, ChangeOp::Remove { id: 3 }],
+    };
+    let proposed = c.node(1).propose_membership(&joint).unwrap();
+    c.node(1).propose(b"while joint".to_vec()).unwrap();
+    c.flush();
+    c.tick_all(3);
+    assert!(c.node(1).membership().0.is_joint(), "the leader is in the joint configuration");
+    assert_eq!(
+        c.node(1).commit_index(),
+        commit,
+        "the joint entry at {} committed with only the incoming half (1, 4, 5) behind it",
+        proposed.index
+    );
+    assert!(c.node(4).last_index() >= proposed.index + 1, "the incoming voters have the entries");
+    // The outgoing half back: both majorities now, so it commits and the
+    // joint configuration is left.
+    c.cut.clear();
+    c.tick_all(12);
+    assert!(c.node(1).commit_index() > proposed.index + 1, "commits once both halves have a majority");
+    assert!(!c.node(1).membership().0.is_joint());
+    assert_eq!(c.voters(1), vec![1, 4, 5]);
+}
