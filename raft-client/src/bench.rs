@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use raft_net::codec;
+use raft_codec as codec;
+use raft_kv::{ClientRequest, ClientResponse, Command, RequestKind, ResponseKind, WriteOp};
 use raft_net::transport::{self, NetError};
-use raft_net::wire::{ClientRequest, ClientResponse, Command, RequestKind, ResponseKind, Sender, WriteOp};
+use raft_net::wire::Sender;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 

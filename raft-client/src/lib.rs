@@ -9,11 +9,12 @@ pub mod bench;
 
 use std::time::{Duration, Instant};
 
-use raft_net::transport::{self, FramedStream, NetError};
-use raft_net::wire::{
-    ClientRequest, ClientResponse, Command, LogEntryView, NodeStatus, RequestKind, ResponseKind, Sender,
-    WriteLimits, WriteOp, WriteResult,
+use raft_kv::{
+    ClientRequest, ClientResponse, Command, LogEntryView, NodeStatus, RequestKind, ResponseKind, WriteLimits,
+    WriteOp, WriteResult,
 };
+use raft_net::transport::{self, FramedStream, NetError};
+use raft_net::wire::Sender;
 
 /// The addresses `raft-node cluster` uses by default.
 pub const DEFAULT_CLUSTER: &str = "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003";

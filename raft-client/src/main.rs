@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use raft_client::{bench, Client, ClientConfig, ClientError, DEFAULT_CLUSTER, DEFAULT_CLUSTER_ID};
 use raft_core::Role;
-use raft_net::wire::{describe_token, parse_text_command, NodeStatus, TextCommand, WriteLimits, WriteResult};
+use raft_kv::{describe_token, parse_text_command, NodeStatus, TextCommand, WriteLimits, WriteResult};
 
 #[derive(Parser, Debug)]
 #[command(name = "raft-client", version, about = "Talk to a Raft Lite cluster")]

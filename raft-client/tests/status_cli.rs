@@ -5,7 +5,27 @@
 use std::process::Command;
 use std::sync::Arc;
 
-use raft_net::transport::{self, ListenerConfig, NetCounters, SharedToken};
+use raft_kv::{ClientRequest, ClientResponse, ResponseKind};
+use raft_net::transport::{self, ClientProtocol, ListenerConfig, NetCounters, SharedToken};
+
+/// The listener below refuses every hello, so no request ever reaches it;
+/// it still serves a protocol, the key-value one.
+struct Kv;
+
+impl ClientProtocol for Kv {
+    type Request = ClientRequest;
+    type Answer = ResponseKind;
+    type Response = ClientResponse;
+    fn request_id(request: &ClientRequest) -> u64 {
+        request.id
+    }
+    fn response(id: u64, result: ResponseKind) -> ClientResponse {
+        ClientResponse { id, result }
+    }
+    fn answer_bytes(result: &ResponseKind) -> usize {
+        result.queued_bytes()
+    }
+}
 
 const BIN: &str = env!("CARGO_BIN_EXE_raft-client");
 
@@ -41,7 +61,7 @@ fn status_says_a_cluster_id_refusal_as_such_and_fails() {
         cluster_token: SharedToken::default(),
         limits: Default::default(),
     });
-    let (inbound, _keep) = tokio::sync::mpsc::channel(16);
+    let (inbound, _keep) = tokio::sync::mpsc::channel::<transport::Inbound<Kv>>(16);
     runtime.spawn(transport::serve(listener, config, inbound, Arc::new(NetCounters::default())));
     let (ok, stdout, stderr) = status(&addr);
     assert!(!ok, "status must fail when every node refuses:\n{stdout}{stderr}");

@@ -24,12 +24,10 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::{debug, info, warn};
 
-use crate::codec::{self, CodecError};
+use raft_codec::{self as codec, CodecError};
+
 use crate::ratelimit::WarnLimiter;
-use crate::wire::{
-    describe_token, ClientRequest, ClientResponse, Hello, HelloReply, ResponseKind, Sender, MAGIC,
-    PROTOCOL_VERSION,
-};
+use crate::wire::{describe_token, Hello, HelloReply, Sender, MAGIC, PROTOCOL_VERSION};
 
 /// Largest frame accepted or sent (16 MiB): a snapshot chunk is 1 MiB by default.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
@@ -160,9 +158,29 @@ pub async fn connect_with(addr: &str, hello: Hello) -> Result<(FramedStream, Nod
     }
 }
 
+/// The client protocol a listener serves, as far as the transport needs to
+/// know it: what a client's frames decode to, and how an answer becomes a
+/// response frame. (The key-value service's protocol is `raft-kv`'s; the
+/// transport knows frames, hellos and Raft messages only.)
+pub trait ClientProtocol: Send + Sync + 'static {
+    /// A request frame from a client.
+    type Request: DeserializeOwned + Send + Sync + std::fmt::Debug + 'static;
+    /// What the node answers to one request.
+    type Answer: Send + Sync + std::fmt::Debug + 'static;
+    /// The response frame that carries an answer to the request `id`.
+    type Response: Serialize + Send + Sync + std::fmt::Debug + 'static;
+    /// The request's id, echoed in its response.
+    fn request_id(request: &Self::Request) -> u64;
+    /// The response frame of the request `id`.
+    fn response(id: u64, answer: Self::Answer) -> Self::Response;
+    /// About how many bytes the answer takes while it waits to be written
+    /// (counted against [`ConnectionLimits`]' answer budgets).
+    fn answer_bytes(answer: &Self::Answer) -> usize;
+}
+
 /// What the listener hands to the node's event loop.
 #[derive(Debug)]
-pub enum Inbound {
+pub enum Inbound<P: ClientProtocol> {
     /// A Raft message from a peer (sender already checked against the
     /// hello), and its place in the connection's byte budget
     /// ([`PEER_INBOUND_BYTES_MAX`]): drop it once the message is handled.
@@ -170,9 +188,9 @@ pub enum Inbound {
     /// A client request; answer it through `reply`.
     Client {
         /// The request.
-        request: ClientRequest,
+        request: P::Request,
         /// Where the response goes.
-        reply: Reply,
+        reply: Reply<P>,
     },
 }
 
@@ -187,9 +205,9 @@ pub enum Inbound {
 /// dropped. Dropping a `Reply` unanswered frees its place; the client gets
 /// no answer.
 #[derive(Debug)]
-pub struct Reply {
+pub struct Reply<P: ClientProtocol> {
     id: u64,
-    permit: mpsc::OwnedPermit<QueuedAnswer>,
+    permit: mpsc::OwnedPermit<QueuedAnswer<P>>,
     conn: Arc<ConnAnswers>,
 }
 
@@ -206,30 +224,20 @@ struct ConnAnswers {
 /// An answer in a connection's queue; dropping it (written, or the
 /// connection gone) gives its bytes back to the budgets.
 #[derive(Debug)]
-struct QueuedAnswer {
-    response: ClientResponse,
+struct QueuedAnswer<P: ClientProtocol> {
+    response: P::Response,
     bytes: usize,
     conn: Arc<ConnAnswers>,
 }
 
-impl Drop for QueuedAnswer {
+impl<P: ClientProtocol> Drop for QueuedAnswer<P> {
     fn drop(&mut self) {
         self.conn.queued_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
         self.conn.state.answer_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
-/// About how many bytes an answer takes while it waits to be written.
-fn answer_bytes(result: &ResponseKind) -> usize {
-    64 + match result {
-        ResponseKind::Value(Some(v)) => v.len(),
-        ResponseKind::Written(crate::wire::WriteResult::Cas { current: Some(v), .. }) => v.len(),
-        ResponseKind::Status(_) | ResponseKind::Log(_) => 4096,
-        _ => 0,
-    }
-}
-
-impl Reply {
+impl<P: ClientProtocol> Reply<P> {
     /// The request's id, echoed in the answer.
     pub fn id(&self) -> u64 {
         self.id
@@ -238,13 +246,12 @@ impl Reply {
     /// Queues the answer for the connection's writer (if the connection is
     /// gone, the answer goes nowhere; if it would take the connection or the
     /// listener past its budget of queued answers, the connection is closed).
-    pub fn send(self, result: ResponseKind) {
-        let bytes = answer_bytes(&result);
+    pub fn send(self, answer: P::Answer) {
+        let bytes = P::answer_bytes(&answer);
         let conn = self.conn;
         let mine = conn.queued_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         let all = conn.state.answer_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        let answer =
-            QueuedAnswer { response: ClientResponse { id: self.id, result }, bytes, conn: conn.clone() };
+        let answer = QueuedAnswer { response: P::response(self.id, answer), bytes, conn: conn.clone() };
         if mine > conn.limits.answer_bytes_per_connection_max || all > conn.limits.answer_bytes_max {
             conn.overflow.cancel();
             return; // `answer` drops here, giving its bytes back
@@ -513,10 +520,10 @@ pub struct ListenerConfig {
 /// [`ConnectionLimits`] are closed at once; the warnings of refused and
 /// closed connections are rate-limited (one line per 10 s, with the number
 /// held back).
-pub async fn serve(
+pub async fn serve<P: ClientProtocol>(
     listener: TcpListener,
     config: Arc<ListenerConfig>,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: mpsc::Sender<Inbound<P>>,
     counters: Arc<NetCounters>,
 ) {
     let state = Arc::new(ListenerState::default());
@@ -563,12 +570,12 @@ pub async fn serve(
     }
 }
 
-async fn handle_connection(
+async fn handle_connection<P: ClientProtocol>(
     stream: TcpStream,
     addr: SocketAddr,
     config: &ListenerConfig,
     state: Arc<ListenerState>,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: mpsc::Sender<Inbound<P>>,
 ) -> Result<(), NetError> {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
@@ -657,14 +664,14 @@ fn check_hello(hello: &Hello, config: &ListenerConfig) -> Result<(), String> {
     Ok(())
 }
 
-async fn serve_client(
+async fn serve_client<P: ClientProtocol>(
     mut reader: FrameReader,
     mut sink: tokio_util::codec::FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>,
     conn: Arc<ConnAnswers>,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: mpsc::Sender<Inbound<P>>,
 ) -> Result<(), NetError> {
     let idle = conn.limits.client_idle_timeout;
-    let (reply_tx, mut reply_rx) = mpsc::channel::<QueuedAnswer>(CLIENT_REQUESTS_IN_FLIGHT_MAX);
+    let (reply_tx, mut reply_rx) = mpsc::channel::<QueuedAnswer<P>>(CLIENT_REQUESTS_IN_FLIGHT_MAX);
     let overflow = conn.overflow.clone();
     let writer_overflow = overflow.clone();
     let writer = tokio::spawn(async move {
@@ -725,11 +732,11 @@ async fn serve_client(
             _ = overflow.cancelled() => break Err(answers_overflow(&conn)),
             frame = reader.next(Some(idle)) => frame,
         };
-        let request: ClientRequest = match frame.and_then(|f| Ok(codec::decode(&f)?)) {
+        let request: P::Request = match frame.and_then(|f| Ok(codec::decode(&f)?)) {
             Ok(r) => r,
             Err(e) => break Err(e),
         };
-        let reply = Reply { id: request.id, permit, conn: conn.clone() };
+        let reply = Reply { id: P::request_id(&request), permit, conn: conn.clone() };
         if inbound.send(Inbound::Client { request, reply }).await.is_err() {
             break Ok(());
         }
@@ -898,7 +905,37 @@ pub fn spawn_peer_links(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::RequestKind;
+
+    /// A client protocol of the tests' own: a request names a key, the
+    /// answer is a value.
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    struct Get {
+        id: u64,
+        key: Vec<u8>,
+    }
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Value {
+        id: u64,
+        value: Vec<u8>,
+    }
+
+    struct Gets;
+
+    impl ClientProtocol for Gets {
+        type Request = Get;
+        type Answer = Vec<u8>;
+        type Response = Value;
+        fn request_id(request: &Get) -> u64 {
+            request.id
+        }
+        fn response(id: u64, value: Vec<u8>) -> Value {
+            Value { id, value }
+        }
+        fn answer_bytes(value: &Vec<u8>) -> usize {
+            64 + value.len()
+        }
+    }
 
     #[test]
     fn a_peer_hello_with_another_cluster_token_is_refused_naming_both_tokens() {
@@ -932,7 +969,7 @@ mod tests {
         tokio::spawn(async move {
             while let Some(event) = inbound_rx.recv().await {
                 if let Inbound::Client { reply, .. } = event {
-                    reply.send(ResponseKind::Value(Some(vec![7; 4 << 10])));
+                    reply.send(vec![7; 4 << 10]);
                 }
             }
         });
@@ -940,7 +977,7 @@ mod tests {
         let requests = CLIENT_REQUESTS_IN_FLIGHT_MAX as u64 + 2000;
         let (mut framed, _) = connect(&addr, "t", Sender::Client).await.unwrap();
         for id in 1..=requests {
-            let request = ClientRequest { id, kind: RequestKind::Get { key: b"k".to_vec(), stale: true } };
+            let request = Get { id, key: b"k".to_vec() };
             feed_frame(&mut framed, &request).await.unwrap();
         }
         SinkExt::<Bytes>::flush(&mut framed).await.unwrap();
@@ -951,7 +988,7 @@ mod tests {
         let mut seen = 0;
         let read_all = async {
             while seen < requests {
-                let answer: ClientResponse = recv_frame(&mut framed).await.unwrap();
+                let answer: Value = recv_frame(&mut framed).await.unwrap();
                 seen += 1;
                 assert_eq!(answer.id, seen, "answers come in request order");
             }
@@ -962,7 +999,7 @@ mod tests {
 
     /// A listener of cluster `t` with these limits on a port of its own:
     /// its address, what it hands the node, and its counters.
-    async fn listen(limits: ConnectionLimits) -> (String, mpsc::Receiver<Inbound>, Arc<NetCounters>) {
+    async fn listen(limits: ConnectionLimits) -> (String, mpsc::Receiver<Inbound<Gets>>, Arc<NetCounters>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let config = Arc::new(ListenerConfig {
@@ -993,12 +1030,12 @@ mod tests {
             while let Some(event) = inbound_rx.recv().await {
                 if let Inbound::Client { reply, .. } = event {
                     answered_by_node.fetch_add(1, Ordering::Relaxed);
-                    reply.send(ResponseKind::Value(Some(vec![7; 1 << 20])));
+                    reply.send(vec![7; 1 << 20]);
                 }
             }
         });
         let (mut greedy, _) = connect(&addr, "t", Sender::Client).await.unwrap();
-        let get = |id| ClientRequest { id, kind: RequestKind::Get { key: b"k".to_vec(), stale: true } };
+        let get = |id| Get { id, key: b"k".to_vec() };
         // It sends and never reads; the node closes it once its unread
         // answers pass 8 MiB, so its writes start failing.
         let mut sent = 0u64;
@@ -1018,8 +1055,8 @@ mod tests {
         // Another client is served as if nothing happened.
         let (mut polite, _) = connect(&addr, "t", Sender::Client).await.unwrap();
         send_frame(&mut polite, &get(1)).await.unwrap();
-        let answer: ClientResponse = recv_frame(&mut polite).await.unwrap();
-        assert_eq!(answer.result, ResponseKind::Value(Some(vec![7; 1 << 20])));
+        let answer: Value = recv_frame(&mut polite).await.unwrap();
+        assert_eq!(answer.value, vec![7; 1 << 20]);
     }
 
     /// Case 5 of issue 10: a frame sent a byte at a time held its

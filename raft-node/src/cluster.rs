@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use raft_client::{Client, ClientConfig};
 use raft_core::{NodeId, Role};
-use raft_net::wire::NodeStatus;
+use raft_kv::NodeStatus;
 
 /// How to lay out the local cluster.
 #[derive(Clone, Debug)]
@@ -341,8 +341,8 @@ async fn run_scenario(options: ClusterOptions, scenario: Scenario) -> Result<(),
     let target = leader_now.commit;
     let victim_addr = cluster.addr(victim);
     let caught_up = wait_for("the restarted node to catch up", Duration::from_secs(15), async || {
-        match status_client.ask(&victim_addr, raft_net::wire::RequestKind::Status).await {
-            Ok(raft_net::wire::ResponseKind::Status(s)) if s.applied >= target => Some(s),
+        match status_client.ask(&victim_addr, raft_kv::RequestKind::Status).await {
+            Ok(raft_kv::ResponseKind::Status(s)) if s.applied >= target => Some(s),
             _ => None,
         }
     })

@@ -20,7 +20,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use raft_core::NodeId;
-use raft_net::wire::describe_token;
+use raft_kv::describe_token;
 use serde::{Deserialize, Serialize};
 
 /// Name of the lock file inside a data directory.

@@ -1,11 +1,10 @@
 //! # raft-node
 //!
-//! A Raft Lite node: durable storage (WAL and snapshots), the key-value state
-//! machine, and the event loop that drives `raft-core`.
+//! A Raft Lite node: durable storage (WAL and snapshots) and the event loop
+//! that drives `raft-core` and the key-value store of `raft-kv`.
 
 pub mod cluster;
 pub mod datadir;
-pub mod kv;
 pub mod server;
 mod snapshots;
 pub mod storage;

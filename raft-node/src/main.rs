@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use raft_core::NodeId;
+use raft_kv::WriteLimits;
 use raft_net::transport::ConnectionLimits;
-use raft_net::wire::WriteLimits;
 use raft_node::cluster::{self, ClusterOptions, Scenario};
 use raft_node::server::{self, NodeConfig};
 
@@ -79,7 +79,7 @@ struct RunArgs {
     #[arg(long, env = "RAFT_MAX_SNAPSHOT_BYTES", default_value_t = 16 << 30)]
     max_snapshot_bytes: u64,
     /// Bound of the client session table (exactly-once writes).
-    #[arg(long, env = "RAFT_MAX_SESSIONS", default_value_t = raft_node::kv::SESSIONS_MAX_DEFAULT)]
+    #[arg(long, env = "RAFT_MAX_SESSIONS", default_value_t = raft_kv::SESSIONS_MAX_DEFAULT)]
     max_sessions: usize,
     /// The largest key a client may write, in bytes.
     #[arg(long, env = "RAFT_MAX_KEY_BYTES", default_value_t = WriteLimits::default().key_bytes_max)]

@@ -20,27 +20,50 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use raft_codec as codec;
 use raft_core::{
     Action, Config, DurableState, Entry, EntryPayload, Index, Membership, MessageBody, NodeId, ProposeError,
     RaftNode, Role, Snapshot, SnapshotMeta, Term,
 };
-use raft_net::codec;
+use raft_kv::{
+    describe_command, describe_token, ClientRequest, ClientResponse, Command, IdentityOp, KvStore,
+    LogEntryView, NodeStatus, RequestKind, ResponseKind, WriteLimits, WriteOp,
+};
 use raft_net::transport::{
-    self, ConnectionLimits, Inbound, LinkIdentity, ListenerConfig, NetCounters, PeerLink, Reply, SharedToken,
+    self, ClientProtocol, ConnectionLimits, LinkIdentity, ListenerConfig, NetCounters, PeerLink, SharedToken,
 };
-use raft_net::wire::{
-    describe_command, describe_token, ClientRequest, ClientResponse, Command, IdentityOp, LogEntryView,
-    NodeStatus, RequestKind, ResponseKind, Sender, WriteLimits, WriteOp,
-};
+use raft_net::wire::Sender;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::datadir::{self, Identity, StartFlags};
-use crate::kv::KvStore;
 use crate::snapshots::{SnapshotDone, SnapshotJob, SnapshotWorker};
 use crate::storage::{Storage, StorageError, StorageOptions};
 use raft_net::ratelimit::WarnLimiter;
+
+/// The key-value service's client protocol (`raft-kv`), as the listener
+/// serves it.
+#[derive(Debug)]
+pub struct KvClients;
+
+impl ClientProtocol for KvClients {
+    type Request = ClientRequest;
+    type Answer = ResponseKind;
+    type Response = ClientResponse;
+    fn request_id(request: &ClientRequest) -> u64 {
+        request.id
+    }
+    fn response(id: u64, result: ResponseKind) -> ClientResponse {
+        ClientResponse { id, result }
+    }
+    fn answer_bytes(result: &ResponseKind) -> usize {
+        result.queued_bytes()
+    }
+}
+
+type Inbound = transport::Inbound<KvClients>;
+type Reply = transport::Reply<KvClients>;
 
 /// Everything a node needs to run.
 #[derive(Clone, Debug)]

@@ -18,8 +18,8 @@ use raft_core::{Index, NodeId, Snapshot, SnapshotMeta};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::kv::KvStore;
 use crate::storage;
+use raft_kv::KvStore;
 
 /// Work for the snapshot thread. The event loop keeps at most one job of
 /// each kind in flight, so the queues (of [`JOBS_MAX`]) never fill.

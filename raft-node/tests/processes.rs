@@ -548,7 +548,7 @@ fn unknown_raft_variables_are_reported_and_an_empty_peer_list_is_refused() {
 #[test]
 fn a_node_whose_commit_hint_is_below_the_token_entry_restarts() {
     use raft_core::{Entry, EntryPayload, HardState, PersistBatch};
-    use raft_net::wire::IdentityOp;
+    use raft_kv::IdentityOp;
     use raft_node::datadir::{Identity, StartFlags};
     use raft_node::storage::{Storage, StorageOptions};
 
@@ -570,7 +570,7 @@ fn a_node_whose_commit_hint_is_below_the_token_entry_restarts() {
             Entry {
                 term: 1,
                 index: 2,
-                payload: EntryPayload::Command(raft_net::codec::encode(&command).unwrap()),
+                payload: EntryPayload::Command(raft_codec::encode(&command).unwrap()),
             },
         ];
         let hard_state = Some(HardState { term: 1, vote: Some(1), commit: 0 });

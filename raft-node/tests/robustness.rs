@@ -93,7 +93,7 @@ fn writes_above_the_size_limits_are_refused_with_a_sentence_and_the_leader_stays
             WriteOp::Put { key: b"big".to_vec(), value: vec![1; 8 << 20] },
             WriteOp::Put { key: vec![b'k'; 5000], value: b"v".to_vec() },
             WriteOp::Cas { key: b"k".to_vec(), expected: Some(vec![0; (1 << 20) + 1]), new: vec![] },
-            WriteOp::Identity(raft_net::wire::IdentityOp::MemberHasData(9)),
+            WriteOp::Identity(raft_kv::IdentityOp::MemberHasData(9)),
         ];
         for (i, op) in ops.into_iter().enumerate() {
             let command = WireCommand { client_id: 77, seq: i as u64 + 1, op };

@@ -108,8 +108,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use raft_codec as codec;
 use raft_core::{DurableState, Entry, HardState, Index, PersistBatch, Snapshot, SnapshotMeta};
-use raft_net::codec;
 use tracing::{info, warn};
 
 pub use self::error::StorageError;

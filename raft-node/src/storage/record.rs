@@ -13,8 +13,8 @@
 
 use std::path::Path;
 
+use raft_codec::{self as codec, DECODE_LIMIT_BYTES};
 use raft_core::{Entry, HardState, SnapshotMeta};
-use raft_net::codec::{self, DECODE_LIMIT_BYTES};
 use serde::{Deserialize, Serialize};
 
 use super::error::StorageError;

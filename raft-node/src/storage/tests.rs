@@ -8,8 +8,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use raft_codec as codec;
 use raft_core::{Entry, EntryPayload, HardState, PersistBatch, SnapshotMeta};
-use raft_net::codec;
 
 use super::record::{
     push_record, SyncSlot, WalRecord, WalRecordRef, RECORDS_START, RECORD_PAYLOAD_BYTES_MAX,

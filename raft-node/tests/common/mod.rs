@@ -12,11 +12,12 @@ pub use std::time::{Duration, Instant};
 pub use raft_client::bench::{run_load, BenchOp, LoadSpec};
 pub use raft_client::{Client, ClientConfig};
 pub use raft_core::{NodeId, Role};
-pub use raft_net::transport;
-pub use raft_net::wire::{
-    ClientRequest, ClientResponse, Command as WireCommand, NodeStatus, RequestKind, ResponseKind, Sender,
-    WriteOp, WriteResult,
+pub use raft_kv::{
+    ClientRequest, ClientResponse, Command as WireCommand, NodeStatus, RequestKind, ResponseKind, WriteOp,
+    WriteResult,
 };
+pub use raft_net::transport;
+pub use raft_net::wire::Sender;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_raft-node");
 pub const CLUSTER_ID: &str = "raft-lite";

@@ -7,10 +7,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::command::{Command, IdentityOp, WriteOp, WriteResult};
 use bytes::Bytes;
+use raft_codec::{self as codec, CodecError};
 use raft_core::{Index, NodeId};
-use raft_net::codec::{self, CodecError};
-use raft_net::wire::{Command, IdentityOp, WriteOp, WriteResult};
 use serde::{Deserialize, Serialize};
 
 /// Default bound on the session table.
@@ -525,7 +525,7 @@ mod tests {
             );
         }
         let bytes = kv.snapshot().unwrap();
-        assert!(bytes.len() > raft_net::codec::DECODE_LIMIT_BYTES, "{} bytes", bytes.len());
+        assert!(bytes.len() > raft_codec::DECODE_LIMIT_BYTES, "{} bytes", bytes.len());
         let mut other = KvStore::new(10);
         other.restore(&bytes).unwrap();
         assert_eq!(other, kv);

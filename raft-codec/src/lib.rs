@@ -1,9 +1,12 @@
-//! The one place where values become bytes and back.
+//! # raft-codec
 //!
-//! Every frame body, WAL record and snapshot file goes through [`encode`] and
-//! [`decode`]; swapping the format (bincode 2 today) is a change to this file.
+//! The one place where values become bytes and back. Every frame body
+//! (`raft-net`), WAL record and snapshot file (`raft-node`) and replicated
+//! command (`raft-kv`) goes through [`encode`] and [`decode`]; swapping the
+//! format (bincode 2 today) is a change to this crate.
 //! Decoding is bounded: a hostile length inside a body cannot make the
 //! decoder allocate more than [`DECODE_LIMIT_BYTES`].
+#![deny(missing_docs)]
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
