@@ -1,12 +1,13 @@
-//! Randomized simulation: a fixed budget of mixed-fault seeds, proptest fault
-//! schedules, and determinism (same seed, same trace).
+//! Randomized simulation: a fixed budget of mixed-fault seeds (membership
+//! nemesis included), proptest fault schedules, and determinism (same seed,
+//! same trace).
 //!
 //! The seed budget is `SIM_SEEDS` per cluster size (default 400 for 3 nodes,
 //! half that for 5); `simulate --seeds 10000` is the long run.
 
 use proptest::prelude::*;
 use raft_core::NodeId;
-use raft_tests::sim::{FaultConfig, FaultEvent, SimConfig, Simulation};
+use raft_tests::sim::{FaultConfig, FaultEvent, Report, SimConfig, Simulation};
 
 fn budget() -> u64 {
     std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(400)
@@ -14,14 +15,23 @@ fn budget() -> u64 {
 
 /// Runs seeds `first..first + count` and panics with the first failure.
 fn run_seeds(nodes: usize, first: u64, count: u64) {
-    let mut ok = 0;
+    let mut total = Report::default();
     for seed in first..first + count {
         match Simulation::new(SimConfig::new(nodes, seed)).run() {
-            Ok(report) => ok += report.ops_ok,
+            Ok(report) => total.accumulate(&report),
             Err(failure) => panic!("{failure}"),
         }
     }
+    let ok = total.ops_ok;
     assert!(ok > count, "clients got answers ({ok} operations over {count} seeds)");
+    // The membership nemesis did its work: configurations committed, joint
+    // ones among them, nodes added and replaced, from 1 to 7 voters.
+    if count >= 50 {
+        assert!(total.configs_committed > count, "{total}");
+        assert!(total.joint_configs > 0 && total.replacements > 0 && total.nodes_added > 0, "{total}");
+        assert!(total.configs_by_voters[1] > 0 && total.configs_by_voters[7] > 0, "{total}");
+        assert!(total.membership_refused > 0, "{total}");
+    }
 }
 
 // Seeds far from the ones `simulate --seeds N` starts with, so CI covers new ground.
@@ -113,7 +123,13 @@ proptest! {
     ) {
         let mut cfg = SimConfig::new(nodes, seed);
         cfg.steps = 3_000;
-        cfg.faults = FaultConfig { partitions: false, crashes: false, transfer_rate: 0.0, ..FaultConfig::mixed() };
+        cfg.faults = FaultConfig {
+            partitions: false,
+            crashes: false,
+            transfer_rate: 0.0,
+            membership: false,
+            ..FaultConfig::mixed()
+        };
         let events: Vec<(u64, FaultEvent)> = events
             .into_iter()
             .filter(|(_, e)| ids_of(e).iter().all(|&id| id as usize <= nodes))

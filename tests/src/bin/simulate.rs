@@ -164,7 +164,9 @@ fn many(args: &Args, count: u64) -> ExitCode {
         );
         println!(
             "  totals: steps={} elections={} committed={} ops ok={} unknown={} failed={} crashes={} partitions={} \
-             transfers={} snapshots installed={} compactions={} messages sent={} dropped={}",
+             transfers={} snapshots installed={} compactions={} messages sent={} dropped={}\n  \
+             membership: proposed={} refused={} configs committed={} (joint {}; by voters 0..=7: {:?}) \
+             nodes added={} retired={} replacements={}",
             total.steps,
             total.elections,
             total.committed,
@@ -177,7 +179,15 @@ fn many(args: &Args, count: u64) -> ExitCode {
             total.snapshots_installed,
             total.compactions,
             total.messages_sent,
-            total.messages_dropped
+            total.messages_dropped,
+            total.membership_proposed,
+            total.membership_refused,
+            total.configs_committed,
+            total.joint_configs,
+            total.configs_by_voters,
+            total.nodes_added,
+            total.nodes_retired,
+            total.replacements
         );
     }
     if failed {

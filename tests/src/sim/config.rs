@@ -37,6 +37,24 @@ pub struct FaultConfig {
     /// Probability per step that the leader is asked to transfer leadership
     /// to a random peer.
     pub transfer_rate: f64,
+    /// The membership nemesis: new nodes join (empty, as learners, then
+    /// promoted), voters leave (the leader included), joint changes of two
+    /// or more voters, and crashed nodes are replaced by new ones; between 1
+    /// and 7 voters.
+    pub membership: bool,
+    /// Probability per step that the nemesis starts a membership operation
+    /// (when none is under way).
+    pub membership_rate: f64,
+    /// The nemesis creates nodes up to this many in all (ids `1..=max_nodes`).
+    pub max_nodes: usize,
+    /// Let the nemesis have a leader of two voters remove or demote itself
+    /// (a simple change). Off by default: raft-core can then deadlock for
+    /// good when the leader loses leadership (a crash, CheckQuorum) before
+    /// the other voter has the entry: that voter, still in the old
+    /// configuration, needs the leader's vote and is behind it, while the
+    /// former leader, a non-voter in its own latest configuration, never
+    /// campaigns (see `tests/tests/membership.rs`).
+    pub leader_leaves_two_voters: bool,
 }
 
 impl FaultConfig {
@@ -58,11 +76,15 @@ impl FaultConfig {
             down_steps: (0, 0),
             crash_drops_inflight: 0.0,
             transfer_rate: 0.0,
+            membership: false,
+            membership_rate: 0.0,
+            max_nodes: 9,
+            leader_leaves_two_voters: false,
         }
     }
 
     /// Every fault at once: lossy, duplicating, reordering network; random
-    /// partitions, crashes and leadership transfers.
+    /// partitions, crashes, leadership transfers and membership changes.
     pub fn mixed() -> FaultConfig {
         FaultConfig {
             drop_rate: 0.03,
@@ -79,6 +101,10 @@ impl FaultConfig {
             down_steps: (20, 1_200),
             crash_drops_inflight: 0.5,
             transfer_rate: 1.0 / 2_500.0,
+            membership: true,
+            membership_rate: 1.0 / 250.0,
+            max_nodes: 9,
+            leader_leaves_two_voters: false,
         }
     }
 }
@@ -86,7 +112,7 @@ impl FaultConfig {
 /// A whole simulation: the world, the workload, and the core's tuning.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimConfig {
-    /// Cluster size (ids `1..=nodes`).
+    /// Cluster size at the start (ids `1..=nodes`, the founding voters).
     pub nodes: usize,
     /// The seed every random choice derives from.
     pub seed: u64,

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use raft_core::{Entry, Index, NodeId, Role, Term};
+use raft_core::{Entry, Index, Membership, MembershipChange, NodeId, Role, Term};
 
 use crate::sim::hash::digest_payload;
 
@@ -325,6 +325,137 @@ impl CommitMonotonic {
     }
 }
 
+/// Membership safety: every committed configuration is one the membership
+/// function accepted, and every node commits the same configuration at the
+/// same index.
+///
+/// Fed with every configuration entry a node knows committed (decoded, or
+/// the decoding error) and with every change a leader accepted. A committed
+/// configuration must decode, pass [`Membership::check_invariants`], and be
+/// reachable from the committed configuration before it (by index) through
+/// [`Membership::leave_joint`] or [`Membership::apply`] of an accepted change.
+/// The founding configuration is committed at index 1.
+#[derive(Clone, Debug)]
+pub struct ConfigHistory {
+    /// Changes some leader accepted, without repeats.
+    proposed: Vec<MembershipChange>,
+    /// Index -> (committed configuration, node that first reported it; 0 for
+    /// the founding one).
+    committed: BTreeMap<Index, (Membership, NodeId)>,
+}
+
+impl ConfigHistory {
+    /// A history whose only configuration is `founders`, at index 1.
+    pub fn new(founders: Membership) -> ConfigHistory {
+        ConfigHistory { proposed: Vec::new(), committed: BTreeMap::from([(1, (founders, 0))]) }
+    }
+
+    /// A leader accepted `change` (its configuration entry may or may not
+    /// commit).
+    pub fn propose(&mut self, change: &MembershipChange) {
+        if !self.proposed.contains(change) {
+            self.proposed.push(change.clone());
+        }
+    }
+
+    /// `node` knows the configuration entry at `index` committed, and it
+    /// decoded to `decoded`. Returns whether the index was new.
+    pub fn observe(
+        &mut self,
+        node: NodeId,
+        index: Index,
+        decoded: Result<Membership, String>,
+    ) -> Result<bool, String> {
+        let membership = decoded.map_err(|e| {
+            format!("node {node} committed a configuration at index {index} that is invalid: {e}")
+        })?;
+        membership.check_invariants().map_err(|e| {
+            format!("node {node} committed a configuration at index {index} that breaks an invariant: {e}")
+        })?;
+        if let Some((first, first_node)) = self.committed.get(&index) {
+            if *first != membership {
+                return Err(format!(
+                    "node {node} committed configuration {} at index {index}, node {first_node} {}",
+                    describe(&membership),
+                    describe(first)
+                ));
+            }
+            return Ok(false);
+        }
+        if let Some((&before, (prev, _))) = self.committed.range(..index).next_back() {
+            if !self.reachable(prev, &membership) {
+                return Err(format!(
+                    "node {node} committed configuration {} at index {index}, which no accepted change \
+                     nor leaving the joint configuration makes of {} (committed at index {before})",
+                    describe(&membership),
+                    describe(prev)
+                ));
+            }
+        }
+        if let Some((&after, (next, _))) = self.committed.range(index + 1..).next() {
+            if !self.reachable(&membership, next) {
+                return Err(format!(
+                    "configuration {} committed at index {after} is not reachable from {} committed at index {index}",
+                    describe(next),
+                    describe(&membership)
+                ));
+            }
+        }
+        self.committed.insert(index, (membership, node));
+        Ok(true)
+    }
+
+    fn reachable(&self, prev: &Membership, next: &Membership) -> bool {
+        prev.leave_joint().as_ref() == Ok(next)
+            || self.proposed.iter().any(|change| prev.apply(change).as_ref() == Ok(next))
+    }
+
+    /// The configuration committed at the highest index, and that index.
+    pub fn last(&self) -> (Index, &Membership) {
+        let (&index, (m, _)) = self.committed.iter().next_back().expect("the founding configuration");
+        (index, m)
+    }
+
+    /// The committed configuration in force at `index`: the one at the
+    /// highest index not above it.
+    pub fn at(&self, index: Index) -> Option<(Index, &Membership)> {
+        self.committed.range(..=index).next_back().map(|(&i, (m, _))| (i, m))
+    }
+
+    /// The committed configurations at indexes above `index`, in order.
+    pub fn after(&self, index: Index) -> impl Iterator<Item = (Index, &Membership)> {
+        self.committed.range(index + 1..).map(|(&i, (m, _))| (i, m))
+    }
+
+    /// Number of committed configurations recorded, the founding one included.
+    pub fn len(&self) -> usize {
+        self.committed.len()
+    }
+
+    /// Never true: the founding configuration is always there.
+    pub fn is_empty(&self) -> bool {
+        self.committed.is_empty()
+    }
+}
+
+/// A short description of a membership: voters (both halves) and learners.
+pub fn describe(m: &Membership) -> String {
+    let v = m.voters();
+    let incoming: Vec<NodeId> = v.incoming.iter().collect();
+    let mut out = format!("voters {incoming:?}");
+    if m.is_joint() {
+        let outgoing: Vec<NodeId> = v.outgoing.iter().collect();
+        out.push_str(&format!(" & {outgoing:?}"));
+    }
+    if !m.learners().is_empty() {
+        out.push_str(&format!(" learners {:?}", m.learners()));
+    }
+    if !m.learners_next().is_empty() {
+        out.push_str(&format!(" next learners {:?}", m.learners_next()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,5 +638,87 @@ mod tests {
         let mut c = CommitMonotonic::new();
         let err = c.restart(3, 4, 10).unwrap_err();
         assert!(err.contains("below its snapshot"), "{err}");
+    }
+
+    fn change(ops: Vec<raft_core::ChangeOp>) -> MembershipChange {
+        MembershipChange { ops }
+    }
+
+    #[test]
+    fn config_history_accepts_proposed_changes_and_leaving_a_joint_configuration() {
+        use raft_core::ChangeOp;
+        let founders = Membership::with_voters([1, 2, 3]).unwrap();
+        let mut c = ConfigHistory::new(founders.clone());
+        assert_eq!(c.observe(1, 1, Ok(founders.clone())), Ok(false));
+        let add = change(vec![ChangeOp::AddLearner { id: 4, context: Vec::new() }]);
+        c.propose(&add);
+        let with_learner = founders.apply(&add).unwrap();
+        assert_eq!(c.observe(2, 5, Ok(with_learner.clone())), Ok(true));
+        let joint_change = change(vec![ChangeOp::PromoteLearner { id: 4 }, ChangeOp::Remove { id: 1 }]);
+        c.propose(&joint_change);
+        let joint = with_learner.apply(&joint_change).unwrap();
+        assert!(joint.is_joint());
+        c.observe(3, 9, Ok(joint.clone())).unwrap();
+        // Left by the leader on its own: no change proposed for it.
+        let left = joint.leave_joint().unwrap();
+        c.observe(4, 10, Ok(left.clone())).unwrap();
+        assert_eq!(c.last(), (10, &left));
+        assert_eq!(c.at(9), Some((9, &joint)));
+        assert_eq!(c.at(8), Some((5, &with_learner)));
+        assert_eq!(c.after(5).count(), 2);
+        assert_eq!(c.observe(2, 10, Ok(left)), Ok(false));
+    }
+
+    #[test]
+    fn config_history_catches_a_configuration_no_change_makes() {
+        use raft_core::ChangeOp;
+        let founders = Membership::with_voters([1, 2, 3]).unwrap();
+        let mut c = ConfigHistory::new(founders.clone());
+        c.propose(&change(vec![ChangeOp::Remove { id: 3 }]));
+        // Removing two voters at once (directly, not joint) was never proposed.
+        let err = c.observe(1, 4, Ok(Membership::with_voters([1]).unwrap())).unwrap_err();
+        assert!(err.contains("which no accepted change"), "{err}");
+        // Nor may a change apply to a configuration it was not proposed for.
+        let err = c.observe(1, 4, Ok(Membership::with_voters([1, 2, 4]).unwrap())).unwrap_err();
+        assert!(err.contains("which no accepted change"), "{err}");
+    }
+
+    #[test]
+    fn config_history_catches_two_nodes_committing_different_configurations() {
+        use raft_core::ChangeOp;
+        let founders = Membership::with_voters([1, 2, 3]).unwrap();
+        let mut c = ConfigHistory::new(founders.clone());
+        let (a, b) = (change(vec![ChangeOp::Remove { id: 3 }]), change(vec![ChangeOp::Remove { id: 2 }]));
+        c.propose(&a);
+        c.propose(&b);
+        c.observe(1, 4, Ok(founders.apply(&a).unwrap())).unwrap();
+        let err = c.observe(2, 4, Ok(founders.apply(&b).unwrap())).unwrap_err();
+        assert!(err.contains("node 2 committed configuration voters [1, 3] at index 4"), "{err}");
+        let err = c.observe(2, 1, Ok(Membership::with_voters([1]).unwrap())).unwrap_err();
+        assert!(err.contains("at index 1"), "{err}");
+    }
+
+    #[test]
+    fn config_history_catches_an_invalid_configuration() {
+        let mut c = ConfigHistory::new(Membership::with_voters([1]).unwrap());
+        let err = c.observe(1, 2, Err("damaged".to_string())).unwrap_err();
+        assert!(err.contains("invalid: damaged"), "{err}");
+    }
+
+    #[test]
+    fn config_history_checks_a_configuration_recorded_late_against_its_successor() {
+        use raft_core::ChangeOp;
+        let founders = Membership::with_voters([1, 2, 3]).unwrap();
+        let mut c = ConfigHistory::new(founders.clone());
+        let add = change(vec![ChangeOp::AddVoter { id: 4, context: Vec::new() }]);
+        c.propose(&add);
+        let four = founders.apply(&add).unwrap();
+        c.observe(1, 6, Ok(four)).unwrap();
+        // Index 3 seen later: reachable from index 1's, but index 6's is not
+        // reachable from it.
+        let remove = change(vec![ChangeOp::Remove { id: 3 }]);
+        c.propose(&remove);
+        let err = c.observe(2, 3, Ok(founders.apply(&remove).unwrap())).unwrap_err();
+        assert!(err.contains("committed at index 6 is not reachable from voters [1, 2]"), "{err}");
     }
 }

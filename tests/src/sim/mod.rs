@@ -37,6 +37,7 @@ pub mod disk;
 pub mod hash;
 pub mod invariants;
 pub mod kv;
+mod nemesis;
 pub mod network;
 pub mod report;
 pub mod rng;
@@ -45,9 +46,10 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use raft_core::quorum::MajorityConfig;
 use raft_core::{
-    Action, Config, Entry, EntryPayload, Index, Membership, Message, MessageBody, NodeId, ProposeError,
-    Proposed, RaftNode, Role, Snapshot, SnapshotError, Term, TransferError,
+    Action, Config, Entry, EntryPayload, Index, Membership, MembershipChange, Message, MessageBody, NodeId,
+    ProposeError, Proposed, RaftNode, Role, Snapshot, SnapshotError, Term, TransferError,
 };
 
 use crate::linearizability::{self, ClientId, History, Op, OpResult, Outcome};
@@ -56,7 +58,9 @@ use client::{Attempt, Client, PendingOp};
 pub use config::{FaultConfig, SimConfig};
 use disk::Disk;
 use hash::{digest_entry, digest_payload, hash_action, StableHasher};
-use invariants::{CommitMonotonic, ElectionSafety, LeaderCompleteness, LogMatching, StateMachineSafety};
+use invariants::{
+    CommitMonotonic, ConfigHistory, ElectionSafety, LeaderCompleteness, LogMatching, StateMachineSafety,
+};
 use kv::{ApplyOutcome, Command, KvStore};
 use network::Network;
 pub use report::{Failure, Property, Report};
@@ -114,6 +118,12 @@ enum Phase {
 struct NodeSlot {
     id: NodeId,
     config: Config,
+    /// The founding membership, for a founding node: it bootstraps again
+    /// from an empty disk (nothing of the founding was durable yet).
+    founders: Option<Membership>,
+    /// Stopped for good (removed from the cluster, or crashed to be
+    /// replaced): it never restarts.
+    retired: bool,
     /// `None` while crashed.
     raft: Option<RaftNode>,
     kv: KvStore,
@@ -139,13 +149,13 @@ struct NodeSlot {
 }
 
 /// The safety checkers.
-#[derive(Default)]
 struct Checkers {
     election: ElectionSafety,
     log_matching: LogMatching,
     completeness: LeaderCompleteness,
     state_machine: StateMachineSafety,
     commit: CommitMonotonic,
+    configs: ConfigHistory,
 }
 
 /// Counters that end up in the [`Report`].
@@ -161,6 +171,11 @@ struct Counters {
     crashes: u64,
     partitions: u64,
     transfers: u64,
+    membership_proposed: u64,
+    membership_refused: u64,
+    nodes_added: u64,
+    nodes_retired: u64,
+    replacements: u64,
 }
 
 /// Independent PRNG streams, one per concern.
@@ -170,6 +185,9 @@ struct Rngs {
     faults: SimRng,
     clients: SimRng,
     compaction: SimRng,
+    /// The membership nemesis, and the tuning of the nodes it creates
+    /// (forked last, so that the streams above are those of runs before it).
+    nemesis: SimRng,
 }
 
 /// A simulated Raft Lite cluster. See the [module docs](self).
@@ -181,7 +199,10 @@ pub struct Simulation {
     /// Logical time of history events: strictly increasing, so the real-time
     /// order the linearizability checker sees is exact.
     clock: u64,
+    /// Node `id` is `nodes[id - 1]`; the nemesis and scripts add nodes.
     nodes: Vec<NodeSlot>,
+    limits: Limits,
+    nemesis: nemesis::Nemesis,
     network: Network,
     clients: Vec<Client>,
     history: History,
@@ -216,50 +237,33 @@ impl Simulation {
             faults: root.fork(),
             clients: root.fork(),
             compaction: root.fork(),
+            nemesis: SimRng::new(0),
         };
         let mut tuning = root.fork();
+        rng.nemesis = root.fork();
         let voters: Vec<NodeId> = (1..=cfg.nodes as NodeId).collect();
         let limits = Limits::draw(&cfg, &mut tuning);
+        let founders = Membership::with_voters(voters.iter().copied()).expect("1..=nodes voters");
         let mut nodes = Vec::with_capacity(cfg.nodes);
         for &id in &voters {
-            let mut config = Config::new(id);
-            config.election_timeout_ticks_min = cfg.election_timeout_ticks.0;
-            config.election_timeout_ticks_max = cfg.election_timeout_ticks.1;
-            config.heartbeat_interval_ticks = cfg.heartbeat_interval_ticks;
-            config.pre_vote = cfg.pre_vote;
-            config.check_quorum = cfg.check_quorum;
-            config.max_inflight_appends = limits.max_inflight_appends;
-            config.max_append_bytes = limits.max_append_bytes;
-            config.snapshot_chunk_bytes = limits.snapshot_chunk_bytes;
-            config.max_uncommitted_entries = limits.max_uncommitted_entries;
-            config.seed = tuning.next_u64();
-            if let Err(e) = config.validate() {
-                panic!("invalid core configuration for node {id}: {e}");
-            }
-            let founders = Membership::with_voters(voters.iter().copied()).expect("1..=nodes voters");
-            let raft = RaftNode::bootstrap(config.clone(), founders)
+            let config = core_config(&cfg, &limits, id, tuning.next_u64());
+            let raft = RaftNode::bootstrap(config.clone(), founders.clone())
                 .unwrap_or_else(|e| panic!("node {id} does not start: {e}"));
-            nodes.push(NodeSlot {
-                id,
-                config,
-                raft: Some(raft),
-                kv: KvStore::new(),
-                applied: 0,
-                disk: Disk::new(),
-                incarnation: 0,
-                tick_phase: tuning.below(cfg.tick_steps),
-                ready_reads: Vec::new(),
-                next_compaction: next_compaction(&cfg, &mut rng.compaction, 0),
-                restart_at: None,
-                seen_commit: 0,
-                log_dirty_from: None,
-                log_shape: (1, 0, Some(0)),
-            });
+            let tick_phase = tuning.below(cfg.tick_steps);
+            let next_compaction = next_compaction(&cfg, &mut rng.compaction, 0);
+            nodes.push(NodeSlot::new(id, config, Some(founders.clone()), raft, tick_phase, next_compaction));
         }
         let mut clients: Vec<Client> =
             (1..=cfg.clients as ClientId).map(|id| Client::new(id, true)).collect();
         clients.push(Client::new(SCRIPT_CLIENT, false));
-        let mut checkers = Checkers::default();
+        let mut checkers = Checkers {
+            election: ElectionSafety::default(),
+            log_matching: LogMatching::default(),
+            completeness: LeaderCompleteness::default(),
+            state_machine: StateMachineSafety::default(),
+            commit: CommitMonotonic::default(),
+            configs: ConfigHistory::new(founders),
+        };
         for &id in &voters {
             checkers.state_machine.restart(id, 0, KvStore::new().digest()).expect("fresh nodes agree");
         }
@@ -270,6 +274,8 @@ impl Simulation {
             now: 0,
             clock: 0,
             nodes,
+            limits,
+            nemesis: nemesis::Nemesis::default(),
             network: Network::new(),
             clients,
             history: History::new(),
@@ -393,15 +399,59 @@ impl Simulation {
         }
         let elected = self.now;
         let bound = self.cfg.client_bound_steps();
-        if !self.run_until(|s| s.clients_settled(), bound) && self.failure.is_none() {
-            let pending = self.describe_pending_ops();
+        if !self.run_until(|s| s.clients_settled(), bound) {
+            if self.failure.is_none() {
+                let pending = self.describe_pending_ops();
+                self.fail(
+                    Property::Liveness,
+                    format!(
+                        "client operations still pending {bound} steps after a leader was elected at step {elected}: {pending}"
+                    ),
+                );
+            }
+            return;
+        }
+        let served = self.now;
+        let bound = self.cfg.leader_bound_steps();
+        if !self.run_until(|s| s.membership_converged(), bound) && self.failure.is_none() {
+            let (index, last) = self.checkers.configs.last();
+            let last = invariants::describe(last);
+            let view = self.describe_nodes();
             self.fail(
                 Property::Liveness,
                 format!(
-                    "client operations still pending {bound} steps after a leader was elected at step {elected}: {pending}"
+                    "the members did not converge on the last committed configuration ({last} at index {index}) \
+                     within {bound} steps after the clients were served at step {served}; {view}"
                 ),
             );
         }
+    }
+
+    /// Every live member of the last committed configuration has it in
+    /// force, it is not joint, and a stable leader among its voters follows it.
+    pub fn membership_converged(&self) -> bool {
+        let (index, last) = self.checkers.configs.last();
+        if last.is_joint() {
+            return false;
+        }
+        let Some(leader) = self.stable_leader() else {
+            return false;
+        };
+        if !last.is_voter(leader) {
+            return false;
+        }
+        last.member_ids().all(|id| {
+            let Some(slot) = self.nodes.get(id as usize - 1) else {
+                return false;
+            };
+            // (After a snapshot, a node gives the snapshot's index as that of
+            // its membership: the entry's own index is gone.)
+            slot.retired
+                || slot.raft.as_ref().is_some_and(|r| {
+                    let (m, at) = r.membership();
+                    at >= index && m == last
+                })
+        })
     }
 
     /// Every client has nothing pending and, in the liveness phase, has
@@ -431,6 +481,9 @@ impl Simulation {
         let mut out = String::from("nodes:");
         for slot in &self.nodes {
             match &slot.raft {
+                None if slot.retired => {
+                    let _ = write!(out, " n{}=retired", slot.id);
+                }
                 None => {
                     let _ = write!(out, " n{}=down", slot.id);
                 }
@@ -445,6 +498,10 @@ impl Simulation {
                         n.commit_index(),
                         n.last_index()
                     );
+                    if self.nodes.len() > self.cfg.nodes || self.checkers.configs.len() > 1 {
+                        let (m, index) = n.membership();
+                        let _ = write!(out, "/config@{index} {}", invariants::describe(m));
+                    }
                 }
             }
         }
@@ -653,6 +710,11 @@ impl Simulation {
                 Ok(new) => self.commits_changed |= new,
                 Err(e) => return self.fail(Property::LeaderCompleteness, e),
             }
+            if let Some(decoded) = entry.payload.decode_membership() {
+                if let Err(e) = self.checkers.configs.observe(id, index, decoded) {
+                    return self.fail(Property::Membership, e);
+                }
+            }
         }
         self.nodes[i].seen_commit = commit;
     }
@@ -701,6 +763,20 @@ impl Simulation {
                 )
             }
         };
+        match self.checkers.configs.at(index) {
+            Some((_, m)) if *m == *snapshot.meta.membership => {}
+            committed => {
+                let committed = committed.map(|(at, m)| format!("{} (index {at})", invariants::describe(m)));
+                let carried = invariants::describe(&snapshot.meta.membership);
+                return self.fail(
+                    Property::Membership,
+                    format!(
+                        "node {id} installed a snapshot at index {index} with configuration {carried}, \
+                         but the one committed there is {committed:?}"
+                    ),
+                );
+            }
+        }
         let state = kv.digest();
         let slot = self.slot_mut(id);
         slot.kv = kv;
@@ -843,10 +919,15 @@ impl Simulation {
     /// Sends the client's operation to the node it believes leads.
     fn attempt(&mut self, ci: usize) {
         let now = self.now;
-        let n = self.cfg.nodes as u64;
         let tick = self.cfg.tick_steps;
         let hint = self.clients[ci].leader_hint.filter(|&l| self.is_up(l));
-        let target = hint.unwrap_or_else(|| self.rng.clients.range(1, n));
+        let target = match hint {
+            Some(hint) => hint,
+            None => {
+                let ids = self.active_ids();
+                *self.rng.clients.pick(&ids)
+            }
+        };
         if !self.is_up(target) {
             // Connection refused: back off a little, then try another node.
             let wait = self.rng.clients.range(1, tick);
@@ -1218,12 +1299,15 @@ impl Simulation {
         }
         if self.rng.faults.chance(f.transfer_rate) {
             if let Some(leader) = self.leader() {
-                let others: Vec<NodeId> = self.ids().into_iter().filter(|&n| n != leader).collect();
+                let others: Vec<NodeId> = self.active_ids().into_iter().filter(|&n| n != leader).collect();
                 if !others.is_empty() {
                     let to = *self.rng.faults.pick(&others);
                     let _ = self.transfer_leadership(leader, to);
                 }
             }
+        }
+        if f.membership {
+            self.membership_nemesis();
         }
     }
 
@@ -1231,7 +1315,7 @@ impl Simulation {
     /// split, a bridge node between two halves, random link cuts, or one-way
     /// cuts.
     fn random_partition(&mut self) {
-        let mut ids = self.ids();
+        let mut ids = self.active_ids();
         let n = ids.len();
         if n < 2 {
             return;
@@ -1322,13 +1406,45 @@ impl Simulation {
     /// rebuilt from the durable snapshot and the core from
     /// [`RaftNode::restart`]. No-op if it is up.
     pub fn restart(&mut self, id: NodeId) {
-        if self.is_up(id) || self.failure.is_some() {
+        if self.is_up(id) || self.slot(id).retired || self.failure.is_some() {
             return;
         }
         let seed = self.rng.faults.next_u64();
         let slot = self.slot_mut(id);
         slot.restart_at = None;
         let durable = slot.disk.durable().clone();
+        if durable.entries.is_empty() && durable.snapshot.is_none() {
+            if let Some(founders) = slot.founders.clone() {
+                // Nothing of the founding was durable: found again (the core
+                // made no promise that a disk did not keep).
+                let mut config = slot.config.clone();
+                config.seed = seed;
+                let raft = match RaftNode::bootstrap(config, founders) {
+                    Ok(raft) => raft,
+                    Err(e) => {
+                        return self.fail(Property::Durability, format!("node {id} cannot found again: {e}"))
+                    }
+                };
+                let slot = self.slot_mut(id);
+                slot.raft = Some(raft);
+                slot.kv = KvStore::new();
+                slot.applied = 0;
+                slot.incarnation += 1;
+                slot.ready_reads.clear();
+                slot.seen_commit = 0;
+                slot.log_dirty_from = Some(0);
+                let next = next_compaction(&self.cfg, &mut self.rng.compaction, 0);
+                self.slot_mut(id).next_compaction = next;
+                if let Err(e) = self.checkers.state_machine.restart(id, 0, KvStore::new().digest()) {
+                    return self.fail(Property::StateMachineSafety, e);
+                }
+                if let Err(e) = self.checkers.commit.restart(id, 0, 0) {
+                    return self.fail(Property::CommitMonotonic, e);
+                }
+                self.trace_event(id, || "RESTART with nothing durable: founded again".to_string());
+                return self.drain(id);
+            }
+        }
         let (snapshot_index, kv) = match &durable.snapshot {
             None => (0, Ok(KvStore::new())),
             Some(s) => (s.meta.index, KvStore::decode(&s.data)),
@@ -1370,6 +1486,78 @@ impl Simulation {
         }
         self.trace_event(id, || format!("RESTART from snapshot {snapshot_index}, commit {commit}"));
         self.drain(id);
+    }
+
+    /// Stops node `id` for good: it crashes (if it is up) and never restarts.
+    pub fn retire(&mut self, id: NodeId) {
+        if self.slot(id).retired {
+            return;
+        }
+        self.crash(id);
+        let slot = self.slot_mut(id);
+        slot.retired = true;
+        slot.restart_at = None;
+        self.counters.nodes_retired += 1;
+        self.trace_event(id, || "RETIRED (stopped for good)".to_string());
+    }
+
+    /// Starts a new node with an empty disk and no membership
+    /// ([`RaftNode::new`]): it waits to be added to the cluster. Returns its
+    /// id, the next unused one.
+    pub fn add_node(&mut self) -> NodeId {
+        let id = self.nodes.len() as NodeId + 1;
+        let seed = self.rng.nemesis.next_u64();
+        let config = core_config(&self.cfg, &self.limits, id, seed);
+        let raft = RaftNode::new(config.clone()).unwrap_or_else(|e| panic!("node {id} does not start: {e}"));
+        let tick_phase = self.rng.nemesis.below(self.cfg.tick_steps);
+        let next = next_compaction(&self.cfg, &mut self.rng.compaction, 0);
+        self.nodes.push(NodeSlot::new(id, config, None, raft, tick_phase, next));
+        self.slot_mut(id).log_dirty_from = Some(0);
+        if let Err(e) = self.checkers.state_machine.restart(id, 0, KvStore::new().digest()) {
+            self.fail(Property::StateMachineSafety, e);
+        }
+        self.counters.nodes_added += 1;
+        self.trace_event(id, || "NEW NODE (empty, no membership)".to_string());
+        self.drain(id);
+        id
+    }
+
+    /// Proposes `change` on node `id` (as an operator would on the leader);
+    /// an accepted change is recorded for the membership check.
+    pub fn propose_membership_on(
+        &mut self,
+        id: NodeId,
+        change: &MembershipChange,
+    ) -> Result<Proposed, ProposeError> {
+        let Some(raft) = self.slot_mut(id).raft.as_mut() else {
+            return Err(ProposeError::NotLeader { leader: None });
+        };
+        let result = raft.propose_membership(change);
+        match &result {
+            Ok(p) => {
+                self.checkers.configs.propose(change);
+                self.counters.membership_proposed += 1;
+                self.trace_event(id, || {
+                    format!("MEMBERSHIP {:?} proposed at index {} term {}", change.ops, p.index, p.term)
+                });
+            }
+            Err(e) => {
+                self.counters.membership_refused += 1;
+                self.trace_event(id, || format!("MEMBERSHIP {:?} refused: {e}", change.ops));
+            }
+        }
+        self.drain(id);
+        result
+    }
+
+    /// The configuration committed at the highest index, and that index.
+    pub fn committed_membership(&self) -> (Index, &Membership) {
+        self.checkers.configs.last()
+    }
+
+    /// Whether node `id` was stopped for good ([`Simulation::retire`]).
+    pub fn is_retired(&self, id: NodeId) -> bool {
+        self.slot(id).retired
     }
 
     /// Splits the cluster: nodes talk only within their group; nodes in no
@@ -1486,9 +1674,14 @@ impl Simulation {
         self.slot(id).disk.durable()
     }
 
-    /// Every node id, in order.
+    /// Every node id, in order (retired ones included).
     pub fn ids(&self) -> Vec<NodeId> {
         self.nodes.iter().map(|s| s.id).collect()
+    }
+
+    /// Every node id that is not retired, in order.
+    pub fn active_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().filter(|s| !s.retired).map(|s| s.id).collect()
     }
 
     /// The live node that is leader in the highest term, if any.
@@ -1501,18 +1694,19 @@ impl Simulation {
             .map(|r| r.id())
     }
 
-    /// A leader that a majority of the cluster (itself included) follows in
-    /// its term, if any.
+    /// A leader that a majority of the voters of its membership (of each
+    /// half, if joint; itself included) follows in its term, if any.
     pub fn stable_leader(&self) -> Option<NodeId> {
         let leader = self.leader()?;
-        let term = self.node(leader)?.term();
-        let followers = self
-            .nodes
-            .iter()
-            .filter_map(|s| s.raft.as_ref())
-            .filter(|r| r.term() == term && r.leader() == Some(leader))
-            .count();
-        (followers > self.nodes.len() / 2).then_some(leader)
+        let node = self.node(leader)?;
+        let term = node.term();
+        let follows = |id: NodeId| {
+            self.nodes
+                .get(id as usize - 1)
+                .and_then(|s| s.raft.as_ref())
+                .is_some_and(|r| r.term() == term && r.leader() == Some(leader))
+        };
+        live_majority(node.membership().0, |id| !follows(id)).then_some(leader)
     }
 
     /// The current step.
@@ -1559,6 +1753,20 @@ impl Simulation {
             crashes: self.counters.crashes,
             partitions: self.counters.partitions,
             transfers: self.counters.transfers,
+            membership_proposed: self.counters.membership_proposed,
+            membership_refused: self.counters.membership_refused,
+            configs_committed: self.checkers.configs.len() as u64 - 1,
+            configs_by_voters: {
+                let mut by = [0; 8];
+                for (_, m) in self.checkers.configs.after(1) {
+                    by[m.voters().incoming.len().min(7)] += 1;
+                }
+                by
+            },
+            joint_configs: self.checkers.configs.after(1).filter(|(_, m)| m.is_joint()).count() as u64,
+            nodes_added: self.counters.nodes_added,
+            nodes_retired: self.counters.nodes_retired,
+            replacements: self.counters.replacements,
             messages_sent: net.sent,
             messages_dropped: net.dropped,
             trace_hash: self.hasher.finish(),
@@ -1629,6 +1837,63 @@ impl Limits {
             max_uncommitted_entries: *rng.pick(&[0, 0, 4, 32]),
         }
     }
+}
+
+impl NodeSlot {
+    fn new(
+        id: NodeId,
+        config: Config,
+        founders: Option<Membership>,
+        raft: RaftNode,
+        tick_phase: u64,
+        next_compaction: Index,
+    ) -> NodeSlot {
+        NodeSlot {
+            id,
+            config,
+            founders,
+            retired: false,
+            raft: Some(raft),
+            kv: KvStore::new(),
+            applied: 0,
+            disk: Disk::new(),
+            incarnation: 0,
+            tick_phase,
+            ready_reads: Vec::new(),
+            next_compaction,
+            restart_at: None,
+            seen_commit: 0,
+            log_dirty_from: None,
+            log_shape: (1, 0, Some(0)),
+        }
+    }
+}
+
+/// The core's configuration of node `id`.
+fn core_config(cfg: &SimConfig, limits: &Limits, id: NodeId, seed: u64) -> Config {
+    let mut config = Config::new(id);
+    config.election_timeout_ticks_min = cfg.election_timeout_ticks.0;
+    config.election_timeout_ticks_max = cfg.election_timeout_ticks.1;
+    config.heartbeat_interval_ticks = cfg.heartbeat_interval_ticks;
+    config.pre_vote = cfg.pre_vote;
+    config.check_quorum = cfg.check_quorum;
+    config.max_inflight_appends = limits.max_inflight_appends;
+    config.max_append_bytes = limits.max_append_bytes;
+    config.snapshot_chunk_bytes = limits.snapshot_chunk_bytes;
+    config.max_uncommitted_entries = limits.max_uncommitted_entries;
+    config.seed = seed;
+    if let Err(e) = config.validate() {
+        panic!("invalid core configuration for node {id}: {e}");
+    }
+    config
+}
+
+/// Whether a majority of each half of `m`'s voters is not in `dead`.
+fn live_majority(m: &Membership, dead: impl Fn(NodeId) -> bool) -> bool {
+    let half_ok = |half: &MajorityConfig| {
+        half.is_empty() || half.iter().filter(|&id| !dead(id)).count() > half.len() / 2
+    };
+    half_ok(&m.voters().incoming) && half_ok(&m.voters().outgoing)
 }
 
 fn next_compaction(cfg: &SimConfig, rng: &mut SimRng, applied: Index) -> Index {

@@ -26,8 +26,12 @@ pub enum Property {
     NoPanic,
     /// The client history is linearizable.
     Linearizability,
-    /// After the faults stop, a leader is elected and every client finishes.
+    /// After the faults stop, a leader is elected, every client finishes,
+    /// and the members converge on the last committed configuration.
     Liveness,
+    /// Every committed configuration is valid, one the membership function
+    /// makes of the one before, and the same on every node.
+    Membership,
 }
 
 impl fmt::Display for Property {
@@ -43,6 +47,7 @@ impl fmt::Display for Property {
             Property::NoPanic => "No Panic",
             Property::Linearizability => "Linearizability",
             Property::Liveness => "Liveness",
+            Property::Membership => "Membership Safety",
         })
     }
 }
@@ -119,6 +124,23 @@ pub struct Report {
     pub partitions: u64,
     /// Leadership transfers started.
     pub transfers: u64,
+    /// Membership changes a leader accepted.
+    pub membership_proposed: u64,
+    /// Membership changes refused (not the leader, pending change, no
+    /// commit in the term yet, invalid change).
+    pub membership_refused: u64,
+    /// Configurations committed after the founding one.
+    pub configs_committed: u64,
+    /// Committed configurations by number of (incoming) voters, 0..=7 (8+ in the last).
+    pub configs_by_voters: [u64; 8],
+    /// Committed configurations that were joint.
+    pub joint_configs: u64,
+    /// Nodes created after the founding ones.
+    pub nodes_added: u64,
+    /// Nodes stopped for good (removed, or crashed to be replaced).
+    pub nodes_retired: u64,
+    /// Voters crashed for good to be replaced.
+    pub replacements: u64,
     /// Messages handed to the network.
     pub messages_sent: u64,
     /// Messages lost.
@@ -144,6 +166,16 @@ impl Report {
         self.crashes += other.crashes;
         self.partitions += other.partitions;
         self.transfers += other.transfers;
+        self.membership_proposed += other.membership_proposed;
+        self.membership_refused += other.membership_refused;
+        self.configs_committed += other.configs_committed;
+        for (mine, theirs) in self.configs_by_voters.iter_mut().zip(other.configs_by_voters) {
+            *mine += theirs;
+        }
+        self.joint_configs += other.joint_configs;
+        self.nodes_added += other.nodes_added;
+        self.nodes_retired += other.nodes_retired;
+        self.replacements += other.replacements;
         self.messages_sent += other.messages_sent;
         self.messages_dropped += other.messages_dropped;
         self.trace_hash ^= other.trace_hash;
@@ -156,7 +188,8 @@ impl fmt::Display for Report {
             f,
             "steps={} elections={} leaders={} committed={} ops ok={} unknown={} failed={} \
              snapshots sent={} installed={} compactions={} crashes={} partitions={} transfers={} \
-             messages sent={} dropped={} trace_hash={:016x}",
+             membership proposed={} refused={} configs committed={} (joint {}, by voters {:?}) \
+             nodes added={} retired={} replacements={} messages sent={} dropped={} trace_hash={:016x}",
             self.steps,
             self.elections,
             self.leaders,
@@ -170,6 +203,14 @@ impl fmt::Display for Report {
             self.crashes,
             self.partitions,
             self.transfers,
+            self.membership_proposed,
+            self.membership_refused,
+            self.configs_committed,
+            self.joint_configs,
+            self.configs_by_voters,
+            self.nodes_added,
+            self.nodes_retired,
+            self.replacements,
             self.messages_sent,
             self.messages_dropped,
             self.trace_hash
