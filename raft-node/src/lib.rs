@@ -3,7 +3,6 @@
 //! A Raft Lite node: durable storage (WAL and snapshots) and the event loop
 //! that drives `raft-core` and the key-value store of `raft-kv`.
 
-pub mod cluster;
 pub mod datadir;
 pub mod server;
 mod snapshots;

@@ -6,16 +6,18 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod cluster;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use cluster::{ClusterOptions, Scenario};
 use raft_core::NodeId;
 use raft_kv::WriteLimits;
 use raft_net::transport::ConnectionLimits;
-use raft_node::cluster::{self, ClusterOptions, Scenario};
 use raft_node::server::{self, NodeConfig};
 
 #[derive(Parser, Debug)]
