@@ -20,14 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use raft_codec as codec;
-use raft_core::{
-    Action, Config, DurableState, Entry, EntryPayload, Index, Membership, MessageBody, NodeId, ProposeError,
-    RaftNode, Role, Snapshot, SnapshotMeta, Term,
-};
+use raft_core::{Config, DurableState, EntryPayload, Membership, NodeId, RaftNode, Snapshot, SnapshotMeta};
 use raft_kv::{
-    describe_command, describe_token, ClientRequest, ClientResponse, Command, IdentityOp, KvStore,
-    LogEntryView, NodeStatus, RequestKind, ResponseKind, WriteLimits, WriteOp,
+    describe_token, ClientRequest, ClientResponse, Effect, KvStore, NodeStatus, Replica, ReplicaConfig,
+    RequestKind, ResponseKind, WriteLimits,
 };
 use raft_net::transport::{
     self, ClientProtocol, ConnectionLimits, LinkIdentity, ListenerConfig, NetCounters, PeerLink, SharedToken,
@@ -130,14 +126,6 @@ impl NodeConfig {
             .validate(config.max_append_bytes, transport::MAX_FRAME_BYTES)
             .map_err(anyhow::Error::msg)?;
         Ok(config)
-    }
-
-    fn address_of(&self, id: NodeId) -> Option<String> {
-        if id == self.id {
-            Some(self.advertise.clone())
-        } else {
-            self.peers.get(&id).cloned()
-        }
     }
 }
 
@@ -338,56 +326,23 @@ fn wal_thread(
     }
 }
 
-struct PendingWrite {
-    term: Term,
-    reply: Reply,
-}
-
-struct PendingRead {
-    key: Vec<u8>,
-    reply: Reply,
-}
-
-/// A running node's state, owned by its event loop.
+/// A running node's glue, owned by its event loop: the deterministic
+/// [`Replica`] does the node's work; this moves its effects to the WAL
+/// thread, the snapshot thread, the peer links and the client connections,
+/// and turns time into ticks.
 struct Server {
     config: NodeConfig,
-    node: RaftNode,
+    replica: Replica<Reply>,
     wal: std::sync::mpsc::Sender<WalCmd>,
-    kv: KvStore,
     links: BTreeMap<NodeId, PeerLink>,
-    writes: BTreeMap<Index, PendingWrite>,
-    reads: BTreeMap<u64, PendingRead>,
-    /// Reads released by ReadIndex, waiting for apply to reach their index.
-    ready_reads: Vec<(Index, PendingRead)>,
-    next_read_ctx: u64,
-    last_snapshot_index: Index,
-    role: Role,
     /// Whose the data directory is; rewritten when the token is learned.
     identity: Identity,
     /// The cluster token as the peer links and the listener see it.
     token: SharedToken,
-    /// Identity records this leader proposed in `identity_term` (once each
-    /// per term; a lost one is proposed again by the next leader).
-    identity_proposed: Vec<IdentityOp>,
-    identity_term: Term,
     /// The thread that takes snapshots and checks the leader's.
     snapshots: SnapshotWorker,
-    /// A snapshot of this node's is being taken in the background.
-    snapshot_taking: bool,
-    /// A snapshot from the leader is being checked in the background...
-    snapshot_checking: bool,
-    /// ...and the newest one that arrived meanwhile waits its turn.
-    snapshot_to_check: Option<Snapshot>,
-    /// A snapshot from the leader that decoded and checked, as the store it
-    /// becomes once the core hands it back to apply (decoded once).
-    checked_snapshot: Option<(Index, KvStore)>,
-    /// Snapshots from a leader that did not check, and their warnings.
-    snapshots_rejected: u64,
+    /// Warnings of snapshots from a leader that were dropped.
     snapshot_warnings: WarnLimiter,
-    /// Why the WAL cannot write now (a full disk), if it cannot.
-    disk_full: Option<String>,
-    /// Bytes of commands applied since the last snapshot.
-    log_bytes_since_snapshot: u64,
     /// Snapshots dropped for their size that a warning has named.
     snapshots_too_large_warned: u64,
     /// Warnings of a late tick (the event loop was held up).
@@ -531,6 +486,17 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         kv.restore(&snapshot.data).context("the durable snapshot does not decode")?;
         last_snapshot_index = snapshot.meta.index;
     }
+    let replica_config = ReplicaConfig {
+        id: config.id,
+        members: config.members(),
+        cluster_id: config.cluster_id.clone(),
+        pid: std::process::id(),
+        limits: config.limits,
+        snapshot_entries: config.snapshot_entries,
+        snapshot_log_bytes: config.snapshot_log_bytes,
+        token: token.get(),
+        new_token: random_token(config.id),
+    };
     info!(
         node = config.id,
         term = durable.hard_state.term,
@@ -571,29 +537,13 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         SnapshotWorker::spawn(config.id, config.data_dir.clone(), config.sync, config.sessions_max)
             .context("cannot start the snapshot thread")?;
     let mut server = Server {
-        node,
+        replica: Replica::new(replica_config, node, kv),
         wal: wal_tx,
-        kv,
         links,
-        writes: BTreeMap::new(),
-        reads: BTreeMap::new(),
-        ready_reads: Vec::new(),
-        next_read_ctx: 1,
-        last_snapshot_index,
-        role: Role::Follower,
         identity,
         token,
-        identity_proposed: Vec::new(),
-        identity_term: 0,
         snapshots,
-        snapshot_taking: false,
-        snapshot_checking: false,
-        snapshot_to_check: None,
-        checked_snapshot: None,
-        snapshots_rejected: 0,
         snapshot_warnings: WarnLimiter::new(Duration::from_secs(60)),
-        disk_full: None,
-        log_bytes_since_snapshot: 0,
         snapshots_too_large_warned: 0,
         late_warnings: WarnLimiter::new(Duration::from_secs(10)),
         config,
@@ -607,20 +557,19 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
             _ = &mut shutdown => break Ok(()),
             scheduled = ticker.tick() => {
                 server.warn_if_late(scheduled.into_std());
-                server.node.tick();
-                server.maintain_identity();
+                server.replica.tick();
                 server.warn_of_dropped_snapshots();
             }
             event = wal_events.recv() => match event {
-                Some(WalEvent::Persisted(id)) => server.node.persisted(id),
+                Some(WalEvent::Persisted(id)) => server.replica.persisted(id),
                 Some(WalEvent::Failed(e)) => break Err(e),
                 Some(WalEvent::DiskFull(why)) => {
                     warn!(node = server.config.id, "{why}; client writes are refused until then");
-                    server.disk_full = Some(why);
+                    server.replica.set_disk_full(Some(why));
                 }
                 Some(WalEvent::DiskResumed) => {
                     info!(node = server.config.id, "the disk has room again; writes resumed");
-                    server.disk_full = None;
+                    server.replica.set_disk_full(None);
                 }
                 None => break Err(anyhow::anyhow!("the WAL thread stopped")),
             },
@@ -644,7 +593,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                 }
             }
         }
-        if let Err(e) = server.process_actions() {
+        if let Err(e) = server.execute_effects() {
             break Err(e);
         }
     };
@@ -662,96 +611,15 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
 impl Server {
     fn handle(&mut self, event: Inbound) {
         match event {
-            Inbound::Peer(m, _bytes) => self.node.step(m),
-            Inbound::Client { request, reply } => self.handle_client(request, reply),
+            Inbound::Peer(m, _bytes) => self.replica.step(m),
+            Inbound::Client { request, reply } => self.replica.client(request.kind, reply),
         }
-    }
-
-    fn not_leader(&self) -> ResponseKind {
-        let leader = self.node.leader().filter(|&l| l != self.config.id);
-        ResponseKind::NotLeader { leader: leader.and_then(|id| self.config.address_of(id).map(|a| (id, a))) }
-    }
-
-    fn handle_client(&mut self, request: ClientRequest, reply: Reply) {
-        match request.kind {
-            RequestKind::Write(command) => {
-                if let Err(message) = self.config.limits.check(&command.op) {
-                    return reply.send(ResponseKind::Invalid { message });
-                }
-                if let Some(why) = &self.disk_full {
-                    let message = format!("node {} cannot take writes: {why}", self.config.id);
-                    return reply.send(ResponseKind::Error { message });
-                }
-                let data = match codec::encode(&command) {
-                    Ok(d) => d,
-                    Err(e) => return reply.send(ResponseKind::Error { message: e.to_string() }),
-                };
-                match self.node.propose(data) {
-                    Ok(p) => {
-                        self.writes.insert(p.index, PendingWrite { term: p.term, reply });
-                    }
-                    Err(ProposeError::NotLeader { .. }) => reply.send(self.not_leader()),
-                    Err(e) => reply.send(ResponseKind::Error { message: format!("{e}; retry shortly") }),
-                }
-            }
-            RequestKind::Get { key, stale: true } => {
-                reply.send(ResponseKind::Value(self.kv.get(&key).map(<[u8]>::to_vec)));
-            }
-            RequestKind::Get { key, stale: false } => {
-                let ctx = self.next_read_ctx;
-                self.next_read_ctx += 1;
-                match self.node.read_index(ctx) {
-                    Ok(()) => {
-                        self.reads.insert(ctx, PendingRead { key, reply });
-                    }
-                    Err(_) => reply.send(self.not_leader()),
-                }
-            }
-            RequestKind::Status => reply.send(ResponseKind::Status(self.status())),
-            RequestKind::Log { from, limit } => reply.send(ResponseKind::Log(self.log_view(from, limit))),
-        }
-    }
-
-    fn status(&self) -> NodeStatus {
-        let s = self.node.status();
-        NodeStatus {
-            id: s.id,
-            address: self.config.advertise.clone(),
-            pid: std::process::id(),
-            role: s.role,
-            term: s.term,
-            leader: s.leader,
-            commit: s.commit,
-            applied: s.applied,
-            last_index: s.last_index,
-            first_index: s.first_index,
-            snapshot_index: s.snapshot_index,
-            keys: self.kv.len() as u64,
-            cluster_id: self.config.cluster_id.clone(),
-            cluster_token: self.token.get(),
-            members_with_data: self.kv.identity().members_with_data.iter().copied().collect(),
-        }
-    }
-
-    fn log_view(&self, from: Index, limit: u64) -> Vec<LogEntryView> {
-        let first = from.max(self.node.first_index());
-        let last = self.node.last_index().min(first.saturating_add(limit.min(10_000)).saturating_sub(1));
-        let commit = self.node.commit_index();
-        (first..=last)
-            .filter_map(|i| self.node.entry(i))
-            .map(|e| LogEntryView {
-                index: e.index,
-                term: e.term,
-                command: describe_entry(e),
-                committed: e.index <= commit,
-            })
-            .collect()
     }
 
     /// One WARN line (at most a minute apart) when the core dropped a
     /// snapshot that grew past `--max-snapshot-bytes` while arriving.
     fn warn_of_dropped_snapshots(&mut self) {
-        let too_large = self.node.counters().snapshots_too_large;
+        let too_large = self.replica.node().counters().snapshots_too_large;
         if too_large > self.snapshots_too_large_warned {
             if let Some(held_back) = self.snapshot_warnings.allow(std::time::Instant::now()) {
                 self.snapshots_too_large_warned = too_large;
@@ -786,364 +654,63 @@ impl Server {
         }
     }
 
-    /// Has a snapshot from the leader decoded and checked in full (on the
-    /// snapshot thread) before the core may persist or apply it; one arriving
-    /// while another is checked waits, and only the newest waits.
-    fn check_snapshot(&mut self, snapshot: Snapshot) -> anyhow::Result<()> {
-        if self.snapshot_checking {
-            self.snapshot_to_check = Some(snapshot);
-            return Ok(());
-        }
-        self.snapshot_checking = true;
-        self.snapshots.submit(SnapshotJob::Check { snapshot })
-    }
-
-    /// What the snapshot thread finished.
+    /// What the snapshot thread finished, for the replica.
     fn snapshot_done(&mut self, done: SnapshotDone) -> anyhow::Result<()> {
         match done {
             SnapshotDone::Taken { snapshot, serialize_ms, write_ms } => {
-                self.snapshot_taking = false;
                 let (index, bytes) = (snapshot.meta.index, snapshot.data.len());
-                // The core compacts its log and keeps the snapshot to send;
-                // the WAL records it (refused there too if it is stale: the
-                // leader's snapshot, installed meanwhile, is newer).
-                match self.node.snapshot_taken(index, snapshot.data) {
-                    Ok(()) => {
-                        debug_assert_eq!(self.node.snapshot_meta(), snapshot.meta, "the core's metadata");
-                        info!(
-                            node = self.config.id,
-                            index, bytes, serialize_ms, write_ms, "took snapshot; log compacted"
-                        );
-                    }
-                    Err(e) => debug!(node = self.config.id, error = %e, "snapshot not taken by the core"),
-                }
-                self.wal.send(WalCmd::Compact(snapshot.meta)).context("the WAL thread stopped")?;
-            }
-            SnapshotDone::TakeFailed { index, error } => {
-                self.snapshot_taking = false;
-                warn!(
-                    node = self.config.id,
-                    index, "could not take a snapshot: {error}; keeping the log, trying again later"
-                );
-            }
-            SnapshotDone::Checked { snapshot, result } => {
-                self.snapshot_checking = false;
-                let index = snapshot.meta.index;
-                match result {
-                    Ok(kv) => {
-                        let meta = snapshot.meta.clone();
-                        self.node.install_snapshot(snapshot);
-                        // Kept for the apply only if the core took it.
-                        if self.node.snapshot_meta() == meta {
-                            self.checked_snapshot = Some((index, kv));
-                        }
-                    }
-                    Err(problem) => {
-                        self.snapshots_rejected += 1;
-                        if let Some(held_back) = self.snapshot_warnings.allow(std::time::Instant::now()) {
-                            warn!(
-                                node = self.config.id,
-                                index,
-                                bytes = snapshot.data.len(),
-                                rejected = self.snapshots_rejected,
-                                held_back,
-                                "dropped a snapshot from the leader: {problem}; keeping this node's log"
-                            );
-                        }
-                        self.node.reject_snapshot(index);
-                    }
-                }
-                if let Some(next) = self.snapshot_to_check.take() {
-                    self.check_snapshot(next)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Executes the core's actions until it has nothing more to say.
-    fn process_actions(&mut self) -> anyhow::Result<()> {
-        loop {
-            let actions = self.node.take_actions();
-            if actions.is_empty() {
-                break;
-            }
-            for action in actions {
-                match action {
-                    Action::Persist(batch) => {
-                        self.wal.send(WalCmd::Persist(batch)).context("the WAL thread stopped")?;
-                    }
-                    Action::Send(m) => {
-                        self.log_send(&m);
-                        if let Some(link) = self.links.get(&m.to) {
-                            link.send(m);
-                        }
-                    }
-                    Action::Apply(entries) => self.apply(entries),
-                    Action::CheckSnapshot(snapshot) => self.check_snapshot(snapshot)?,
-                    Action::ApplySnapshot(snapshot) => {
-                        match self.checked_snapshot.take() {
-                            Some((index, kv)) if index == snapshot.meta.index => self.kv = kv,
-                            _ => self
-                                .kv
-                                .restore(&snapshot.data)
-                                .context("a snapshot that was checked does not decode any more")?,
-                        }
-                        self.last_snapshot_index = snapshot.meta.index;
-                        info!(
-                            node = self.config.id,
-                            index = snapshot.meta.index,
-                            bytes = snapshot.data.len(),
-                            "installed snapshot from leader"
-                        );
-                        self.node.applied(snapshot.meta.index);
-                    }
-                    Action::ReadReady { ctx, index } => {
-                        if let Some(read) = self.reads.remove(&ctx) {
-                            self.ready_reads.push((index, read));
-                        }
-                    }
-                    Action::ReadFailed { ctx, .. } => {
-                        if let Some(read) = self.reads.remove(&ctx) {
-                            read.reply.send(self.not_leader());
-                        }
-                    }
-                    Action::RoleChanged { role, term, leader } => self.role_changed(role, term, leader),
-                }
-            }
-            self.serve_ready_reads();
-            self.maybe_snapshot()?;
-            // (A restarted node's state machine knows no token until it has
-            // applied the token entry again: 0 there is not a mismatch.)
-            let learned = self.kv.identity().token;
-            if learned != 0 && learned != self.token.get() {
-                self.learn_token()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The log has told this node its cluster's token: store it in the data
-    /// directory and carry it in every hello from now on. A log whose token
-    /// differs from the one stored means two clusters' data met: stop.
-    fn learn_token(&mut self) -> anyhow::Result<()> {
-        let (learned, known) = (self.kv.identity().token, self.token.get());
-        if known != 0 {
-            anyhow::bail!(
-                "the log of cluster token {} reached node {} whose data directory {} belongs to cluster \
-                 token {}; this node holds data of two clusters: stop it and give it an empty data directory",
-                describe_token(learned),
-                self.config.id,
-                self.config.data_dir.display(),
-                describe_token(known)
-            );
-        }
-        self.identity.set_token(learned);
-        self.identity
-            .save(&self.config.data_dir)
-            .context("cannot record the cluster token in the data directory")?;
-        self.token.set(learned);
-        info!(node = self.config.id, cluster_token = %describe_token(learned), "learned the cluster token");
-        Ok(())
-    }
-
-    /// On the leader: commit a cluster token if the cluster has none, and
-    /// record each member once it holds the token entry durably, so that an
-    /// empty data directory under that member's id can later be told from a
-    /// new member. Costs nothing once every member is recorded.
-    fn maintain_identity(&mut self) {
-        if !self.node.is_leader() {
-            return;
-        }
-        let identity = self.kv.identity();
-        let members = self.config.members();
-        if identity.token != 0 && identity.members_with_data.len() >= members.len() {
-            return;
-        }
-        let term = self.node.term();
-        if self.identity_term != term {
-            self.identity_term = term;
-            self.identity_proposed.clear();
-        }
-        let mut wanted = Vec::new();
-        if identity.token == 0 {
-            wanted.push(IdentityOp::Token(random_token(self.config.id)));
-        } else {
-            let status = self.node.status();
-            for &id in members.keys().filter(|id| !identity.members_with_data.contains(id)) {
-                let durable = if id == self.config.id {
-                    status.stable_index
-                } else {
-                    status.progress.iter().find(|p| p.id == id).map_or(0, |p| p.match_index)
-                };
-                if durable >= identity.token_index {
-                    wanted.push(IdentityOp::MemberHasData(id));
-                }
-            }
-        }
-        for op in wanted {
-            let already = self.identity_proposed.iter().any(|p| match (p, &op) {
-                (IdentityOp::Token(_), IdentityOp::Token(_)) => true,
-                (a, b) => a == b,
-            });
-            if already {
-                continue;
-            }
-            let command = Command { client_id: 0, seq: 0, op: WriteOp::Identity(op) };
-            let Ok(data) = codec::encode(&command) else { continue };
-            if self.node.propose(data).is_ok() {
-                self.identity_proposed.push(op);
-            }
-        }
-    }
-
-    /// One line per message worth seeing: votes at info, appends and
-    /// heartbeats at debug (checked before any formatting).
-    fn log_send(&self, m: &raft_core::Message) {
-        let (node, role, term, to) = (self.config.id, self.role, m.term, m.to);
-        match &m.body {
-            MessageBody::VoteResponse { pre_vote: false, granted: true } => {
-                info!(node, role = %role, term, candidate = to, "granted vote")
-            }
-            MessageBody::VoteResponse { pre_vote, granted } => {
-                debug!(node, role = %role, term, candidate = to, pre_vote, granted, "vote answer")
-            }
-            MessageBody::VoteRequest { pre_vote, last_log_index, last_log_term, .. } => {
-                debug!(node, role = %role, term, to, pre_vote, last_log_index, last_log_term, "asking for a vote")
-            }
-            MessageBody::Append { prev_log_index, entries, leader_commit, .. } => debug!(
-                node, role = %role, term, to, prev = prev_log_index, entries = entries.len(),
-                commit = leader_commit, "append"
-            ),
-            MessageBody::Heartbeat { commit, .. } => {
-                debug!(node, role = %role, term, to, commit, "heartbeat")
-            }
-            _ => {}
-        }
-    }
-
-    fn apply(&mut self, entries: Vec<Entry>) {
-        let (Some(first), Some(last)) = (entries.first().map(|e| e.index), entries.last().map(|e| e.index))
-        else {
-            return;
-        };
-        let mut last_command = None;
-        let mut commands = 0usize;
-        for entry in &entries {
-            let result = match &entry.payload {
-                // A configuration entry changes nothing in the store (the
-                // node does not propose any yet: membership at run time is
-                // the next step).
-                EntryPayload::Blank | EntryPayload::Membership(_) => {
-                    self.kv.apply_blank(entry.index);
-                    None
-                }
-                EntryPayload::Command(data) => match codec::decode::<Command>(data) {
-                    Ok(command) => {
-                        self.log_bytes_since_snapshot += data.len() as u64;
-                        if tracing::enabled!(tracing::Level::DEBUG) {
-                            debug!(node = self.config.id, index = entry.index, cmd = %describe_command(&command), "applied");
-                        }
-                        commands += 1;
-                        last_command = Some(entry);
-                        Some(self.kv.apply(entry.index, command))
-                    }
-                    Err(e) => {
-                        // Every replica sees the same bytes and skips them alike.
-                        warn!(node = self.config.id, index = entry.index, error = %e, "skipping undecodable command");
-                        self.kv.apply_blank(entry.index);
-                        None
-                    }
-                },
-            };
-            if let Some(write) = self.writes.remove(&entry.index) {
-                let response = match result {
-                    Some(result) if write.term == entry.term => ResponseKind::Written(result),
-                    _ => ResponseKind::Unknown {
-                        reason: "the entry was replaced after a leader change; retry".to_string(),
-                    },
-                };
-                write.reply.send(response);
-            }
-        }
-        // One line per batch the leader commits, with counts and indexes but
-        // no values (they are user data); every command at debug level.
-        if let (true, Some(entry)) = (self.node.is_leader(), last_command) {
-            let term = self.node.term();
-            if first == last {
-                info!(node = self.config.id, role = %Role::Leader, term, index = entry.index, commands, "committed");
-            } else {
                 info!(
-                    node = self.config.id, role = %Role::Leader, term, index = %format_args!("{first}..={last}"),
-                    commands, "committed"
+                    node = self.config.id,
+                    index, bytes, serialize_ms, write_ms, "took snapshot; log compacted"
                 );
+                self.replica.snapshot_taken(snapshot);
             }
+            SnapshotDone::TakeFailed { index, error } => self.replica.snapshot_take_failed(index, &error),
+            SnapshotDone::Checked { snapshot, result } => self.replica.snapshot_checked(snapshot, result),
         }
-        self.node.applied(last);
+        Ok(())
     }
 
-    fn serve_ready_reads(&mut self) {
-        if self.ready_reads.is_empty() {
-            return;
-        }
-        let applied = self.node.applied_index();
-        let (ready, waiting): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.ready_reads).into_iter().partition(|(i, _)| *i <= applied);
-        self.ready_reads = waiting;
-        for (_, read) in ready {
-            let value = self.kv.get(&read.key).map(<[u8]>::to_vec);
-            read.reply.send(ResponseKind::Value(value));
-        }
-    }
-
-    fn role_changed(&mut self, role: Role, term: Term, leader: Option<NodeId>) {
-        match role {
-            Role::Leader => info!(node = self.config.id, role = %role, term, "became leader"),
-            Role::Candidate => {
-                info!(node = self.config.id, role = %role, term, "election timeout; campaigning")
-            }
-            Role::PreCandidate => {
-                debug!(node = self.config.id, role = %role, term, "election timeout; pre-vote")
-            }
-            Role::Follower => {
-                if self.role != Role::Follower || leader.is_some() {
-                    info!(node = self.config.id, role = %role, term, leader = ?leader, "following")
+    /// Carries out what the replica asks, in order, until it has nothing
+    /// more to say.
+    fn execute_effects(&mut self) -> anyhow::Result<()> {
+        for effect in self.replica.take_effects()? {
+            match effect {
+                Effect::Persist(batch) => {
+                    self.wal.send(WalCmd::Persist(batch)).context("the WAL thread stopped")?;
+                }
+                Effect::Send(m) => {
+                    if let Some(link) = self.links.get(&m.to) {
+                        link.send(m);
+                    }
+                }
+                Effect::Compact(meta) => {
+                    self.wal.send(WalCmd::Compact(meta)).context("the WAL thread stopped")?;
+                }
+                Effect::Answer(reply, answer) => reply.send(answer),
+                Effect::TakeSnapshot { kv, meta } => self.snapshots.submit(SnapshotJob::Take { kv, meta })?,
+                Effect::CheckSnapshot(snapshot) => self.snapshots.submit(SnapshotJob::Check { snapshot })?,
+                Effect::TokenLearned(token) => {
+                    self.identity.set_token(token);
+                    self.identity
+                        .save(&self.config.data_dir)
+                        .context("cannot record the cluster token in the data directory")?;
+                    self.token.set(token);
+                }
+                Effect::SnapshotRejected { index, bytes, rejected, problem } => {
+                    if let Some(held_back) = self.snapshot_warnings.allow(std::time::Instant::now()) {
+                        warn!(
+                            node = self.config.id,
+                            index,
+                            bytes,
+                            rejected,
+                            held_back,
+                            "dropped a snapshot from the leader: {problem}; keeping this node's log"
+                        );
+                    }
                 }
             }
         }
-        if self.role == Role::Leader && role != Role::Leader {
-            // Writes in flight may still commit under the next leader: the
-            // client retries with the same sequence number, applied once.
-            for (_, write) in std::mem::take(&mut self.writes) {
-                write.reply.send(ResponseKind::Unknown { reason: "leadership lost; retry".to_string() });
-            }
-        }
-        self.role = role;
-    }
-
-    /// Starts a snapshot in the background when enough entries or bytes
-    /// were applied since the last one: the event loop hands a copy of the
-    /// store (its values shared, not copied) to the snapshot thread and goes
-    /// on; [`Server::snapshot_done`] compacts the log once the file is
-    /// durable. One at a time; one that fails is tried again at the next
-    /// threshold.
-    fn maybe_snapshot(&mut self) -> anyhow::Result<()> {
-        let applied = self.kv.applied();
-        let by_entries = applied >= self.last_snapshot_index + self.config.snapshot_entries;
-        let by_bytes = self.log_bytes_since_snapshot >= self.config.snapshot_log_bytes
-            && applied > self.last_snapshot_index;
-        if self.snapshot_taking || !(by_entries || by_bytes) {
-            return Ok(());
-        }
-        let Some(meta) = self.node.snapshot_meta_at(applied) else {
-            return Ok(());
-        };
-        self.log_bytes_since_snapshot = 0;
-        self.last_snapshot_index = applied;
-        let (kv, clone_ms) = timed(|| self.kv.clone());
-        self.snapshots.submit(SnapshotJob::Take { kv, meta })?;
-        self.snapshot_taking = true;
-        debug!(node = self.config.id, index = applied, clone_ms, "taking a snapshot in the background");
         Ok(())
     }
 }
@@ -1162,30 +729,11 @@ fn random_token(node_id: NodeId) -> u64 {
     hasher.finish().max(1)
 }
 
-/// Renders an entry for the `log` view.
-pub fn describe_entry(entry: &Entry) -> String {
-    match &entry.payload {
-        EntryPayload::Blank => "(leader blank)".to_string(),
-        EntryPayload::Membership(_) => match entry.payload.decode_membership() {
-            Some(Ok(m)) => format!(
-                "(membership: voters {:?}, outgoing {:?}, learners {:?})",
-                m.voters().incoming.iter().collect::<Vec<_>>(),
-                m.voters().outgoing.iter().collect::<Vec<_>>(),
-                m.learners()
-            ),
-            _ => "(membership, undecodable)".to_string(),
-        },
-        EntryPayload::Command(data) => match codec::decode::<Command>(data) {
-            Ok(c) => describe_command(&c),
-            Err(_) => format!("<{} undecodable bytes>", data.len()),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::datadir::StartFlags;
+    use raft_core::Entry;
 
     fn identity(ids: &[NodeId]) -> Identity {
         let members: BTreeMap<NodeId, String> =

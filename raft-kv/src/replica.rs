@@ -1,0 +1,711 @@
+//! The node's logic without IO: a deterministic [`Replica`] that owns the
+//! consensus core, the key-value store, the client writes and reads waiting
+//! for their answers, and the snapshot policy.
+//!
+//! Events go in ([`Replica::tick`], [`Replica::step`], [`Replica::client`],
+//! the reports of the WAL and of the snapshot worker), effects come out
+//! ([`Replica::take_effects`]: persist, send, answer, take or check a
+//! snapshot, compact the WAL). No clock, no threads, no sockets, no
+//! randomness of its own: `raft-node`'s tokio glue moves bytes and time,
+//! and the simulator drives the very same `Replica`.
+//!
+//! Client handles are opaque (`C`): the glue passes its way back to a
+//! connection, the simulator an operation id; each comes back exactly once,
+//! in [`Effect::Answer`], unless the replica is dropped.
+
+use std::collections::BTreeMap;
+
+use raft_core::{
+    Action, Entry, EntryPayload, Index, Message, NodeId, PersistBatch, ProposeError, RaftNode, Role,
+    Snapshot, SnapshotMeta, Term,
+};
+use tracing::{debug, info, warn};
+
+use crate::command::{describe_command, describe_token, Command, IdentityOp, WriteLimits, WriteOp};
+use crate::protocol::{LogEntryView, NodeStatus, RequestKind, ResponseKind};
+use crate::store::KvStore;
+
+/// What a replica needs to know besides its core and store.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    /// This node's id.
+    pub id: NodeId,
+    /// Every member and the address clients reach it at, this node included
+    /// (for `NotLeader` answers and the cluster's identity records).
+    pub members: BTreeMap<NodeId, String>,
+    /// The cluster id, as the status shows it.
+    pub cluster_id: String,
+    /// The process id, as the status shows it (0 in a simulation).
+    pub pid: u32,
+    /// The size limits of a client write.
+    pub limits: WriteLimits,
+    /// Take a snapshot after this many applied entries...
+    pub snapshot_entries: u64,
+    /// ...or once the commands applied since the last one hold this many
+    /// bytes.
+    pub snapshot_log_bytes: u64,
+    /// The cluster token this node knows (0: none yet).
+    pub token: u64,
+    /// The token this node proposes if it leads a cluster that has none:
+    /// random, from the glue (the replica draws nothing itself).
+    pub new_token: u64,
+}
+
+/// What the replica asks of its driver, in order.
+#[derive(Debug)]
+pub enum Effect<C> {
+    /// Make the batch durable, then report [`Replica::persisted`].
+    Persist(PersistBatch),
+    /// Send to a peer (best effort).
+    Send(Message),
+    /// Record in the WAL that the log is compacted to this snapshot, whose
+    /// file the snapshot worker wrote.
+    Compact(SnapshotMeta),
+    /// The answer to a client request.
+    Answer(C, ResponseKind),
+    /// Serialize this copy of the store as the snapshot `meta` and write its
+    /// file durably, in the background; then report
+    /// [`Replica::snapshot_taken`] or [`Replica::snapshot_take_failed`].
+    TakeSnapshot {
+        /// The store as of `meta.index` (its values shared, not copied).
+        kv: KvStore,
+        /// The snapshot's metadata.
+        meta: SnapshotMeta,
+    },
+    /// Decode and check this snapshot from the leader in full, in the
+    /// background; then report [`Replica::snapshot_checked`].
+    CheckSnapshot(Snapshot),
+    /// The log told this node its cluster's token: record it durably (the
+    /// data directory's identity) and carry it in every hello.
+    TokenLearned(u64),
+    /// A snapshot from the leader did not check and was dropped; the node
+    /// keeps its log (worth a rate-limited warning).
+    SnapshotRejected {
+        /// Its index.
+        index: Index,
+        /// Its size.
+        bytes: usize,
+        /// Snapshots rejected so far.
+        rejected: u64,
+        /// Why.
+        problem: String,
+    },
+}
+
+/// A replica that cannot go on; the node must stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// A snapshot that was checked did not restore when applied.
+    #[error("a snapshot that was checked does not decode any more: {0}")]
+    SnapshotRestore(String),
+    /// The log carries another cluster's token than the one this node
+    /// holds data of.
+    #[error(
+        "the log of cluster token {learned} reached node {node} whose data belongs to cluster token {known}; \
+         this node holds data of two clusters: stop it and give it an empty data directory"
+    )]
+    TwoClusters {
+        /// This node.
+        node: NodeId,
+        /// The token in the log.
+        learned: String,
+        /// The token of this node's data.
+        known: String,
+    },
+}
+
+struct PendingWrite<C> {
+    term: Term,
+    handle: C,
+}
+
+struct PendingRead<C> {
+    key: Vec<u8>,
+    handle: C,
+}
+
+/// The node's logic: see the module docs.
+pub struct Replica<C> {
+    config: ReplicaConfig,
+    node: RaftNode,
+    kv: KvStore,
+    effects: Vec<Effect<C>>,
+    writes: BTreeMap<Index, PendingWrite<C>>,
+    reads: BTreeMap<u64, PendingRead<C>>,
+    /// Reads released by ReadIndex, waiting for apply to reach their index.
+    ready_reads: Vec<(Index, PendingRead<C>)>,
+    next_read_ctx: u64,
+    last_snapshot_index: Index,
+    role: Role,
+    /// Identity records this leader proposed in `identity_term` (once each
+    /// per term; a lost one is proposed again by the next leader).
+    identity_proposed: Vec<IdentityOp>,
+    identity_term: Term,
+    /// A snapshot of this node's is being taken in the background.
+    snapshot_taking: bool,
+    /// A snapshot from the leader is being checked in the background...
+    snapshot_checking: bool,
+    /// ...and the newest one that arrived meanwhile waits its turn.
+    snapshot_to_check: Option<Snapshot>,
+    /// A snapshot from the leader that decoded and checked, as the store it
+    /// becomes once the core hands it back to apply (decoded once).
+    checked_snapshot: Option<(Index, KvStore)>,
+    /// Snapshots from a leader that did not check.
+    snapshots_rejected: u64,
+    /// Why the WAL cannot write now (a full disk), if it cannot.
+    disk_full: Option<String>,
+    /// Bytes of commands applied since the last snapshot.
+    log_bytes_since_snapshot: u64,
+}
+
+impl<C> std::fmt::Debug for Replica<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("id", &self.config.id)
+            .field("role", &self.role)
+            .field("applied", &self.kv.applied())
+            .field("writes", &self.writes.len())
+            .field("reads", &(self.reads.len() + self.ready_reads.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> Replica<C> {
+    /// A replica of a core and a store restored from the same durable state
+    /// (the store from its snapshot, if any).
+    pub fn new(config: ReplicaConfig, node: RaftNode, kv: KvStore) -> Replica<C> {
+        let last_snapshot_index = node.snapshot_meta().index;
+        Replica {
+            config,
+            node,
+            kv,
+            effects: Vec::new(),
+            writes: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            ready_reads: Vec::new(),
+            next_read_ctx: 1,
+            last_snapshot_index,
+            role: Role::Follower,
+            identity_proposed: Vec::new(),
+            identity_term: 0,
+            snapshot_taking: false,
+            snapshot_checking: false,
+            snapshot_to_check: None,
+            checked_snapshot: None,
+            snapshots_rejected: 0,
+            disk_full: None,
+            log_bytes_since_snapshot: 0,
+        }
+    }
+
+    /// The consensus core (read-only: every input goes through the replica).
+    pub fn node(&self) -> &RaftNode {
+        &self.node
+    }
+
+    /// The key-value store.
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+
+    /// The replica's configuration.
+    pub fn config(&self) -> &ReplicaConfig {
+        &self.config
+    }
+
+    /// Client writes and reads waiting for their answers.
+    pub fn pending_requests(&self) -> usize {
+        self.writes.len() + self.reads.len() + self.ready_reads.len()
+    }
+
+    /// One logical clock tick.
+    pub fn tick(&mut self) {
+        self.node.tick();
+        self.maintain_identity();
+    }
+
+    /// A message from a peer.
+    pub fn step(&mut self, m: Message) {
+        self.node.step(m);
+    }
+
+    /// The WAL made the batch `id` durable.
+    pub fn persisted(&mut self, id: u64) {
+        self.node.persisted(id);
+    }
+
+    /// The WAL cannot write (`Some(why)`: a full disk) or can again
+    /// (`None`): client writes are refused meanwhile.
+    pub fn set_disk_full(&mut self, why: Option<String>) {
+        self.disk_full = why;
+    }
+
+    /// A client request; its answer comes back as [`Effect::Answer`] with
+    /// `handle`.
+    pub fn client(&mut self, request: RequestKind, handle: C) {
+        match request {
+            RequestKind::Write(command) => {
+                if let Err(message) = self.config.limits.check(&command.op) {
+                    return self.answer(handle, ResponseKind::Invalid { message });
+                }
+                if let Some(why) = &self.disk_full {
+                    let message = format!("node {} cannot take writes: {why}", self.config.id);
+                    return self.answer(handle, ResponseKind::Error { message });
+                }
+                let data = match raft_codec::encode(&command) {
+                    Ok(d) => d,
+                    Err(e) => return self.answer(handle, ResponseKind::Error { message: e.to_string() }),
+                };
+                match self.node.propose(data) {
+                    Ok(p) => {
+                        self.writes.insert(p.index, PendingWrite { term: p.term, handle });
+                    }
+                    Err(ProposeError::NotLeader { .. }) => {
+                        let answer = self.not_leader();
+                        self.answer(handle, answer)
+                    }
+                    Err(e) => {
+                        self.answer(handle, ResponseKind::Error { message: format!("{e}; retry shortly") })
+                    }
+                }
+            }
+            RequestKind::Get { key, stale: true } => {
+                let value = self.kv.get(&key).map(<[u8]>::to_vec);
+                self.answer(handle, ResponseKind::Value(value));
+            }
+            RequestKind::Get { key, stale: false } => {
+                let ctx = self.next_read_ctx;
+                self.next_read_ctx += 1;
+                match self.node.read_index(ctx) {
+                    Ok(()) => {
+                        self.reads.insert(ctx, PendingRead { key, handle });
+                    }
+                    Err(_) => {
+                        let answer = self.not_leader();
+                        self.answer(handle, answer)
+                    }
+                }
+            }
+            RequestKind::Status => {
+                let status = self.status();
+                self.answer(handle, ResponseKind::Status(status))
+            }
+            RequestKind::Log { from, limit } => {
+                let log = self.log_view(from, limit);
+                self.answer(handle, ResponseKind::Log(log))
+            }
+        }
+    }
+
+    /// The snapshot worker wrote the snapshot's file durably: the core
+    /// compacts its log and keeps the snapshot to send, and the WAL records
+    /// the compaction (refused there too if it is stale: a leader's
+    /// snapshot, installed meanwhile, is newer).
+    pub fn snapshot_taken(&mut self, snapshot: Snapshot) {
+        self.snapshot_taking = false;
+        let index = snapshot.meta.index;
+        match self.node.snapshot_taken(index, snapshot.data) {
+            Ok(()) => debug_assert_eq!(self.node.snapshot_meta(), snapshot.meta, "the core's metadata"),
+            Err(e) => debug!(node = self.config.id, error = %e, "snapshot not taken by the core"),
+        }
+        self.effects.push(Effect::Compact(snapshot.meta));
+    }
+
+    /// The snapshot at `index` could not be taken (a full disk, an encoding
+    /// failure): the log is kept, and one is tried again at the next
+    /// threshold.
+    pub fn snapshot_take_failed(&mut self, index: Index, error: &str) {
+        self.snapshot_taking = false;
+        warn!(
+            node = self.config.id,
+            index, "could not take a snapshot: {error}; keeping the log, trying again later"
+        );
+    }
+
+    /// The snapshot worker decoded a snapshot from the leader: the store it
+    /// holds, or why it is refused.
+    pub fn snapshot_checked(&mut self, snapshot: Snapshot, result: Result<KvStore, String>) {
+        self.snapshot_checking = false;
+        let index = snapshot.meta.index;
+        match result {
+            Ok(kv) => {
+                let meta = snapshot.meta.clone();
+                self.node.install_snapshot(snapshot);
+                // Kept for the apply only if the core took it.
+                if self.node.snapshot_meta() == meta {
+                    self.checked_snapshot = Some((index, kv));
+                }
+            }
+            Err(problem) => {
+                self.snapshots_rejected += 1;
+                self.effects.push(Effect::SnapshotRejected {
+                    index,
+                    bytes: snapshot.data.len(),
+                    rejected: self.snapshots_rejected,
+                    problem,
+                });
+                self.node.reject_snapshot(index);
+            }
+        }
+        if let Some(next) = self.snapshot_to_check.take() {
+            self.check_snapshot(next);
+        }
+    }
+
+    /// Runs the core's actions until it has nothing more to say, and hands
+    /// out what the driver must do, in order.
+    pub fn take_effects(&mut self) -> Result<Vec<Effect<C>>, ReplicaError> {
+        loop {
+            let actions = self.node.take_actions();
+            if actions.is_empty() {
+                break;
+            }
+            for action in actions {
+                match action {
+                    Action::Persist(batch) => self.effects.push(Effect::Persist(batch)),
+                    Action::Send(m) => {
+                        self.log_send(&m);
+                        self.effects.push(Effect::Send(m));
+                    }
+                    Action::Apply(entries) => self.apply(entries),
+                    Action::CheckSnapshot(snapshot) => self.check_snapshot(snapshot),
+                    Action::ApplySnapshot(snapshot) => {
+                        match self.checked_snapshot.take() {
+                            Some((index, kv)) if index == snapshot.meta.index => self.kv = kv,
+                            _ => self
+                                .kv
+                                .restore(&snapshot.data)
+                                .map_err(|e| ReplicaError::SnapshotRestore(e.to_string()))?,
+                        }
+                        self.last_snapshot_index = snapshot.meta.index;
+                        info!(
+                            node = self.config.id,
+                            index = snapshot.meta.index,
+                            bytes = snapshot.data.len(),
+                            "installed snapshot from leader"
+                        );
+                        self.node.applied(snapshot.meta.index);
+                    }
+                    Action::ReadReady { ctx, index } => {
+                        if let Some(read) = self.reads.remove(&ctx) {
+                            self.ready_reads.push((index, read));
+                        }
+                    }
+                    Action::ReadFailed { ctx, .. } => {
+                        if let Some(read) = self.reads.remove(&ctx) {
+                            let answer = self.not_leader();
+                            self.answer(read.handle, answer);
+                        }
+                    }
+                    Action::RoleChanged { role, term, leader } => self.role_changed(role, term, leader),
+                }
+            }
+            self.serve_ready_reads();
+            self.maybe_snapshot();
+            // (A restarted node's state machine knows no token until it has
+            // applied the token entry again: 0 there is not a mismatch.)
+            let learned = self.kv.identity().token;
+            if learned != 0 && learned != self.config.token {
+                self.learn_token()?;
+            }
+        }
+        Ok(std::mem::take(&mut self.effects))
+    }
+
+    /// This node's status.
+    pub fn status(&self) -> NodeStatus {
+        let s = self.node.status();
+        NodeStatus {
+            id: s.id,
+            address: self.config.members.get(&self.config.id).cloned().unwrap_or_default(),
+            pid: self.config.pid,
+            role: s.role,
+            term: s.term,
+            leader: s.leader,
+            commit: s.commit,
+            applied: s.applied,
+            last_index: s.last_index,
+            first_index: s.first_index,
+            snapshot_index: s.snapshot_index,
+            keys: self.kv.len() as u64,
+            cluster_id: self.config.cluster_id.clone(),
+            cluster_token: self.config.token,
+            members_with_data: self.kv.identity().members_with_data.iter().copied().collect(),
+        }
+    }
+
+    fn answer(&mut self, handle: C, answer: ResponseKind) {
+        self.effects.push(Effect::Answer(handle, answer));
+    }
+
+    fn not_leader(&self) -> ResponseKind {
+        let leader = self.node.leader().filter(|&l| l != self.config.id);
+        ResponseKind::NotLeader {
+            leader: leader.and_then(|id| self.config.members.get(&id).map(|a| (id, a.clone()))),
+        }
+    }
+
+    fn log_view(&self, from: Index, limit: u64) -> Vec<LogEntryView> {
+        let first = from.max(self.node.first_index());
+        let last = self.node.last_index().min(first.saturating_add(limit.min(10_000)).saturating_sub(1));
+        let commit = self.node.commit_index();
+        (first..=last)
+            .filter_map(|i| self.node.entry(i))
+            .map(|e| LogEntryView {
+                index: e.index,
+                term: e.term,
+                command: describe_entry(e),
+                committed: e.index <= commit,
+            })
+            .collect()
+    }
+
+    /// Has a snapshot from the leader decoded and checked in full (in the
+    /// background) before the core may persist or apply it; one arriving
+    /// while another is checked waits, and only the newest waits.
+    fn check_snapshot(&mut self, snapshot: Snapshot) {
+        if self.snapshot_checking {
+            self.snapshot_to_check = Some(snapshot);
+            return;
+        }
+        self.snapshot_checking = true;
+        self.effects.push(Effect::CheckSnapshot(snapshot));
+    }
+
+    /// The log has told this node its cluster's token. A log whose token
+    /// differs from the one this node's data belongs to means two clusters'
+    /// data met: stop.
+    fn learn_token(&mut self) -> Result<(), ReplicaError> {
+        let (learned, known) = (self.kv.identity().token, self.config.token);
+        if known != 0 {
+            return Err(ReplicaError::TwoClusters {
+                node: self.config.id,
+                learned: describe_token(learned),
+                known: describe_token(known),
+            });
+        }
+        self.config.token = learned;
+        info!(node = self.config.id, cluster_token = %describe_token(learned), "learned the cluster token");
+        self.effects.push(Effect::TokenLearned(learned));
+        Ok(())
+    }
+
+    /// On the leader: commit a cluster token if the cluster has none, and
+    /// record each member once it holds the token entry durably, so that an
+    /// empty data directory under that member's id can later be told from a
+    /// new member. Costs nothing once every member is recorded.
+    fn maintain_identity(&mut self) {
+        if !self.node.is_leader() {
+            return;
+        }
+        let identity = self.kv.identity();
+        if identity.token != 0 && identity.members_with_data.len() >= self.config.members.len() {
+            return;
+        }
+        let term = self.node.term();
+        if self.identity_term != term {
+            self.identity_term = term;
+            self.identity_proposed.clear();
+        }
+        let mut wanted = Vec::new();
+        if identity.token == 0 {
+            wanted.push(IdentityOp::Token(self.config.new_token.max(1)));
+        } else {
+            let status = self.node.status();
+            for &id in self.config.members.keys().filter(|id| !identity.members_with_data.contains(id)) {
+                let durable = if id == self.config.id {
+                    status.stable_index
+                } else {
+                    status.progress.iter().find(|p| p.id == id).map_or(0, |p| p.match_index)
+                };
+                if durable >= identity.token_index {
+                    wanted.push(IdentityOp::MemberHasData(id));
+                }
+            }
+        }
+        for op in wanted {
+            let already = self.identity_proposed.iter().any(|p| match (p, &op) {
+                (IdentityOp::Token(_), IdentityOp::Token(_)) => true,
+                (a, b) => a == b,
+            });
+            if already {
+                continue;
+            }
+            let command = Command { client_id: 0, seq: 0, op: WriteOp::Identity(op) };
+            let Ok(data) = raft_codec::encode(&command) else { continue };
+            if self.node.propose(data).is_ok() {
+                self.identity_proposed.push(op);
+            }
+        }
+    }
+
+    /// One line per message worth seeing: votes at info, appends and
+    /// heartbeats at debug (checked before any formatting).
+    fn log_send(&self, m: &Message) {
+        use raft_core::MessageBody;
+        let (node, role, term, to) = (self.config.id, self.role, m.term, m.to);
+        match &m.body {
+            MessageBody::VoteResponse { pre_vote: false, granted: true } => {
+                info!(node, role = %role, term, candidate = to, "granted vote")
+            }
+            MessageBody::VoteResponse { pre_vote, granted } => {
+                debug!(node, role = %role, term, candidate = to, pre_vote, granted, "vote answer")
+            }
+            MessageBody::VoteRequest { pre_vote, last_log_index, last_log_term, .. } => {
+                debug!(node, role = %role, term, to, pre_vote, last_log_index, last_log_term, "asking for a vote")
+            }
+            MessageBody::Append { prev_log_index, entries, leader_commit, .. } => debug!(
+                node, role = %role, term, to, prev = prev_log_index, entries = entries.len(),
+                commit = leader_commit, "append"
+            ),
+            MessageBody::Heartbeat { commit, .. } => {
+                debug!(node, role = %role, term, to, commit, "heartbeat")
+            }
+            _ => {}
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        let (Some(first), Some(last)) = (entries.first().map(|e| e.index), entries.last().map(|e| e.index))
+        else {
+            return;
+        };
+        let mut last_command = None;
+        let mut commands = 0usize;
+        for entry in &entries {
+            let result = match &entry.payload {
+                // A configuration entry changes nothing in the store.
+                EntryPayload::Blank | EntryPayload::Membership(_) => {
+                    self.kv.apply_blank(entry.index);
+                    None
+                }
+                EntryPayload::Command(data) => match raft_codec::decode::<Command>(data) {
+                    Ok(command) => {
+                        self.log_bytes_since_snapshot += data.len() as u64;
+                        if tracing::enabled!(tracing::Level::DEBUG) {
+                            debug!(node = self.config.id, index = entry.index, cmd = %describe_command(&command), "applied");
+                        }
+                        commands += 1;
+                        last_command = Some(entry);
+                        Some(self.kv.apply(entry.index, command))
+                    }
+                    Err(e) => {
+                        // Every replica sees the same bytes and skips them alike.
+                        warn!(node = self.config.id, index = entry.index, error = %e, "skipping undecodable command");
+                        self.kv.apply_blank(entry.index);
+                        None
+                    }
+                },
+            };
+            if let Some(write) = self.writes.remove(&entry.index) {
+                let response = match result {
+                    Some(result) if write.term == entry.term => ResponseKind::Written(result),
+                    _ => ResponseKind::Unknown {
+                        reason: "the entry was replaced after a leader change; retry".to_string(),
+                    },
+                };
+                self.answer(write.handle, response);
+            }
+        }
+        // One line per batch the leader commits, with counts and indexes but
+        // no values (they are user data); every command at debug level.
+        if let (true, Some(entry)) = (self.node.is_leader(), last_command) {
+            let term = self.node.term();
+            if first == last {
+                info!(node = self.config.id, role = %Role::Leader, term, index = entry.index, commands, "committed");
+            } else {
+                info!(
+                    node = self.config.id, role = %Role::Leader, term, index = %format_args!("{first}..={last}"),
+                    commands, "committed"
+                );
+            }
+        }
+        self.node.applied(last);
+    }
+
+    fn serve_ready_reads(&mut self) {
+        if self.ready_reads.is_empty() {
+            return;
+        }
+        let applied = self.node.applied_index();
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.ready_reads).into_iter().partition(|(i, _)| *i <= applied);
+        self.ready_reads = waiting;
+        for (_, read) in ready {
+            let value = self.kv.get(&read.key).map(<[u8]>::to_vec);
+            self.answer(read.handle, ResponseKind::Value(value));
+        }
+    }
+
+    fn role_changed(&mut self, role: Role, term: Term, leader: Option<NodeId>) {
+        match role {
+            Role::Leader => info!(node = self.config.id, role = %role, term, "became leader"),
+            Role::Candidate => {
+                info!(node = self.config.id, role = %role, term, "election timeout; campaigning")
+            }
+            Role::PreCandidate => {
+                debug!(node = self.config.id, role = %role, term, "election timeout; pre-vote")
+            }
+            Role::Follower => {
+                if self.role != Role::Follower || leader.is_some() {
+                    info!(node = self.config.id, role = %role, term, leader = ?leader, "following")
+                }
+            }
+        }
+        if self.role == Role::Leader && role != Role::Leader {
+            // Writes in flight may still commit under the next leader: the
+            // client retries with the same sequence number, applied once.
+            for (_, write) in std::mem::take(&mut self.writes) {
+                self.effects.push(Effect::Answer(
+                    write.handle,
+                    ResponseKind::Unknown { reason: "leadership lost; retry".to_string() },
+                ));
+            }
+        }
+        self.role = role;
+    }
+
+    /// Starts a snapshot in the background when enough entries or bytes
+    /// were applied since the last one: the driver gets a copy of the store
+    /// (its values shared, not copied) to serialize and goes on;
+    /// [`Replica::snapshot_taken`] compacts the log once the file is
+    /// durable. One at a time; one that fails is tried again at the next
+    /// threshold.
+    fn maybe_snapshot(&mut self) {
+        let applied = self.kv.applied();
+        let by_entries = applied >= self.last_snapshot_index + self.config.snapshot_entries;
+        let by_bytes = self.log_bytes_since_snapshot >= self.config.snapshot_log_bytes
+            && applied > self.last_snapshot_index;
+        if self.snapshot_taking || !(by_entries || by_bytes) {
+            return;
+        }
+        let Some(meta) = self.node.snapshot_meta_at(applied) else {
+            return;
+        };
+        self.log_bytes_since_snapshot = 0;
+        self.last_snapshot_index = applied;
+        self.snapshot_taking = true;
+        debug!(node = self.config.id, index = applied, "taking a snapshot in the background");
+        self.effects.push(Effect::TakeSnapshot { kv: self.kv.clone(), meta });
+    }
+}
+
+/// Renders an entry for the `log` view.
+pub fn describe_entry(entry: &Entry) -> String {
+    match &entry.payload {
+        EntryPayload::Blank => "(leader blank)".to_string(),
+        EntryPayload::Membership(_) => match entry.payload.decode_membership() {
+            Some(Ok(m)) => format!(
+                "(membership: voters {:?}, outgoing {:?}, learners {:?})",
+                m.voters().incoming.iter().collect::<Vec<_>>(),
+                m.voters().outgoing.iter().collect::<Vec<_>>(),
+                m.learners()
+            ),
+            _ => "(membership, undecodable)".to_string(),
+        },
+        EntryPayload::Command(data) => match raft_codec::decode::<Command>(data) {
+            Ok(c) => describe_command(&c),
+            Err(_) => format!("<{} undecodable bytes>", data.len()),
+        },
+    }
+}
