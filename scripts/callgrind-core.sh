@@ -34,7 +34,8 @@ for b in A B; do
       json=$(valgrind --tool=callgrind --callgrind-out-file="$out" "${BIN[$b]}" --batch "$batch" \
         --duration 1 --warmup 0 --tick-ms 1000000 --no-step-timing --json 2>/dev/null)
       committed=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['committed'])" "$json")
-      ir=$(callgrind_annotate --inclusive=yes "$out" 2>/dev/null | grep -m1 'Cluster::run_for' | awk '{gsub(",", "", $1); print $1}')
+      callgrind_annotate --inclusive=yes "$out" >"$out.txt" 2>/dev/null
+      ir=$(awk '/Cluster::run_for/ {gsub(",", "", $1); print $1; exit}' "$out.txt")
       python3 -c "import sys; print(f'| $b | $batch | {int(sys.argv[1]) / int(sys.argv[2]):,.0f} |')" "$ir" "$committed"
     done
   done
