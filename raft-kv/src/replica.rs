@@ -68,7 +68,7 @@ pub enum Effect<C> {
     /// [`Replica::snapshot_taken`] or [`Replica::snapshot_take_failed`].
     TakeSnapshot {
         /// The store as of `meta.index` (its values shared, not copied).
-        kv: KvStore,
+        kv: Box<KvStore>,
         /// The snapshot's metadata.
         meta: SnapshotMeta,
     },
@@ -130,6 +130,8 @@ pub struct Replica<C> {
     node: RaftNode,
     kv: KvStore,
     effects: Vec<Effect<C>>,
+    /// The core's actions not yet carried out (see [`Replica::take_effects`]).
+    actions: std::collections::VecDeque<Action>,
     writes: BTreeMap<Index, PendingWrite<C>>,
     reads: BTreeMap<u64, PendingRead<C>>,
     /// Reads released by ReadIndex, waiting for apply to reach their index.
@@ -180,6 +182,7 @@ impl<C> Replica<C> {
             node,
             kv,
             effects: Vec::new(),
+            actions: std::collections::VecDeque::new(),
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
             ready_reads: Vec::new(),
@@ -352,53 +355,27 @@ impl<C> Replica<C> {
         }
     }
 
-    /// Runs the core's actions until it has nothing more to say, and hands
-    /// out what the driver must do, in order.
-    pub fn take_effects(&mut self) -> Result<Vec<Effect<C>>, ReplicaError> {
+    /// Runs the core's actions and hands out what the driver must do, in
+    /// order (drained from a buffer the replica keeps, so that no effect
+    /// list is allocated per event). Call it until it hands out nothing:
+    /// it returns early, before applying committed entries, when effects
+    /// the driver can start on are ready (a persist batch, messages), so
+    /// that the WAL writes and the peers receive while this node applies.
+    pub fn take_effects(&mut self) -> Result<std::vec::Drain<'_, Effect<C>>, ReplicaError> {
         loop {
-            let actions = self.node.take_actions();
-            if actions.is_empty() {
-                break;
-            }
-            for action in actions {
-                match action {
-                    Action::Persist(batch) => self.effects.push(Effect::Persist(batch)),
-                    Action::Send(m) => {
-                        self.log_send(&m);
-                        self.effects.push(Effect::Send(m));
-                    }
-                    Action::Apply(entries) => self.apply(entries),
-                    Action::CheckSnapshot(snapshot) => self.check_snapshot(snapshot),
-                    Action::ApplySnapshot(snapshot) => {
-                        match self.checked_snapshot.take() {
-                            Some((index, kv)) if index == snapshot.meta.index => self.kv = kv,
-                            _ => self
-                                .kv
-                                .restore(&snapshot.data)
-                                .map_err(|e| ReplicaError::SnapshotRestore(e.to_string()))?,
-                        }
-                        self.last_snapshot_index = snapshot.meta.index;
-                        info!(
-                            node = self.config.id,
-                            index = snapshot.meta.index,
-                            bytes = snapshot.data.len(),
-                            "installed snapshot from leader"
-                        );
-                        self.node.applied(snapshot.meta.index);
-                    }
-                    Action::ReadReady { ctx, index } => {
-                        if let Some(read) = self.reads.remove(&ctx) {
-                            self.ready_reads.push((index, read));
-                        }
-                    }
-                    Action::ReadFailed { ctx, .. } => {
-                        if let Some(read) = self.reads.remove(&ctx) {
-                            let answer = self.not_leader();
-                            self.answer(read.handle, answer);
-                        }
-                    }
-                    Action::RoleChanged { role, term, leader } => self.role_changed(role, term, leader),
+            if self.actions.is_empty() {
+                self.actions.extend(self.node.take_actions());
+                if self.actions.is_empty() {
+                    break;
                 }
+            }
+            while let Some(action) = self.actions.pop_front() {
+                let io_ready = self.effects.iter().any(|e| matches!(e, Effect::Persist(_) | Effect::Send(_)));
+                if io_ready && matches!(action, Action::Apply(_)) {
+                    self.actions.push_front(action);
+                    return Ok(self.effects.drain(..));
+                }
+                self.act(action)?;
             }
             self.serve_ready_reads();
             self.maybe_snapshot();
@@ -409,7 +386,50 @@ impl<C> Replica<C> {
                 self.learn_token()?;
             }
         }
-        Ok(std::mem::take(&mut self.effects))
+        Ok(self.effects.drain(..))
+    }
+
+    /// Carries out one of the core's actions.
+    fn act(&mut self, action: Action) -> Result<(), ReplicaError> {
+        match action {
+            Action::Persist(batch) => self.effects.push(Effect::Persist(batch)),
+            Action::Send(m) => {
+                self.log_send(&m);
+                self.effects.push(Effect::Send(m));
+            }
+            Action::Apply(entries) => self.apply(entries),
+            Action::CheckSnapshot(snapshot) => self.check_snapshot(snapshot),
+            Action::ApplySnapshot(snapshot) => {
+                match self.checked_snapshot.take() {
+                    Some((index, kv)) if index == snapshot.meta.index => self.kv = kv,
+                    _ => self
+                        .kv
+                        .restore(&snapshot.data)
+                        .map_err(|e| ReplicaError::SnapshotRestore(e.to_string()))?,
+                }
+                self.last_snapshot_index = snapshot.meta.index;
+                info!(
+                    node = self.config.id,
+                    index = snapshot.meta.index,
+                    bytes = snapshot.data.len(),
+                    "installed snapshot from leader"
+                );
+                self.node.applied(snapshot.meta.index);
+            }
+            Action::ReadReady { ctx, index } => {
+                if let Some(read) = self.reads.remove(&ctx) {
+                    self.ready_reads.push((index, read));
+                }
+            }
+            Action::ReadFailed { ctx, .. } => {
+                if let Some(read) = self.reads.remove(&ctx) {
+                    let answer = self.not_leader();
+                    self.answer(read.handle, answer);
+                }
+            }
+            Action::RoleChanged { role, term, leader } => self.role_changed(role, term, leader),
+        }
+        Ok(())
     }
 
     /// This node's status.
@@ -686,7 +706,7 @@ impl<C> Replica<C> {
         self.last_snapshot_index = applied;
         self.snapshot_taking = true;
         debug!(node = self.config.id, index = applied, "taking a snapshot in the background");
-        self.effects.push(Effect::TakeSnapshot { kv: self.kv.clone(), meta });
+        self.effects.push(Effect::TakeSnapshot { kv: Box::new(self.kv.clone()), meta });
     }
 }
 

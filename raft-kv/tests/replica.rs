@@ -43,7 +43,7 @@ struct Driven {
 
 fn drive(r: &mut Replica<u64>, out: &mut Driven) {
     loop {
-        let effects = r.take_effects().expect("no fatal error");
+        let effects: Vec<_> = r.take_effects().expect("no fatal error").collect();
         if effects.is_empty() {
             return;
         }

@@ -674,44 +674,53 @@ impl Server {
     /// Carries out what the replica asks, in order, until it has nothing
     /// more to say.
     fn execute_effects(&mut self) -> anyhow::Result<()> {
-        for effect in self.replica.take_effects()? {
-            match effect {
-                Effect::Persist(batch) => {
-                    self.wal.send(WalCmd::Persist(batch)).context("the WAL thread stopped")?;
-                }
-                Effect::Send(m) => {
-                    if let Some(link) = self.links.get(&m.to) {
-                        link.send(m);
+        loop {
+            let mut effects = self.replica.take_effects()?.peekable();
+            if effects.peek().is_none() {
+                return Ok(());
+            }
+            for effect in effects {
+                match effect {
+                    Effect::Persist(batch) => {
+                        self.wal.send(WalCmd::Persist(batch)).context("the WAL thread stopped")?;
                     }
-                }
-                Effect::Compact(meta) => {
-                    self.wal.send(WalCmd::Compact(meta)).context("the WAL thread stopped")?;
-                }
-                Effect::Answer(reply, answer) => reply.send(answer),
-                Effect::TakeSnapshot { kv, meta } => self.snapshots.submit(SnapshotJob::Take { kv, meta })?,
-                Effect::CheckSnapshot(snapshot) => self.snapshots.submit(SnapshotJob::Check { snapshot })?,
-                Effect::TokenLearned(token) => {
-                    self.identity.set_token(token);
-                    self.identity
-                        .save(&self.config.data_dir)
-                        .context("cannot record the cluster token in the data directory")?;
-                    self.token.set(token);
-                }
-                Effect::SnapshotRejected { index, bytes, rejected, problem } => {
-                    if let Some(held_back) = self.snapshot_warnings.allow(std::time::Instant::now()) {
-                        warn!(
-                            node = self.config.id,
-                            index,
-                            bytes,
-                            rejected,
-                            held_back,
-                            "dropped a snapshot from the leader: {problem}; keeping this node's log"
-                        );
+                    Effect::Send(m) => {
+                        if let Some(link) = self.links.get(&m.to) {
+                            link.send(m);
+                        }
+                    }
+                    Effect::Compact(meta) => {
+                        self.wal.send(WalCmd::Compact(meta)).context("the WAL thread stopped")?;
+                    }
+                    Effect::Answer(reply, answer) => reply.send(answer),
+                    Effect::TakeSnapshot { kv, meta } => {
+                        self.snapshots.submit(SnapshotJob::Take { kv: *kv, meta })?
+                    }
+                    Effect::CheckSnapshot(snapshot) => {
+                        self.snapshots.submit(SnapshotJob::Check { snapshot })?
+                    }
+                    Effect::TokenLearned(token) => {
+                        self.identity.set_token(token);
+                        self.identity
+                            .save(&self.config.data_dir)
+                            .context("cannot record the cluster token in the data directory")?;
+                        self.token.set(token);
+                    }
+                    Effect::SnapshotRejected { index, bytes, rejected, problem } => {
+                        if let Some(held_back) = self.snapshot_warnings.allow(std::time::Instant::now()) {
+                            warn!(
+                                node = self.config.id,
+                                index,
+                                bytes,
+                                rejected,
+                                held_back,
+                                "dropped a snapshot from the leader: {problem}; keeping this node's log"
+                            );
+                        }
                     }
                 }
             }
         }
-        Ok(())
     }
 }
 
