@@ -241,7 +241,7 @@ fn a_joint_change_replaces_two_voters_at_once() {
 }
 
 /// A raft-core liveness bug (kept out of the random runs by
-/// `FaultConfig::leader_leaves_two_voters`): the leader of two voters
+/// `FaultConfig::risky_removals`): the leader of two voters
 /// demotes itself; the entry does not reach the other voter before the
 /// leader loses leadership (here, a crash). The other voter, still in the
 /// old configuration, needs the former leader's vote, which is refused since

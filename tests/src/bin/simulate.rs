@@ -3,6 +3,7 @@
 //! ```text
 //! simulate --seeds 10000 [--nodes 3|5|both] [--first-seed S] [--steps N] [--jobs J]
 //! simulate --seed S [--nodes 3|5] [--quiet]      # replay one seed and print its trace
+//! (either with --risky-removals: removals that can deadlock raft-core too)
 //! ```
 //!
 //! A failing seed prints the seed, the first violated property and the command
@@ -60,13 +61,19 @@ struct Args {
     /// With `--seed`: print only the outcome, not the trace.
     #[arg(long)]
     quiet: bool,
+    /// Let the membership nemesis make every removal the live-majority rule
+    /// allows, those that can deadlock raft-core included
+    /// (`FaultConfig::risky_removals`).
+    #[arg(long)]
+    risky_removals: bool,
 }
 
-fn config(nodes: usize, seed: u64, steps: Option<u64>) -> SimConfig {
+fn config(args: &Args, nodes: usize, seed: u64) -> SimConfig {
     let mut cfg = SimConfig::new(nodes, seed);
-    if let Some(steps) = steps {
+    if let Some(steps) = args.steps {
         cfg.steps = steps;
     }
+    cfg.faults.risky_removals = args.risky_removals;
     cfg
 }
 
@@ -87,7 +94,7 @@ fn replay(args: &Args, seed: u64) -> ExitCode {
         Nodes::Five => 5,
         _ => 3,
     };
-    let mut cfg = config(nodes, seed, args.steps);
+    let mut cfg = config(args, nodes, seed);
     cfg.trace = !args.quiet;
     let mut sim = Simulation::new(cfg);
     let result = sim.run();
@@ -129,7 +136,7 @@ fn many(args: &Args, count: u64) -> ExitCode {
                         if seed >= end {
                             break;
                         }
-                        match Simulation::new(config(nodes, seed, args.steps)).run() {
+                        match Simulation::new(config(args, nodes, seed)).run() {
                             Ok(report) => local.accumulate(&report),
                             Err(f) => {
                                 failures.lock().expect("no panics hold this lock").push(f);

@@ -45,6 +45,8 @@ enum Step {
     /// Crash this voter for good, once that leaves a live majority in every
     /// configuration that may still commit.
     Kill(NodeId),
+    /// Crash this node (it restarts later, as after any crash).
+    Down(NodeId),
 }
 
 /// The nemesis' state.
@@ -208,6 +210,15 @@ impl Simulation {
                 plan.push(propose(vec![add_voter(x)]));
                 "grow by an empty voter"
             }
+            35..=41 if n == 2 => {
+                // Down to one voter: the other crashes first (it restarts
+                // later), so that it cannot hold the entry before the leader
+                // made it durable (see `removal_recoverable`).
+                let v = voters.iter().copied().find(|&v| v != leader).expect("two voters");
+                plan.push(Step::Down(v));
+                plan.push(propose(vec![ChangeOp::Remove { id: v }]));
+                "shrink to one voter"
+            }
             35..=52 if n > 1 => {
                 let v = if self.rng.nemesis.chance(0.35) { leader } else { rng_pick(self, &voters) };
                 plan.push(propose(vec![ChangeOp::Remove { id: v }]));
@@ -354,6 +365,16 @@ impl Simulation {
         };
         match step {
             Step::Kill(d) => self.try_kill(leader, d),
+            Step::Down(id) => {
+                self.nemesis.plan.pop_front();
+                if self.is_up(id) {
+                    self.crash(id);
+                    let (lo, hi) = self.cfg.faults.down_steps;
+                    let lo = lo.max(self.faults.max_fsync_delay + 200);
+                    let down = self.rng.nemesis.range(lo, hi.max(lo));
+                    self.slot_mut(id).restart_at = Some(self.now + down);
+                }
+            }
             Step::Propose { change, catch_up, early } => {
                 let node = self.node(leader).expect("the leader is up");
                 let (current, _) = node.membership();
@@ -367,11 +388,9 @@ impl Simulation {
                         return self
                             .drop_plan("the change would leave too few live voters or too many voters");
                     }
-                    let leaves_two = current.voters().incoming.len() == 2 && !next.is_voter(leader);
-                    if leaves_two && !self.cfg.faults.leader_leaves_two_voters {
-                        return self.drop_plan(
-                            "a leader of two voters leaving (FaultConfig::leader_leaves_two_voters)",
-                        );
+                    if !self.cfg.faults.risky_removals && !self.removal_recoverable(leader, current, &next) {
+                        return self
+                            .drop_plan("voters leaving that could deadlock raft-core (risky_removals)");
                     }
                     if !early && !catch_up.is_empty() {
                         let status = node.status();
@@ -401,6 +420,29 @@ impl Simulation {
                 }
             }
         }
+    }
+
+    /// Whether the voters that `next` removes from `current` (not joint)
+    /// cannot leave the cluster without a leader for good, whoever of them
+    /// holds the entry (see [`FaultConfig::risky_removals`](super::FaultConfig::risky_removals)):
+    /// the voters that stay, alive, are a majority of the old ones; or, from
+    /// two voters to one, the one leaving is down until past the leader's
+    /// fsync bound (so the leader has the entry durable before it can).
+    fn removal_recoverable(&self, leader: NodeId, current: &Membership, next: &Membership) -> bool {
+        let (old, new) = (&current.voters().incoming, &next.voters().incoming);
+        let kept = old.iter().filter(|&id| new.contains(id) && !self.slot(id).retired).count();
+        if kept > old.len() / 2 {
+            return true;
+        }
+        if next.is_joint() || old.len() != 2 || new.len() != 1 {
+            return false;
+        }
+        let Some(gone) = old.iter().find(|&id| !new.contains(id)) else {
+            return false;
+        };
+        let slot = self.slot(gone);
+        let bound = self.now + self.faults.max_fsync_delay;
+        gone != leader && slot.raft.is_none() && slot.restart_at.is_some_and(|at| at > bound)
     }
 
     /// Crashes voter `d` for good, if every configuration that may still
