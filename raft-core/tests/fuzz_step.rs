@@ -1271,10 +1271,12 @@ impl Harness {
                 if m.from != id {
                     return Err(format!("node {id} sends as {}: {m:?}", m.from));
                 }
-                if matches!(m.body, MessageBody::VoteRequest { .. }) && !d.node.membership().0.is_voter(id) {
+                if matches!(m.body, MessageBody::VoteRequest { .. }) && !may_campaign(&d.node) {
                     return Err(format!(
-                        "node {id} campaigns while not a voter in its membership {:?}: {m:?}",
-                        d.node.membership()
+                        "node {id} campaigns while not a voter in its membership {:?}, nor one removed by an \
+                         entry not known committed (commit {}): {m:?}",
+                        d.node.membership(),
+                        d.node.commit_index()
                     ));
                 }
                 if let MessageBody::Snapshot { meta, .. } = &m.body {
@@ -1966,6 +1968,26 @@ fn the_harness_adds_promotes_and_removes_members() {
     assert!(!m.is_joint() && !m.is_member(leader as NodeId + 1), "{m:?}");
     assert_eq!(m.voters().incoming.iter().count(), 4, "{m:?}");
     assert!(h.drivers[3].node.membership().0.is_voter(4));
+}
+
+/// Whether `node` may start elections: a voter in the membership in force,
+/// or one removed or demoted by a configuration entry it does not know to
+/// be committed, that was a voter in the configuration before it
+/// (dissertation §4.2.2). Computed from the log, not from the core's own
+/// bookkeeping.
+fn may_campaign(node: &RaftNode) -> bool {
+    let (membership, index) = node.membership();
+    if membership.is_voter(node.id()) {
+        return true;
+    }
+    if index <= node.commit_index() || index <= node.first_index().saturating_sub(1) {
+        return false;
+    }
+    let before = (node.first_index()..index)
+        .rev()
+        .find_map(|i| node.entry(i)?.payload.decode_membership()?.ok())
+        .unwrap_or_else(|| Membership::clone(&node.snapshot_meta().membership));
+    before.is_voter(node.id())
 }
 
 /// The hand encoding of hostile memberships is the core's own, so that

@@ -595,3 +595,35 @@ fn a_joint_configuration_commits_only_with_a_majority_of_both_halves() {
     assert!(!c.node(1).membership().0.is_joint());
     assert_eq!(c.voters(1), vec![1, 4, 5]);
 }
+
+/// Dissertation §4.2.2: a node that the latest configuration entry removed
+/// or demoted still campaigns while it does not know that entry committed.
+/// Here the leader of {1, 2} demotes itself; 2 never got the entry when 1
+/// restarts. 2, in the old configuration, needs 1's vote, refused since 1's
+/// log is longer; had 1 waited as a learner, no node could ever be elected.
+/// 1 campaigns instead (not counting its own vote: the voters in force are
+/// {2}), wins with 2's vote, commits the entry, and hands over to 2.
+#[test]
+fn a_node_demoted_by_an_entry_not_yet_committed_still_campaigns() {
+    let mut c = Cluster::new(2);
+    c.elect(1);
+    c.node(1).propose(b"x".to_vec()).unwrap();
+    c.settle();
+    c.isolate(2);
+    c.node(1).propose_membership(&MembershipChange { ops: vec![add_learner(1)] }).unwrap();
+    c.flush();
+    assert!(!c.node(1).membership().0.is_voter(1), "demoted in its own log");
+    assert!(c.node(2).membership().0.is_voter(1), "2 never got the entry");
+    c.restart(1);
+    c.cut.clear();
+    c.tick_all(200);
+    let leaders = c.leaders();
+    assert_eq!(leaders, vec![2], "the cluster elects 2 in the end (leaders now: {leaders:?})");
+    assert!(c.node(2).membership().0.is_learner(1));
+    assert!(c.node(2).commit_index() >= c.node(2).membership().1, "the demotion committed");
+    // Once it knows the demotion committed, 1 campaigns no more.
+    let elections = c.node(1).counters().elections;
+    c.isolate(2);
+    c.tick_all(200);
+    assert_eq!(c.node(1).counters().elections, elections, "a learner that knows it campaigned again");
+}

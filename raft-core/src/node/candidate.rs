@@ -14,8 +14,9 @@ use super::{RaftNode, RoleState};
 
 impl RaftNode {
     pub(super) fn start_election(&mut self, transfer: bool) {
-        // Learners, removed nodes and nodes not yet added never campaign.
-        if !self.s.is_voter() {
+        // Learners, removed nodes and nodes not yet added never campaign
+        // (a node removed by an entry not yet committed still does).
+        if !self.s.may_campaign() {
             self.s.reset_election_timer();
             return;
         }

@@ -57,7 +57,21 @@ impl LeaderState {
         if s.membership_index > s.log.commit() || s.log.term(s.log.commit()) != Some(s.term) {
             return false;
         }
-        // Committed: the members it removed had their chance to learn it.
+        // Committed: the members it removed had their chance to learn it;
+        // those holding the entry are told it is committed, so that they
+        // stop campaigning (`Shared::may_campaign`), and are dropped.
+        let commit = s.log.commit();
+        let departing: Vec<(NodeId, Index)> = s
+            .tracker
+            .iter()
+            .filter(|&(id, p)| {
+                id != s.id && !s.tracker.membership().is_member(id) && p.match_index >= s.membership_index
+            })
+            .map(|(id, p)| (id, p.match_index))
+            .collect();
+        for (to, matched) in departing {
+            s.send(to, MessageBody::Heartbeat { commit: commit.min(matched), read_round: 0 });
+        }
         if s.tracker.drop_departed() {
             s.update_peers();
         }

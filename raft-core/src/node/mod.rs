@@ -234,7 +234,7 @@ impl RaftNode {
                 let term = self.s.term;
                 self.become_follower(term, None);
             }
-        } else if self.s.election_elapsed >= self.s.election_timeout && self.s.is_voter() {
+        } else if self.s.election_elapsed >= self.s.election_timeout && self.s.may_campaign() {
             self.s.election_elapsed = 0;
             self.start_election(false);
         }

@@ -155,6 +155,25 @@ impl Shared {
         self.tracker.is_voter(self.id)
     }
 
+    /// Whether this node starts elections: a voter in the membership in
+    /// force; or a node that the latest configuration entry removed or
+    /// demoted, while that entry is not known to be committed, since it may
+    /// still be needed to elect the leader that commits it (dissertation
+    /// §4.2.2: with the entry in its log and not in the other voters', its
+    /// vote goes to no one else, and waiting would leave no electable node).
+    /// It does not count its own vote: tallies are over the voters in
+    /// force. Learners that were never voters, and nodes not yet added,
+    /// never campaign.
+    pub(super) fn may_campaign(&self) -> bool {
+        if self.is_voter() {
+            return true;
+        }
+        let index = self.membership_index;
+        index > self.log.commit()
+            && index > self.log.snapshot_index()
+            && self.scan_membership_at(index - 1).1.is_voter(self.id)
+    }
+
     /// Puts `membership` in force: the tracker takes it, and the peers to
     /// send to follow it.
     pub(super) fn set_membership(&mut self, membership: Membership) {
