@@ -80,7 +80,10 @@
 //!   first entry; [`Config`] holds tuning only;
 //! - learners receive the log and never vote; a node started with no
 //!   membership ([`RaftNode::new`]) waits to be added and never campaigns; a
-//!   removed leader leads until its removal commits, then hands over.
+//!   removed leader leads until its removal commits, then hands over; a node
+//!   removed or demoted by an entry it does not know committed still
+//!   campaigns, not counting its own vote (dissertation §4.2.2: its vote may
+//!   be the one that elects the leader committing that entry).
 //!
 //! Growing a one-voter cluster to three, the usual way: add each new node as
 //! a learner, let it catch up, promote it.
