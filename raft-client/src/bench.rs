@@ -190,6 +190,9 @@ fn variant_name(answer: &ResponseKind) -> &'static str {
         ResponseKind::Log(_) => "log",
         ResponseKind::Error { .. } => "error",
         ResponseKind::Invalid { .. } => "invalid",
+        ResponseKind::Members(_) => "members",
+        ResponseKind::MembersChanged { .. } => "members_changed",
+        ResponseKind::LeaderTransferred { .. } => "leader_transferred",
     }
 }
 

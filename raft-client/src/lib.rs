@@ -9,9 +9,10 @@ pub mod bench;
 
 use std::time::{Duration, Instant};
 
+use raft_core::{Index, MembershipChange, NodeId};
 use raft_kv::{
-    ClientRequest, ClientResponse, Command, LogEntryView, NodeStatus, RequestKind, ResponseKind, WriteLimits,
-    WriteOp, WriteResult,
+    ClientRequest, ClientResponse, Command, LogEntryView, MemberView, NodeStatus, RequestKind, ResponseKind,
+    WriteLimits, WriteOp, WriteResult,
 };
 use raft_net::transport::{self, FramedStream, NetError};
 use raft_net::wire::Sender;
@@ -172,8 +173,56 @@ impl Client {
         }
     }
 
+    /// Every member as the leader sees it: id, address, voter or learner,
+    /// match index and lag.
+    pub async fn members(&mut self) -> Result<Vec<MemberView>, ClientError> {
+        match self.call(RequestKind::Members).await? {
+            ResponseKind::Members(members) => Ok(members),
+            other => Err(ClientError::Server(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Changes the membership through the leader; returns the index of the
+    /// configuration entry once it is committed. Not retried once the
+    /// leader took it (a change whose fate is unknown could apply twice):
+    /// an answer other than success is the error.
+    pub async fn change_members(&mut self, change: MembershipChange) -> Result<Index, ClientError> {
+        match self.call_once(RequestKind::ChangeMembers(change)).await? {
+            ResponseKind::MembersChanged { index } => Ok(index),
+            ResponseKind::Unknown { reason } | ResponseKind::Error { message: reason } => {
+                Err(ClientError::Server(reason))
+            }
+            other => Err(ClientError::Server(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Hands leadership to `to`; returns once `to` leads.
+    pub async fn transfer_leader(&mut self, to: NodeId) -> Result<NodeId, ClientError> {
+        match self.call_once(RequestKind::TransferLeader { to }).await? {
+            ResponseKind::LeaderTransferred { leader } => Ok(leader),
+            ResponseKind::Unknown { reason } | ResponseKind::Error { message: reason } => {
+                Err(ClientError::Server(reason))
+            }
+            other => Err(ClientError::Server(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Sends `kind` to the leader, retrying only until a leader answers
+    /// (not after an `Unknown` or an `Error` from it).
+    async fn call_once(&mut self, kind: RequestKind) -> Result<ResponseKind, ClientError> {
+        self.call_with(kind, false).await
+    }
+
     /// Sends `kind` to the leader, retrying until a final answer or the deadline.
     async fn call(&mut self, kind: RequestKind) -> Result<ResponseKind, ClientError> {
+        self.call_with(kind, true).await
+    }
+
+    async fn call_with(
+        &mut self,
+        kind: RequestKind,
+        retry_answers: bool,
+    ) -> Result<ResponseKind, ClientError> {
         let deadline = Instant::now() + self.config.timeout;
         // Short and capped low: an election takes 150-300 ms by default, and a
         // client that sleeps long past it adds its sleep to every failover.
@@ -189,6 +238,11 @@ impl Client {
                 Ok(ResponseKind::NotLeader { .. }) => {
                     last = format!("{} knows no leader (election in progress?)", self.target);
                     self.retarget(None);
+                }
+                Ok(answer @ (ResponseKind::Unknown { .. } | ResponseKind::Error { .. }))
+                    if !retry_answers =>
+                {
+                    return Ok(answer)
                 }
                 Ok(ResponseKind::Unknown { reason }) => last = reason,
                 Ok(ResponseKind::Error { message }) => last = message,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use raft_client::{bench, Client, ClientConfig, ClientError, DEFAULT_CLUSTER, DEFAULT_CLUSTER_ID};
-use raft_core::Role;
+use raft_core::{ChangeOp, MembershipChange, Role};
 use raft_kv::{describe_token, parse_text_command, NodeStatus, TextCommand, WriteLimits, WriteResult};
 
 #[derive(Parser, Debug)]
@@ -114,6 +114,16 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         clients: u64,
     },
+    /// The cluster's membership: list, add, promote, remove members.
+    Member {
+        #[command(subcommand)]
+        op: MemberCmd,
+    },
+    /// Hand leadership to voter ID; answers once it leads, or says why not.
+    TransferLeader {
+        /// The voter to hand over to.
+        id: u64,
+    },
     /// F1: write under load, SIGKILL the leader, report the failover time and
     /// whether any acknowledged write went missing (nodes must run on this machine).
     Failover {
@@ -129,6 +139,45 @@ enum Cmd {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MemberCmd {
+    /// Every member: id, address, voter or learner, match index and lag on
+    /// the leader.
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add node ID (serving at ADDRESS) as a learner, wait until it has
+    /// caught up with the leader, then promote it to voter.
+    Add {
+        /// The new member's id.
+        id: u64,
+        /// The address it serves on (peers and clients), e.g. 127.0.0.1:8004.
+        address: String,
+        /// Stop after adding it as a learner.
+        #[arg(long)]
+        learner: bool,
+        /// Promote once it is at most this many entries behind the leader.
+        #[arg(long, default_value_t = 64)]
+        lag_entries_max: u64,
+        /// Give up waiting for it to catch up after this long (it stays a
+        /// learner).
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        catch_up_timeout: Duration,
+    },
+    /// Make learner ID a voter.
+    Promote {
+        /// The learner.
+        id: u64,
+    },
+    /// Remove member ID (a dead node, a live follower or the leader itself).
+    Remove {
+        /// The member.
+        id: u64,
     },
 }
 
@@ -207,6 +256,75 @@ fn status_verdict(statuses: &[(String, Result<NodeStatus, ClientError>)]) -> Res
     Ok(())
 }
 
+/// `raft-client member ...`.
+async fn member(client: &mut Client, op: MemberCmd) -> anyhow::Result<()> {
+    let change = |ops| MembershipChange { ops };
+    match op {
+        MemberCmd::List { json } => {
+            let members = client.members().await?;
+            if json {
+                let rows: Vec<serde_json::Value> = members
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "id": m.id, "address": m.address, "role": m.role.to_string(),
+                            "outgoing": m.outgoing, "match_index": m.match_index, "lag_entries": m.lag_entries,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<4} {:<21} {:<9} {:>11} {:>8}", "ID", "ADDRESS", "ROLE", "MATCH", "LAG");
+                for m in &members {
+                    let role = if m.outgoing { format!("{} (out)", m.role) } else { m.role.to_string() };
+                    println!(
+                        "{:<4} {:<21} {:<9} {:>11} {:>8}",
+                        m.id, m.address, role, m.match_index, m.lag_entries
+                    );
+                }
+            }
+        }
+        MemberCmd::Add { id, address, learner, lag_entries_max, catch_up_timeout } => {
+            let context = address.clone().into_bytes();
+            let index = client.change_members(change(vec![ChangeOp::AddLearner { id, context }])).await?;
+            println!("added node {id} at {address} as a learner (configuration entry {index})");
+            if learner {
+                return Ok(());
+            }
+            let deadline = std::time::Instant::now() + catch_up_timeout;
+            let mut lag = None;
+            loop {
+                if let Some(m) = client.members().await?.into_iter().find(|m| m.id == id) {
+                    if m.match_index > 0 && m.lag_entries <= lag_entries_max {
+                        break;
+                    }
+                    lag = Some(m.lag_entries);
+                }
+                if std::time::Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "node {id} did not catch up within {catch_up_timeout:?} ({}); it stays a learner: check \
+                         that it runs (raft-node run --join) and reaches the leader, then `raft-client member \
+                         promote {id}`",
+                        lag.map_or("it has received nothing".to_string(), |l| format!("{l} entries behind"))
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let index = client.change_members(change(vec![ChangeOp::PromoteLearner { id }])).await?;
+            println!("promoted node {id} to voter (configuration entry {index})");
+        }
+        MemberCmd::Promote { id } => {
+            let index = client.change_members(change(vec![ChangeOp::PromoteLearner { id }])).await?;
+            println!("promoted node {id} to voter (configuration entry {index})");
+        }
+        MemberCmd::Remove { id } => {
+            let index = client.change_members(change(vec![ChangeOp::Remove { id }])).await?;
+            println!("removed node {id} (configuration entry {index})");
+        }
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = ClientConfig::new(&cli.cluster, &cli.cluster_id, Duration::from_millis(cli.timeout_ms));
     config.limits = WriteLimits { key_bytes_max: cli.max_key_bytes, value_bytes_max: cli.max_value_bytes };
@@ -228,6 +346,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             TextCommand::Get(k) => println!("{}", show(client.get(k.as_bytes(), false).await?)),
             TextCommand::Del(k) => println!("{}", show_write(client.delete(k.as_bytes()).await?)),
         },
+        Cmd::Member { op } => member(&mut client, op).await?,
+        Cmd::TransferLeader { id } => {
+            let leader = client.transfer_leader(id).await?;
+            println!("node {leader} leads");
+        }
         Cmd::Status { json } => {
             let statuses = client.status_all().await;
             let problem = |e: &ClientError| match e {

@@ -57,7 +57,7 @@ fn status_says_a_cluster_id_refusal_as_such_and_fails() {
     let config = Arc::new(ListenerConfig {
         node_id: 1,
         cluster_id: "another-cluster".into(),
-        peers: vec![],
+        peers: transport::SharedPeers::new([]),
         cluster_token: SharedToken::default(),
         limits: Default::default(),
     });

@@ -28,6 +28,9 @@ pub use command::{
     describe_bytes, describe_command, describe_token, parse_text_command, Command, IdentityOp, TextCommand,
     WriteLimits, WriteOp, WriteResult, COMMAND_OVERHEAD_BYTES,
 };
-pub use protocol::{ClientRequest, ClientResponse, LogEntryView, NodeStatus, RequestKind, ResponseKind};
+pub use protocol::{
+    ClientRequest, ClientResponse, LogEntryView, MemberRole, MemberView, NodeStatus, RequestKind,
+    ResponseKind,
+};
 pub use replica::{describe_entry, Effect, Replica, ReplicaConfig, ReplicaError};
 pub use store::{ClusterIdentity, KvStore, RestoreError, SESSIONS_MAX_DEFAULT};

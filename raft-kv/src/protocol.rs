@@ -2,7 +2,7 @@
 //! (a write, a read, the node's status or log), and the response says what
 //! happened. Carried in frames after a client's hello (see `raft-net`).
 
-use raft_core::{Index, NodeId, Role, Term};
+use raft_core::{Index, MembershipChange, NodeId, Role, Term};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, WriteResult};
@@ -39,6 +39,19 @@ pub enum RequestKind {
         from: Index,
         /// Most entries returned.
         limit: u64,
+    },
+    /// The members as the leader sees them (leader only).
+    Members,
+    /// Change the membership: add voters or learners (each with the address
+    /// it serves on as its context), promote learners, remove members. One
+    /// voter changed is a simple change, more a joint one. Answered once the
+    /// configuration entry commits (leader only).
+    ChangeMembers(MembershipChange),
+    /// Hand leadership to `to`; answered once `to` leads, or with why not
+    /// (leader only).
+    TransferLeader {
+        /// The voter to hand over to.
+        to: NodeId,
     },
 }
 
@@ -85,6 +98,18 @@ pub enum ResponseKind {
     Invalid {
         /// One sentence naming what is wrong and the limit.
         message: String,
+    },
+    /// Every member, as the leader sees it.
+    Members(Vec<MemberView>),
+    /// The membership change is committed, at `index`.
+    MembersChanged {
+        /// The configuration entry's index.
+        index: Index,
+    },
+    /// Leadership was handed over.
+    LeaderTransferred {
+        /// The new leader.
+        leader: NodeId,
     },
 }
 
@@ -137,6 +162,43 @@ pub struct LogEntryView {
     pub committed: bool,
 }
 
+/// What a member is in the configuration in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberRole {
+    /// It votes.
+    Voter,
+    /// It receives the log and does not vote.
+    Learner,
+}
+
+impl std::fmt::Display for MemberRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MemberRole::Voter => "voter",
+            MemberRole::Learner => "learner",
+        })
+    }
+}
+
+/// One member as `raft-client member list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// Its id.
+    pub id: NodeId,
+    /// The address it serves on (its context in the configuration).
+    pub address: String,
+    /// Voter or learner.
+    pub role: MemberRole,
+    /// Whether it votes only in the outgoing half of a joint configuration
+    /// (it is being removed or demoted).
+    pub outgoing: bool,
+    /// The last index the leader knows it holds (the leader's own durable
+    /// index for itself).
+    pub match_index: Index,
+    /// How many entries it is behind the leader's last index.
+    pub lag_entries: u64,
+}
+
 impl ResponseKind {
     /// About how many bytes the answer takes while it waits to be written
     /// to its client (the transport bounds what a connection may queue).
@@ -144,7 +206,7 @@ impl ResponseKind {
         64 + match self {
             ResponseKind::Value(Some(v)) => v.len(),
             ResponseKind::Written(WriteResult::Cas { current: Some(v), .. }) => v.len(),
-            ResponseKind::Status(_) | ResponseKind::Log(_) => 4096,
+            ResponseKind::Status(_) | ResponseKind::Log(_) | ResponseKind::Members(_) => 4096,
             _ => 0,
         }
     }

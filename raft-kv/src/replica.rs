@@ -22,7 +22,7 @@ use raft_core::{
 use tracing::{debug, info, warn};
 
 use crate::command::{describe_command, describe_token, Command, IdentityOp, WriteLimits, WriteOp};
-use crate::protocol::{LogEntryView, NodeStatus, RequestKind, ResponseKind};
+use crate::protocol::{LogEntryView, MemberRole, MemberView, NodeStatus, RequestKind, ResponseKind};
 use crate::store::KvStore;
 
 /// What a replica needs to know besides its core and store.
@@ -30,8 +30,10 @@ use crate::store::KvStore;
 pub struct ReplicaConfig {
     /// This node's id.
     pub id: NodeId,
-    /// Every member and the address clients reach it at, this node included
-    /// (for `NotLeader` answers and the cluster's identity records).
+    /// Every member and the address clients reach it at, this node
+    /// included, as the node started (the flags or the data directory's
+    /// identity). Once the membership in force carries an address as a
+    /// member's context, that address wins.
     pub members: BTreeMap<NodeId, String>,
     /// The cluster id, as the status shows it.
     pub cluster_id: String,
@@ -78,6 +80,15 @@ pub enum Effect<C> {
     /// The log told this node its cluster's token: record it durably (the
     /// data directory's identity) and carry it in every hello.
     TokenLearned(u64),
+    /// The membership in force changed: these are now the members and
+    /// their addresses (open links to new ones, close those to the gone).
+    MembersChanged(BTreeMap<NodeId, String>),
+    /// This node was a member and the committed membership no longer holds
+    /// it: it takes no further part (the glue says so and stops).
+    Removed {
+        /// The configuration entry that removed it.
+        index: Index,
+    },
     /// A snapshot from the leader did not check and was dropped; the node
     /// keeps its log (worth a rate-limited warning).
     SnapshotRejected {
@@ -124,6 +135,17 @@ struct PendingRead<C> {
     handle: C,
 }
 
+/// A leadership transfer waiting for its target to lead.
+struct PendingTransfer<C> {
+    to: NodeId,
+    handle: C,
+    ticks_left: u32,
+}
+
+/// Ticks a leadership transfer may take before it is reported failed (at
+/// raft-node's 10 ms tick, 3 s: several election timeouts).
+const TRANSFER_TICKS_MAX: u32 = 300;
+
 /// The node's logic: see the module docs.
 pub struct Replica<C> {
     config: ReplicaConfig,
@@ -158,6 +180,17 @@ pub struct Replica<C> {
     disk_full: Option<String>,
     /// Bytes of commands applied since the last snapshot.
     log_bytes_since_snapshot: u64,
+    /// Membership changes waiting for their entry to commit, by index.
+    changes: BTreeMap<Index, PendingWrite<C>>,
+    /// A leadership transfer waiting for its target to lead.
+    transfer: Option<PendingTransfer<C>>,
+    /// The index of the membership last reported in [`Effect::MembersChanged`].
+    membership_reported: Option<Index>,
+    /// This node has been a member (so a membership without it means it was
+    /// removed, not that it waits to be added)...
+    was_member: bool,
+    /// ...and its removal was reported.
+    removed_reported: bool,
 }
 
 impl<C> std::fmt::Debug for Replica<C> {
@@ -177,6 +210,13 @@ impl<C> Replica<C> {
     /// (the store from its snapshot, if any).
     pub fn new(config: ReplicaConfig, node: RaftNode, kv: KvStore) -> Replica<C> {
         let last_snapshot_index = node.snapshot_meta().index;
+        let id = config.id;
+        let was_member = node.snapshot_meta().membership.is_member(id)
+            || (node.first_index()..=node.last_index()).any(|i| {
+                node.entry(i)
+                    .and_then(|e| e.payload.decode_membership())
+                    .is_some_and(|m| m.is_ok_and(|m| m.is_member(id)))
+            });
         Replica {
             config,
             node,
@@ -198,6 +238,11 @@ impl<C> Replica<C> {
             snapshots_rejected: 0,
             disk_full: None,
             log_bytes_since_snapshot: 0,
+            changes: BTreeMap::new(),
+            transfer: None,
+            membership_reported: None,
+            was_member,
+            removed_reported: false,
         }
     }
 
@@ -216,15 +261,87 @@ impl<C> Replica<C> {
         &self.config
     }
 
-    /// Client writes and reads waiting for their answers.
+    /// Client requests waiting for their answers.
     pub fn pending_requests(&self) -> usize {
-        self.writes.len() + self.reads.len() + self.ready_reads.len()
+        self.writes.len()
+            + self.reads.len()
+            + self.ready_reads.len()
+            + self.changes.len()
+            + usize::from(self.transfer.is_some())
     }
 
     /// One logical clock tick.
     pub fn tick(&mut self) {
         self.node.tick();
         self.maintain_identity();
+        if let Some(transfer) = &mut self.transfer {
+            transfer.ticks_left = transfer.ticks_left.saturating_sub(1);
+        }
+        self.settle_transfer();
+    }
+
+    /// The members in force and their addresses: each member's context if
+    /// it holds one, else the address the node was started with.
+    pub fn member_addresses(&self) -> BTreeMap<NodeId, String> {
+        let membership = self.node.membership().0;
+        membership
+            .member_ids()
+            .map(|id| {
+                let context = membership.context(id).filter(|c| !c.is_empty());
+                let address = context
+                    .and_then(|c| std::str::from_utf8(c).ok())
+                    .map(str::to_string)
+                    .or_else(|| self.config.members.get(&id).cloned())
+                    .unwrap_or_default();
+                (id, address)
+            })
+            .collect()
+    }
+
+    /// Every member as the leader sees it (any node can compute it; only
+    /// the leader's match indexes are current).
+    pub fn members_view(&self) -> Vec<MemberView> {
+        let status = self.node.status();
+        let membership = &status.membership;
+        let addresses = self.member_addresses();
+        membership
+            .member_ids()
+            .map(|id| {
+                let match_index = if id == self.config.id {
+                    status.stable_index
+                } else {
+                    status.progress.iter().find(|p| p.id == id).map_or(0, |p| p.match_index)
+                };
+                let incoming = membership.voters().incoming.contains(id);
+                MemberView {
+                    id,
+                    address: addresses.get(&id).cloned().unwrap_or_default(),
+                    role: if membership.is_voter(id) { MemberRole::Voter } else { MemberRole::Learner },
+                    outgoing: membership.voters().outgoing.contains(id) && !incoming,
+                    match_index,
+                    lag_entries: status.last_index.saturating_sub(match_index),
+                }
+            })
+            .collect()
+    }
+
+    /// Answers a leadership transfer once its target leads, or once it has
+    /// taken too long.
+    fn settle_transfer(&mut self) {
+        let Some(transfer) = &self.transfer else { return };
+        let answer = match self.node.leader() {
+            Some(leader) if leader == transfer.to => ResponseKind::LeaderTransferred { leader },
+            _ if transfer.ticks_left > 0 => return,
+            leader => ResponseKind::Error {
+                message: format!(
+                    "node {} did not take over in time (the leader is now {}); it may be behind or down",
+                    transfer.to,
+                    leader.map_or("unknown".to_string(), |l| format!("node {l}"))
+                ),
+            },
+        };
+        let transfer = self.transfer.take().expect("checked above");
+        self.answer(transfer.handle, answer);
     }
 
     /// A message from a peer.
@@ -296,6 +413,49 @@ impl<C> Replica<C> {
             RequestKind::Log { from, limit } => {
                 let log = self.log_view(from, limit);
                 self.answer(handle, ResponseKind::Log(log))
+            }
+            RequestKind::Members if self.node.is_leader() => {
+                let members = self.members_view();
+                self.answer(handle, ResponseKind::Members(members))
+            }
+            RequestKind::ChangeMembers(change) if self.node.is_leader() => {
+                match self.node.propose_membership(&change) {
+                    Ok(p) => {
+                        self.changes.insert(p.index, PendingWrite { term: p.term, handle });
+                    }
+                    Err(ProposeError::NotLeader { .. }) => {
+                        let answer = self.not_leader();
+                        self.answer(handle, answer)
+                    }
+                    Err(e @ ProposeError::Membership(_)) => {
+                        self.answer(handle, ResponseKind::Invalid { message: e.to_string() })
+                    }
+                    Err(e) => self.answer(handle, ResponseKind::Error { message: e.to_string() }),
+                }
+            }
+            RequestKind::TransferLeader { to } if self.node.is_leader() => {
+                if self.transfer.is_some() {
+                    let message = "another leadership transfer is under way; retry shortly".to_string();
+                    return self.answer(handle, ResponseKind::Error { message });
+                }
+                if to == self.config.id {
+                    return self.answer(handle, ResponseKind::LeaderTransferred { leader: to });
+                }
+                match self.node.transfer_leadership(to) {
+                    Ok(()) => {
+                        self.transfer = Some(PendingTransfer { to, handle, ticks_left: TRANSFER_TICKS_MAX })
+                    }
+                    Err(e) => self.answer(
+                        handle,
+                        ResponseKind::Invalid {
+                            message: format!("cannot hand leadership to node {to}: {e}"),
+                        },
+                    ),
+                }
+            }
+            RequestKind::Members | RequestKind::ChangeMembers(_) | RequestKind::TransferLeader { .. } => {
+                let answer = self.not_leader();
+                self.answer(handle, answer)
             }
         }
     }
@@ -379,6 +539,8 @@ impl<C> Replica<C> {
             }
             self.serve_ready_reads();
             self.maybe_snapshot();
+            self.settle_transfer();
+            self.note_membership();
             // (A restarted node's state machine knows no token until it has
             // applied the token entry again: 0 there is not a mismatch.)
             let learned = self.kv.identity().token;
@@ -432,6 +594,28 @@ impl<C> Replica<C> {
         Ok(())
     }
 
+    /// Reports a change of the membership in force, and this node's
+    /// removal once the entry that removed it is committed.
+    fn note_membership(&mut self) {
+        let (membership, index) = self.node.membership();
+        let is_member = membership.is_member(self.config.id);
+        let removed = !is_member && self.was_member && index <= self.node.commit_index();
+        self.was_member |= is_member;
+        if self.membership_reported != Some(index) {
+            self.membership_reported = Some(index);
+            let addresses = self.member_addresses();
+            self.effects.push(Effect::MembersChanged(addresses));
+        }
+        if removed && !self.removed_reported {
+            self.removed_reported = true;
+            info!(
+                node = self.config.id,
+                index, "removed from the cluster by the configuration entry at {index}"
+            );
+            self.effects.push(Effect::Removed { index });
+        }
+    }
+
     /// This node's status.
     pub fn status(&self) -> NodeStatus {
         let s = self.node.status();
@@ -460,9 +644,10 @@ impl<C> Replica<C> {
 
     fn not_leader(&self) -> ResponseKind {
         let leader = self.node.leader().filter(|&l| l != self.config.id);
-        ResponseKind::NotLeader {
-            leader: leader.and_then(|id| self.config.members.get(&id).map(|a| (id, a.clone()))),
-        }
+        let address = |id: NodeId| {
+            self.member_addresses().get(&id).cloned().or_else(|| self.config.members.get(&id).cloned())
+        };
+        ResponseKind::NotLeader { leader: leader.and_then(|id| address(id).map(|a| (id, a))) }
     }
 
     fn log_view(&self, from: Index, limit: u64) -> Vec<LogEntryView> {
@@ -519,7 +704,8 @@ impl<C> Replica<C> {
             return;
         }
         let identity = self.kv.identity();
-        if identity.token != 0 && identity.members_with_data.len() >= self.config.members.len() {
+        let members: Vec<NodeId> = self.node.membership().0.member_ids().collect();
+        if identity.token != 0 && members.iter().all(|id| identity.members_with_data.contains(id)) {
             return;
         }
         let term = self.node.term();
@@ -532,7 +718,7 @@ impl<C> Replica<C> {
             wanted.push(IdentityOp::Token(self.config.new_token.max(1)));
         } else {
             let status = self.node.status();
-            for &id in self.config.members.keys().filter(|id| !identity.members_with_data.contains(id)) {
+            for &id in members.iter().filter(|id| !identity.members_with_data.contains(id)) {
                 let durable = if id == self.config.id {
                     status.stable_index
                 } else {
@@ -617,6 +803,18 @@ impl<C> Replica<C> {
                     }
                 },
             };
+            if let Some(change) = self.changes.remove(&entry.index) {
+                let response = match entry.payload {
+                    EntryPayload::Membership(_) if change.term == entry.term => {
+                        ResponseKind::MembersChanged { index: entry.index }
+                    }
+                    _ => ResponseKind::Unknown {
+                        reason: "the change was replaced after a leader change; check `member list`"
+                            .to_string(),
+                    },
+                };
+                self.answer(change.handle, response);
+            }
             if let Some(write) = self.writes.remove(&entry.index) {
                 let response = match result {
                     Some(result) if write.term == entry.term => ResponseKind::Written(result),
@@ -679,6 +877,15 @@ impl<C> Replica<C> {
                 self.effects.push(Effect::Answer(
                     write.handle,
                     ResponseKind::Unknown { reason: "leadership lost; retry".to_string() },
+                ));
+            }
+            for (_, change) in std::mem::take(&mut self.changes) {
+                self.effects.push(Effect::Answer(
+                    change.handle,
+                    ResponseKind::Unknown {
+                        reason: "leadership lost before the change committed; check `member list`"
+                            .to_string(),
+                    },
                 ));
             }
         }

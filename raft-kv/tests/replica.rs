@@ -60,7 +60,11 @@ fn drive(r: &mut Replica<u64>, out: &mut Driven) {
                     r.snapshot_taken(Snapshot { meta, data });
                 }
                 Effect::TokenLearned(token) => out.tokens.push(token),
-                Effect::Compact(_) | Effect::CheckSnapshot(_) | Effect::SnapshotRejected { .. } => {}
+                Effect::Compact(_)
+                | Effect::CheckSnapshot(_)
+                | Effect::SnapshotRejected { .. }
+                | Effect::MembersChanged(_)
+                | Effect::Removed { .. } => {}
             }
         }
     }

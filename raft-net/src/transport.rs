@@ -185,6 +185,14 @@ pub enum Inbound<P: ClientProtocol> {
     /// hello), and its place in the connection's byte budget
     /// ([`PEER_INBOUND_BYTES_MAX`]): drop it once the message is handled.
     Peer(Message, InboundBytes),
+    /// A peer connected, saying where it serves: a node that has no link
+    /// to it yet (one waiting to be added) can open one to answer it.
+    PeerConnected {
+        /// The peer.
+        id: NodeId,
+        /// Its advertised address (empty if it sent none).
+        address: String,
+    },
     /// A client request; answer it through `reply`.
     Client {
         /// The request.
@@ -289,6 +297,48 @@ impl SharedToken {
     /// Records the token once learned.
     pub fn set(&self, token: u64) {
         self.0.store(token, Ordering::Relaxed)
+    }
+}
+
+/// The peers a listener takes hellos from, shared with the node, which
+/// changes them as the membership changes; or, for a node waiting to be
+/// added, any peer of its cluster (it cannot know which leader will
+/// contact it).
+#[derive(Clone, Debug, Default)]
+pub struct SharedPeers(Arc<std::sync::RwLock<Option<Vec<NodeId>>>>);
+
+impl SharedPeers {
+    /// A set holding `peers`.
+    pub fn new(peers: impl IntoIterator<Item = NodeId>) -> SharedPeers {
+        let shared = SharedPeers::default();
+        shared.set(peers);
+        shared
+    }
+
+    /// Any peer of the cluster (a node waiting to be added).
+    pub fn any() -> SharedPeers {
+        SharedPeers::default()
+    }
+
+    /// Replaces the set.
+    pub fn set(&self, peers: impl IntoIterator<Item = NodeId>) {
+        let mut ids: Vec<NodeId> = peers.into_iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        *self.0.write().expect("peer set poisoned") = Some(ids);
+    }
+
+    /// The peers now, sorted (`None`: any).
+    pub fn get(&self) -> Option<Vec<NodeId>> {
+        self.0.read().expect("peer set poisoned").clone()
+    }
+
+    /// Whether a hello from `id` is taken.
+    pub fn admits(&self, id: NodeId) -> bool {
+        match &*self.0.read().expect("peer set poisoned") {
+            Some(peers) => peers.binary_search(&id).is_ok(),
+            None => true,
+        }
     }
 }
 
@@ -507,7 +557,7 @@ pub struct ListenerConfig {
     /// The cluster id every hello must carry.
     pub cluster_id: String,
     /// The peers allowed to connect.
-    pub peers: Vec<NodeId>,
+    pub peers: SharedPeers,
     /// This node's cluster token: a peer's hello with another (non-zero)
     /// token is refused.
     pub cluster_token: SharedToken,
@@ -594,6 +644,10 @@ async fn handle_connection<P: ClientProtocol>(
     match hello.sender {
         Sender::Peer(peer) => {
             info!(node = config.node_id, peer, %addr, "peer connected");
+            let connected = Inbound::PeerConnected { id: peer, address: hello.address.clone() };
+            if inbound.send(connected).await.is_err() {
+                return Ok(()); // the node is shutting down
+            }
             let budget = Arc::new(tokio::sync::Semaphore::new(PEER_INBOUND_BYTES_MAX));
             loop {
                 let frame = reader.next(None).await?;
@@ -641,11 +695,12 @@ fn check_hello(hello: &Hello, config: &ListenerConfig) -> Result<(), String> {
         ));
     }
     if let Sender::Peer(id) = hello.sender {
-        if !config.peers.contains(&id) {
+        if !config.peers.admits(id) {
             return Err(format!(
                 "node {id} is not a member of node {}'s cluster (its members besides itself are {:?}); \
                  start node {id} with the cluster's --peers, or add it as a member",
-                config.node_id, config.peers
+                config.node_id,
+                config.peers.get().unwrap_or_default()
             ));
         }
         let ours = config.cluster_token.get();
@@ -801,6 +856,8 @@ pub struct LinkIdentity {
     pub cluster_id: String,
     /// The cluster token, read at each (re)connection.
     pub cluster_token: SharedToken,
+    /// This node's advertised address, carried in the hello.
+    pub address: String,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -820,6 +877,7 @@ async fn run_peer_link(
     let mut last_refusal: Option<String> = None;
     loop {
         let mut hello = Hello::new(&identity.cluster_id, Sender::Peer(node_id));
+        hello.address = identity.address.clone();
         hello.cluster_token = identity.cluster_token.get();
         match connect_with(&addr, hello).await {
             Ok((mut framed, _)) => {
@@ -942,7 +1000,7 @@ mod tests {
         let config = ListenerConfig {
             node_id: 1,
             cluster_id: "c".into(),
-            peers: vec![2],
+            peers: SharedPeers::new([2]),
             cluster_token: SharedToken::new(0xa),
             limits: ConnectionLimits::default(),
         };
@@ -1005,7 +1063,7 @@ mod tests {
         let config = Arc::new(ListenerConfig {
             node_id: 1,
             cluster_id: "t".into(),
-            peers: vec![],
+            peers: SharedPeers::new([]),
             cluster_token: SharedToken::default(),
             limits,
         });

@@ -12,7 +12,9 @@ pub const MAGIC: u32 = 0x5241_4654;
 /// 3: the hello carries the cluster token; status shows the cluster identity.
 /// 4: `raft_kv::ResponseKind::Invalid`, a request refused for good (too large).
 /// 5: a snapshot's metadata carries the membership, not a voter list.
-pub const PROTOCOL_VERSION: u32 = 5;
+/// 6: membership requests (`Members`, `ChangeMembers`, `TransferLeader`);
+/// a peer's hello carries its address.
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Who opens a connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +40,10 @@ pub struct Hello {
     /// node of a cluster whose first leader has not committed one yet). Two
     /// clusters bootstrapped with identical flags have different tokens.
     pub cluster_token: u64,
+    /// Where a peer serves (its advertised address), so that a node that
+    /// does not know it yet (one waiting to be added) can answer; empty for
+    /// a client.
+    pub address: String,
 }
 
 impl Hello {
@@ -49,6 +55,7 @@ impl Hello {
             cluster_id: cluster_id.to_string(),
             sender,
             cluster_token: 0,
+            address: String::new(),
         }
     }
 }

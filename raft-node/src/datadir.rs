@@ -91,6 +91,10 @@ pub struct Identity {
     /// The cluster token once learned from the log (16 hex digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_token: Option<String>,
+    /// Started with `--join`: this node founds nothing; it waits to be added
+    /// to a running cluster, and learns the membership from its leader.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub join: bool,
 }
 
 /// What a node was started with, to check against its data directory.
@@ -113,7 +117,13 @@ impl Identity {
             node_id: flags.node_id,
             members: flags.members.clone(),
             cluster_token: None,
+            join: false,
         }
+    }
+
+    /// The identity of a data directory of a node started with `--join`.
+    pub fn joining(flags: &StartFlags<'_>) -> Identity {
+        Identity { join: true, ..Identity::bootstrap(flags) }
     }
 
     /// Reads `dir`'s identity; `None` if it has none.

@@ -26,7 +26,8 @@ use raft_kv::{
     RequestKind, ResponseKind, WriteLimits,
 };
 use raft_net::transport::{
-    self, ClientProtocol, ConnectionLimits, LinkIdentity, ListenerConfig, NetCounters, PeerLink, SharedToken,
+    self, ClientProtocol, ConnectionLimits, LinkIdentity, ListenerConfig, NetCounters, PeerLink, SharedPeers,
+    SharedToken,
 };
 use raft_net::wire::Sender;
 use tokio::net::TcpListener;
@@ -95,6 +96,9 @@ pub struct NodeConfig {
     /// Bootstrap a one-node cluster when `peers` is empty and the data
     /// directory is new (an empty `peers` alone is refused then).
     pub single_node: bool,
+    /// A new node joining a running cluster (`--join`): it founds nothing,
+    /// never campaigns, and waits to be added by the leader.
+    pub join: bool,
     /// The largest key and value a client may write.
     pub limits: WriteLimits,
     /// What connections may take of this node.
@@ -335,6 +339,15 @@ struct Server {
     replica: Replica<Reply>,
     wal: std::sync::mpsc::Sender<WalCmd>,
     links: BTreeMap<NodeId, PeerLink>,
+    /// The address each link in `links` goes to.
+    link_addresses: BTreeMap<NodeId, String>,
+    /// The peers the listener takes hellos from.
+    peers: SharedPeers,
+    /// What new peer links say in their hello, and their counters.
+    link_identity: LinkIdentity,
+    counters: Arc<NetCounters>,
+    /// The committed membership no longer holds this node: it stops.
+    removed: bool,
     /// Whose the data directory is; rewritten when the token is learned.
     identity: Identity,
     /// The cluster token as the peer links and the listener see it.
@@ -372,6 +385,20 @@ async fn prepare_identity(config: &NodeConfig) -> anyhow::Result<Identity> {
             datadir::IDENTITY_FILE
         );
     }
+    if config.join {
+        let identity = Identity::joining(&flags);
+        identity.save(dir).with_context(|| format!("cannot write the identity of {}", dir.display()))?;
+        info!(
+            node = config.id,
+            cluster_id = %config.cluster_id,
+            "a new data directory in {} for a node joining a running cluster: waiting to be added \
+             (raft-client member add {} {})",
+            dir.display(),
+            config.id,
+            config.advertise
+        );
+        return Ok(identity);
+    }
     if config.peers.is_empty() && !config.single_node {
         anyhow::bail!(
             "--peers is empty and the data directory {} is new: name the other members \
@@ -406,6 +433,10 @@ fn start_core(config: Config, mut durable: DurableState, identity: &Identity) ->
             .map_err(|e| anyhow::anyhow!("the membership in {} is not valid: {e}", datadir::IDENTITY_FILE))
     };
     if durable == DurableState::default() {
+        if identity.join && identity.cluster_token.is_none() {
+            // Nothing received yet: still waiting to be added.
+            return RaftNode::new(config).context("cannot start the node");
+        }
         if identity.cluster_token.is_some() {
             anyhow::bail!(
                 "{} records a cluster token, so this node has held the log, but the log is gone; a \
@@ -507,6 +538,9 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     );
     let node = start_core(core_config, durable, &identity)?;
 
+    // The peers whose hellos are taken follow the membership (any peer of
+    // the cluster while this node waits to be added).
+    let peers = SharedPeers::any();
     let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}; is the port in use?", config.listen))?;
@@ -515,13 +549,17 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     let listener_config = Arc::new(ListenerConfig {
         node_id: config.id,
         cluster_id: config.cluster_id.clone(),
-        peers: config.peers.keys().copied().collect(),
+        peers: peers.clone(),
         cluster_token: token.clone(),
         limits: connection_limits_within_fd_limit(config.id, &config.connection_limits),
     });
     let accept_task = tokio::spawn(transport::serve(listener, listener_config, inbound_tx, counters.clone()));
-    let link_identity = LinkIdentity { cluster_id: config.cluster_id.clone(), cluster_token: token.clone() };
-    let links = transport::spawn_peer_links(config.id, &config.peers, &link_identity, 8192, counters);
+    let link_identity = LinkIdentity {
+        cluster_id: config.cluster_id.clone(),
+        cluster_token: token.clone(),
+        address: config.advertise.clone(),
+    };
+    let links = transport::spawn_peer_links(config.id, &config.peers, &link_identity, 8192, counters.clone());
     info!(
         node = config.id, listen = %config.listen, peers = ?config.peers,
         cluster_token = %describe_token(token.get()), "node started"
@@ -539,7 +577,12 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     let mut server = Server {
         replica: Replica::new(replica_config, node, kv),
         wal: wal_tx,
+        link_addresses: config.peers.clone(),
         links,
+        peers,
+        link_identity,
+        counters,
+        removed: false,
         identity,
         token,
         snapshots,
@@ -596,6 +639,11 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         if let Err(e) = server.execute_effects() {
             break Err(e);
         }
+        if server.removed {
+            // (A supervisor that restarts it gets the same answer.)
+            info!(node = server.config.id, "this node was removed from the cluster; stopping");
+            break Ok(());
+        }
     };
     accept_task.abort();
     // Let the WAL thread finish what it was given (nothing acknowledged
@@ -612,6 +660,14 @@ impl Server {
     fn handle(&mut self, event: Inbound) {
         match event {
             Inbound::Peer(m, _bytes) => self.replica.step(m),
+            Inbound::PeerConnected { id, address } => {
+                // A link back to a peer this node cannot reach yet (it waits
+                // to be added, and the leader is calling); members' links
+                // follow the configuration.
+                if !address.is_empty() && !self.links.contains_key(&id) && id != self.config.id {
+                    self.link_to(id, address);
+                }
+            }
             Inbound::Client { request, reply } => self.replica.client(request.kind, reply),
         }
     }
@@ -671,10 +727,41 @@ impl Server {
         Ok(())
     }
 
+    /// The membership in force changed: hellos are taken from its members,
+    /// and links go to each at the address in the configuration (links to
+    /// members that left stay: a departing member still hears from the
+    /// leader until its removal commits).
+    fn members_changed(&mut self, members: BTreeMap<NodeId, String>) {
+        let id = self.config.id;
+        if members.is_empty() {
+            return; // no membership yet: any peer of the cluster may call
+        }
+        let mut admitted: Vec<NodeId> = members.keys().copied().filter(|&m| m != id).collect();
+        admitted.extend(self.links.keys().copied());
+        self.peers.set(admitted);
+        for (member, address) in members {
+            if member == id || address.is_empty() || self.link_addresses.get(&member) == Some(&address) {
+                continue;
+            }
+            self.link_to(member, address);
+        }
+    }
+
+    /// Opens (or reopens, at a new address) the link to `peer`.
+    fn link_to(&mut self, peer: NodeId, address: String) {
+        let id = self.config.id;
+        info!(node = id, peer, %address, "linking to a peer");
+        let one = BTreeMap::from([(peer, address.clone())]);
+        let links = transport::spawn_peer_links(id, &one, &self.link_identity, 8192, self.counters.clone());
+        self.links.extend(links);
+        self.link_addresses.insert(peer, address);
+    }
+
     /// Carries out what the replica asks, in order, until it has nothing
     /// more to say.
     fn execute_effects(&mut self) -> anyhow::Result<()> {
         loop {
+            let mut members_changed = None;
             let mut effects = self.replica.take_effects()?.peekable();
             if effects.peek().is_none() {
                 return Ok(());
@@ -706,6 +793,16 @@ impl Server {
                             .context("cannot record the cluster token in the data directory")?;
                         self.token.set(token);
                     }
+                    Effect::MembersChanged(members) => members_changed = Some(members),
+                    Effect::Removed { index } => {
+                        warn!(
+                            node = self.config.id,
+                            index,
+                            "removed from the cluster by the configuration entry at index {index}: this node \
+                             takes no further part (its data directory stays as it is)"
+                        );
+                        self.removed = true;
+                    }
                     Effect::SnapshotRejected { index, bytes, rejected, problem } => {
                         if let Some(held_back) = self.snapshot_warnings.allow(std::time::Instant::now()) {
                             warn!(
@@ -719,6 +816,9 @@ impl Server {
                         }
                     }
                 }
+            }
+            if let Some(members) = members_changed {
+                self.members_changed(members);
             }
         }
     }

@@ -54,6 +54,10 @@ struct RunArgs {
     /// refused without it).
     #[arg(long, env = "RAFT_SINGLE_NODE")]
     single_node: bool,
+    /// A new node for a running cluster: it starts with no configuration,
+    /// never campaigns, and waits to be added (`raft-client member add`).
+    #[arg(long, env = "RAFT_JOIN", conflicts_with = "single_node")]
+    join: bool,
     /// Directory for the WAL and snapshots.
     #[arg(long, env = "RAFT_DATA_DIR")]
     data_dir: PathBuf,
@@ -191,6 +195,13 @@ fn run_node(args: RunArgs) -> Result<(), String> {
             args.peers
         ));
     }
+    if args.join && !peers.is_empty() {
+        return Err(format!(
+            "--join and --peers ({}) contradict each other: a joining node learns its peers from the \
+             cluster's leader once added",
+            args.peers
+        ));
+    }
     if peers.contains_key(&args.id) {
         return Err(format!("--peers lists this node's own id {}; list only the other nodes", args.id));
     }
@@ -223,6 +234,7 @@ fn run_node(args: RunArgs) -> Result<(), String> {
         sync: !args.no_fsync,
         sessions_max: args.max_sessions,
         single_node: args.single_node,
+        join: args.join,
         limits: WriteLimits { key_bytes_max: args.max_key_bytes, value_bytes_max: args.max_value_bytes },
         connection_limits: ConnectionLimits {
             connections_max: args.max_connections,

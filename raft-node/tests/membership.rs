@@ -1,0 +1,107 @@
+//! Membership change of a running cluster, with real processes: a node
+//! started with `--join` is added (as a learner, then promoted once caught
+//! up) and a dead one removed, while the cluster keeps serving.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+use raft_core::{ChangeOp, MembershipChange};
+use raft_kv::MemberRole;
+
+/// Starts node `id` with `--join` on `addr`, its data in `c`'s directory.
+fn spawn_joining(c: &Cluster, id: NodeId, addr: &str, extra: &[&str]) -> Child {
+    let log = std::fs::File::create(c.dir.path().join(format!("node-{id}.log"))).unwrap();
+    Command::new(BIN)
+        .args(["run", "--id", &id.to_string(), "--listen", addr, "--join", "--data-dir"])
+        .arg(c.dir.path().join(id.to_string()))
+        .args(extra)
+        .env_remove("RAFT_PEERS")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap()
+}
+
+fn change(ops: Vec<ChangeOp>) -> MembershipChange {
+    MembershipChange { ops }
+}
+
+/// The operator's walk-through: node 1 dies for good; node 4 is started
+/// with `--join`, added as a learner, promoted once caught up (by snapshot:
+/// the leader compacted its log long before), and node 1 is removed. No
+/// acknowledged write is lost, and the cluster keeps serving.
+#[test]
+fn a_dead_node_is_replaced_by_a_new_one_while_the_cluster_serves() {
+    let rt = runtime();
+    let mut c = Cluster::start(3, &["--snapshot-entries", "40"]);
+    rt.block_on(async {
+        wait_until("a leader", Duration::from_secs(20), async || leader(&c).await).await;
+        let mut client = c.client(Duration::from_secs(10));
+        for i in 0..100 {
+            client.put(format!("k{i}").as_bytes(), b"before").await.unwrap();
+        }
+    });
+    c.kill(1);
+    let addr4 = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let mut node4 = spawn_joining(&c, 4, &addr4, &["--snapshot-entries", "40"]);
+    rt.block_on(async {
+        let mut client = c.client(Duration::from_secs(10));
+        // What `raft-client member add 4 ADDR` does: learner, catch-up, voter.
+        client
+            .change_members(change(vec![ChangeOp::AddLearner { id: 4, context: addr4.clone().into_bytes() }]))
+            .await
+            .unwrap_or_else(|e| panic!("adding node 4 as a learner: {e}\n{}", c.logs()));
+        let end = Instant::now() + Duration::from_secs(20);
+        let caught_up = loop {
+            let members = client.members().await.unwrap_or_default();
+            if let Some(m) = members.iter().find(|m| m.id == 4 && m.match_index > 0 && m.lag_entries <= 8) {
+                break m.clone();
+            }
+            let log4 = std::fs::read_to_string(c.dir.path().join("node-4.log")).unwrap_or_default();
+            assert!(
+                Instant::now() < end,
+                "node 4 did not catch up: {members:?}\n{}\nnode 4:\n{log4}",
+                c.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(caught_up.role, MemberRole::Learner);
+        assert_eq!(caught_up.address, addr4);
+        client.change_members(change(vec![ChangeOp::PromoteLearner { id: 4 }])).await.unwrap();
+        client
+            .change_members(change(vec![ChangeOp::Remove { id: 1 }]))
+            .await
+            .unwrap_or_else(|e| panic!("removing node 1: {e}\n{}", c.logs()));
+        let members = client.members().await.unwrap();
+        let voters: Vec<NodeId> =
+            members.iter().filter(|m| m.role == MemberRole::Voter).map(|m| m.id).collect();
+        assert_eq!(voters, vec![2, 3, 4], "{members:?}");
+        for i in 100..150 {
+            client.put(format!("k{i}").as_bytes(), b"after").await.unwrap();
+        }
+        for i in 0..150 {
+            let want: &[u8] = if i < 100 { b"before" } else { b"after" };
+            let got = client.get(format!("k{i}").as_bytes(), false).await.unwrap();
+            assert_eq!(got.as_deref(), Some(want), "key k{i}");
+        }
+        // Node 4 holds everything, and got there by a snapshot.
+        let status4 = wait_until("node 4 to apply every write", Duration::from_secs(10), async || {
+            let ask = Client::new(ClientConfig::new(&addr4, CLUSTER_ID, Duration::from_secs(2))).ok()?;
+            let s = match ask.ask(&addr4, RequestKind::Status).await.ok()? {
+                ResponseKind::Status(s) => s,
+                _ => return None,
+            };
+            let leader_commit = leader(&c).await.map(|l| l.commit)?;
+            (s.applied >= leader_commit).then_some(s)
+        })
+        .await;
+        assert!(status4.snapshot_index > 0, "node 4 caught up without a snapshot: {status4:?}");
+        assert_eq!(status4.keys, 150);
+    });
+    let _ = node4.kill();
+    let _ = node4.wait();
+}
