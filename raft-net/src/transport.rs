@@ -71,6 +71,9 @@ pub enum NetError {
     /// The hello was refused.
     #[error("handshake refused: {0}")]
     Refused(String),
+    /// The peer says this node was removed from the cluster.
+    #[error("removed from the cluster: {0}")]
+    Removed(String),
     /// A client connection sent nothing for its idle timeout.
     #[error("idle for {0:?}")]
     Idle(Duration),
@@ -155,6 +158,7 @@ pub async fn connect_with(addr: &str, hello: Hello) -> Result<(FramedStream, Nod
         Ok(Err(e)) => Err(e),
         Ok(Ok(HelloReply::Welcome { node_id })) => Ok((framed, node_id)),
         Ok(Ok(HelloReply::Refused { reason })) => Err(NetError::Refused(reason)),
+        Ok(Ok(HelloReply::Removed { reason })) => Err(NetError::Removed(reason)),
     }
 }
 
@@ -305,7 +309,16 @@ impl SharedToken {
 /// added, any peer of its cluster (it cannot know which leader will
 /// contact it).
 #[derive(Clone, Debug, Default)]
-pub struct SharedPeers(Arc<std::sync::RwLock<Option<Vec<NodeId>>>>);
+pub struct SharedPeers(Arc<std::sync::RwLock<PeerSet>>);
+
+/// What [`SharedPeers`] holds.
+#[derive(Debug, Default)]
+struct PeerSet {
+    /// The peers admitted (`None`: any).
+    admitted: Option<Vec<NodeId>>,
+    /// Nodes removed from the cluster: told so, so that they stop.
+    removed: Vec<NodeId>,
+}
 
 impl SharedPeers {
     /// A set holding `peers`.
@@ -325,17 +338,40 @@ impl SharedPeers {
         let mut ids: Vec<NodeId> = peers.into_iter().collect();
         ids.sort_unstable();
         ids.dedup();
-        *self.0.write().expect("peer set poisoned") = Some(ids);
+        self.0.write().expect("peer set poisoned").admitted = Some(ids);
+    }
+
+    /// Records nodes removed from the cluster (a hello from one is answered
+    /// with [`HelloReply::Removed`]).
+    pub fn note_removed(&self, ids: impl IntoIterator<Item = NodeId>) {
+        let mut set = self.0.write().expect("peer set poisoned");
+        set.removed.extend(ids);
+        set.removed.sort_unstable();
+        set.removed.dedup();
+    }
+
+    /// Forgets removals of nodes that are members again (a removal whose
+    /// entry a new leader's log replaced).
+    pub fn forget_removed(&self, ids: impl IntoIterator<Item = NodeId>) {
+        let mut set = self.0.write().expect("peer set poisoned");
+        for id in ids {
+            set.removed.retain(|&r| r != id);
+        }
+    }
+
+    /// Whether `id` was removed from the cluster.
+    pub fn was_removed(&self, id: NodeId) -> bool {
+        self.0.read().expect("peer set poisoned").removed.binary_search(&id).is_ok()
     }
 
     /// The peers now, sorted (`None`: any).
     pub fn get(&self) -> Option<Vec<NodeId>> {
-        self.0.read().expect("peer set poisoned").clone()
+        self.0.read().expect("peer set poisoned").admitted.clone()
     }
 
     /// Whether a hello from `id` is taken.
     pub fn admits(&self, id: NodeId) -> bool {
-        match &*self.0.read().expect("peer set poisoned") {
+        match &self.0.read().expect("peer set poisoned").admitted {
             Some(peers) => peers.binary_search(&id).is_ok(),
             None => true,
         }
@@ -636,7 +672,12 @@ async fn handle_connection<P: ClientProtocol>(
         result => codec::decode(&result?)?,
     };
     if let Err(reason) = check_hello(&hello, config) {
-        let reply = HelloReply::Refused { reason: reason.clone() };
+        let reply = match hello.sender {
+            Sender::Peer(id) if config.peers.was_removed(id) => {
+                HelloReply::Removed { reason: reason.clone() }
+            }
+            _ => HelloReply::Refused { reason: reason.clone() },
+        };
         let _ = writer.send(Bytes::from(codec::encode(&reply)?)).await;
         return Err(NetError::Refused(reason));
     }
@@ -695,6 +736,13 @@ fn check_hello(hello: &Hello, config: &ListenerConfig) -> Result<(), String> {
         ));
     }
     if let Sender::Peer(id) = hello.sender {
+        if config.peers.was_removed(id) {
+            return Err(format!(
+                "node {id} was removed from node {}'s cluster; it takes no further part (to bring it \
+                 back, start it with --join on an empty data directory and add it as a new member)",
+                config.node_id
+            ));
+        }
         if !config.peers.admits(id) {
             return Err(format!(
                 "node {id} is not a member of node {}'s cluster (its members besides itself are {:?}); \
@@ -858,6 +906,9 @@ pub struct LinkIdentity {
     pub cluster_token: SharedToken,
     /// This node's advertised address, carried in the hello.
     pub address: String,
+    /// Where a link says that its peer answered "you were removed" (the
+    /// link then stops).
+    pub removed: Option<mpsc::UnboundedSender<String>>,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -889,6 +940,12 @@ async fn run_peer_link(
                     Ok(()) => return, // the node dropped its link: shutting down
                     Err(e) => info!(node = node_id, peer, %addr, reason = %e, "lost peer link; reconnecting"),
                 }
+            }
+            Err(NetError::Removed(reason)) => {
+                if let Some(removed) = &identity.removed {
+                    let _ = removed.send(reason);
+                }
+                return;
             }
             Err(NetError::Refused(reason)) => {
                 if last_refusal.as_deref() != Some(reason.as_str()) {

@@ -82,6 +82,12 @@ pub enum HelloReply {
         /// One sentence saying why.
         reason: String,
     },
+    /// Refused because the sender was removed from the cluster: it should
+    /// stop (a supervisor restarting it must not bring it back by accident).
+    Removed {
+        /// One sentence saying so.
+        reason: String,
+    },
 }
 
 /// What travels from peer to peer after the hello.

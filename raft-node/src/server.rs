@@ -14,7 +14,7 @@
 //! being replicated (the leader writes its log in parallel with sending it,
 //! thesis §10.2.1).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -348,6 +348,8 @@ struct Server {
     counters: Arc<NetCounters>,
     /// The committed membership no longer holds this node: it stops.
     removed: bool,
+    /// The members last reported by the replica.
+    members_known: BTreeSet<NodeId>,
     /// Whose the data directory is; rewritten when the token is learned.
     identity: Identity,
     /// The cluster token as the peer links and the listener see it.
@@ -554,10 +556,12 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         limits: connection_limits_within_fd_limit(config.id, &config.connection_limits),
     });
     let accept_task = tokio::spawn(transport::serve(listener, listener_config, inbound_tx, counters.clone()));
+    let (removed_tx, mut removed_rx) = mpsc::unbounded_channel();
     let link_identity = LinkIdentity {
         cluster_id: config.cluster_id.clone(),
         cluster_token: token.clone(),
         address: config.advertise.clone(),
+        removed: Some(removed_tx),
     };
     let links = transport::spawn_peer_links(config.id, &config.peers, &link_identity, 8192, counters.clone());
     info!(
@@ -583,6 +587,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         link_identity,
         counters,
         removed: false,
+        members_known: BTreeSet::new(),
         identity,
         token,
         snapshots,
@@ -624,6 +629,10 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                 }
                 None => break Err(anyhow::anyhow!("the snapshot thread stopped")),
             },
+            Some(reason) = removed_rx.recv() => {
+                warn!(node = server.config.id, "a peer says: {reason}; stopping");
+                break Ok(());
+            }
             event = inbound_rx.recv() => {
                 let Some(event) = event else { break Ok(()) };
                 server.handle(event);
@@ -736,6 +745,12 @@ impl Server {
         if members.is_empty() {
             return; // no membership yet: any peer of the cluster may call
         }
+        // Members that left are told so if they call again (so that they
+        // stop, and a supervisor restarting one cannot bring it back).
+        let now: BTreeSet<NodeId> = members.keys().copied().collect();
+        self.peers.note_removed(self.members_known.difference(&now).copied().filter(|&m| m != id));
+        self.peers.forget_removed(now.iter().copied());
+        self.members_known = now;
         let mut admitted: Vec<NodeId> = members.keys().copied().filter(|&m| m != id).collect();
         admitted.extend(self.links.keys().copied());
         self.peers.set(admitted);

@@ -154,3 +154,40 @@ fn a_wiped_follower_is_removed_added_back_and_catches_up() {
     let _ = again.kill();
     let _ = again.wait();
 }
+
+/// A node removed while it was down does not come back by accident: started
+/// again on its data directory, it is told by its old peers that it was
+/// removed, says so, and exits with status 0; the cluster's leader stays.
+#[test]
+fn a_removed_node_started_again_says_so_exits_0_and_disturbs_nobody() {
+    let rt = runtime();
+    let mut c = Cluster::start(3, &[]);
+    let leader_before = rt.block_on(async {
+        let leader = wait_until("a leader", Duration::from_secs(20), async || leader(&c).await).await;
+        let victim = if leader.id == 3 { 2 } else { 3 };
+        (leader, victim)
+    });
+    let (leader_before, victim) = leader_before;
+    c.kill(victim);
+    rt.block_on(async {
+        let mut client = c.client(Duration::from_secs(10));
+        client.change_members(change(vec![ChangeOp::Remove { id: victim }])).await.unwrap();
+        client.put(b"k", b"v").await.unwrap();
+    });
+    let mut again = c.command(victim).spawn().unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = again.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < end, "the removed node did not stop:\n{}", c.log_of(victim));
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = c.log_of(victim);
+    assert!(status.success(), "exit status {status}:\n{log}");
+    assert!(log.contains("was removed from"), "{log}");
+    rt.block_on(async {
+        let now = leader(&c).await.expect("a leader");
+        assert_eq!((now.id, now.term), (leader_before.id, leader_before.term), "the leader was disturbed");
+    });
+}
