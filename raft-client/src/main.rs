@@ -368,6 +368,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "snapshot_index": s.snapshot_index, "keys": s.keys, "reachable": true,
                             "cluster_id": s.cluster_id, "cluster_token": describe_token(s.cluster_token),
                             "members_with_data": s.members_with_data,
+                            "voters": s.voters, "learners": s.learners,
+                            "learner": s.learners.contains(&s.id),
                         }),
                         Err(e) => serde_json::json!({
                             "address": addr, "reachable": false,
@@ -388,7 +390,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             s.id,
                             addr,
                             s.pid,
-                            s.role.to_string(),
+                            if s.learners.contains(&s.id) {
+                                "learner".to_string()
+                            } else {
+                                s.role.to_string()
+                            },
                             s.term,
                             s.leader.map_or("-".to_string(), |l| l.to_string()),
                             s.commit,
@@ -397,6 +403,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         ),
                         Err(e) => println!("{:<4} {:<21} {}", "?", addr, problem(e)),
                     }
+                }
+            }
+            if let Some(s) =
+                statuses.iter().filter_map(|(_, s)| s.as_ref().ok()).find(|s| s.role == Role::Leader)
+            {
+                let learners = if s.learners.is_empty() {
+                    String::new()
+                } else {
+                    format!(", learners {:?}", s.learners)
+                };
+                if !json {
+                    println!("membership (node {}): voters {:?}{learners}", s.id, s.voters);
                 }
             }
             status_verdict(&statuses).map_err(anyhow::Error::msg)?;
@@ -537,6 +555,8 @@ mod tests {
             cluster_id: "c".into(),
             cluster_token: 0,
             members_with_data: vec![],
+            voters: vec![],
+            learners: vec![],
         }
     }
 

@@ -147,6 +147,11 @@ pub struct NodeStatus {
     /// The members known to hold this cluster's data (a member listed here
     /// whose data directory is empty has lost its data).
     pub members_with_data: Vec<NodeId>,
+    /// The voters of the membership in force on this node (both halves of
+    /// a joint configuration).
+    pub voters: Vec<NodeId>,
+    /// Its learners.
+    pub learners: Vec<NodeId>,
 }
 
 /// One log entry as the `log` view shows it.

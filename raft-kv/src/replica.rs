@@ -635,6 +635,8 @@ impl<C> Replica<C> {
             cluster_id: self.config.cluster_id.clone(),
             cluster_token: self.config.token,
             members_with_data: self.kv.identity().members_with_data.iter().copied().collect(),
+            voters: s.membership.voters().ids().collect(),
+            learners: s.membership.learners().iter().copied().collect(),
         }
     }
 
