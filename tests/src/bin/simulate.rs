@@ -3,7 +3,7 @@
 //! ```text
 //! simulate --seeds 10000 [--nodes 3|5|both] [--first-seed S] [--steps N] [--jobs J]
 //! simulate --seed S [--nodes 3|5] [--quiet]      # replay one seed and print its trace
-//! (either with --risky-removals: removals that can deadlock raft-core too)
+//! (either with --restricted-removals: only the removals raft-core recovered from before c7e06d8)
 //! ```
 //!
 //! A failing seed prints the seed, the first violated property and the command
@@ -61,11 +61,10 @@ struct Args {
     /// With `--seed`: print only the outcome, not the trace.
     #[arg(long)]
     quiet: bool,
-    /// Let the membership nemesis make every removal the live-majority rule
-    /// allows, those that can deadlock raft-core included
-    /// (`FaultConfig::risky_removals`).
+    /// Keep the membership nemesis to the removals raft-core recovered from
+    /// before c7e06d8 (`FaultConfig::all_removals` off).
     #[arg(long)]
-    risky_removals: bool,
+    restricted_removals: bool,
 }
 
 fn config(args: &Args, nodes: usize, seed: u64) -> SimConfig {
@@ -73,7 +72,7 @@ fn config(args: &Args, nodes: usize, seed: u64) -> SimConfig {
     if let Some(steps) = args.steps {
         cfg.steps = steps;
     }
-    cfg.faults.risky_removals = args.risky_removals;
+    cfg.faults.all_removals &= !args.restricted_removals;
     cfg
 }
 

@@ -388,9 +388,10 @@ impl Simulation {
                         return self
                             .drop_plan("the change would leave too few live voters or too many voters");
                     }
-                    if !self.cfg.faults.risky_removals && !self.removal_recoverable(leader, current, &next) {
-                        return self
-                            .drop_plan("voters leaving that could deadlock raft-core (risky_removals)");
+                    if !self.cfg.faults.all_removals && !self.removal_recoverable(leader, current, &next) {
+                        return self.drop_plan(
+                            "voters leaving that older raft-core could not recover from (all_removals off)",
+                        );
                     }
                     if !early && !catch_up.is_empty() {
                         let status = node.status();
@@ -424,7 +425,7 @@ impl Simulation {
 
     /// Whether the voters that `next` removes from `current` (not joint)
     /// cannot leave the cluster without a leader for good, whoever of them
-    /// holds the entry (see [`FaultConfig::risky_removals`](super::FaultConfig::risky_removals)):
+    /// holds the entry (see [`FaultConfig::all_removals`](super::FaultConfig::all_removals)):
     /// the voters that stay, alive, are a majority of the old ones; or, from
     /// two voters to one, the one leaving is down until past the leader's
     /// fsync bound (so the leader has the entry durable before it can).
