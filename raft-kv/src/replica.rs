@@ -875,13 +875,19 @@ impl<C> Replica<C> {
         if self.role == Role::Leader && role != Role::Leader {
             // Writes in flight may still commit under the next leader: the
             // client retries with the same sequence number, applied once.
-            for (_, write) in std::mem::take(&mut self.writes) {
+            // Those already committed stay, and are answered when applied
+            // (a removed leader steps down in the batch that commits its
+            // removal, before it applies it).
+            let commit = self.node.commit_index();
+            let uncommitted = self.writes.split_off(&(commit + 1));
+            let uncommitted_changes = self.changes.split_off(&(commit + 1));
+            for (_, write) in uncommitted {
                 self.effects.push(Effect::Answer(
                     write.handle,
                     ResponseKind::Unknown { reason: "leadership lost; retry".to_string() },
                 ));
             }
-            for (_, change) in std::mem::take(&mut self.changes) {
+            for (_, change) in uncommitted_changes {
                 self.effects.push(Effect::Answer(
                     change.handle,
                     ResponseKind::Unknown {

@@ -204,6 +204,10 @@ fn connection_limits_within_fd_limit(node: NodeId, limits: &ConnectionLimits) ->
     ConnectionLimits { connections_max: fit, ..limits.clone() }
 }
 
+/// How long a removed node lets the answers it queued go out before it
+/// stops.
+const REMOVED_ANSWERS_GRACE: Duration = Duration::from_millis(500);
+
 /// A tick this late means the event loop was held up: worth a warning.
 const LATE_TICK: Duration = Duration::from_millis(100);
 
@@ -649,8 +653,11 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
             break Err(e);
         }
         if server.removed {
-            // (A supervisor that restarts it gets the same answer.)
+            // (A supervisor that restarts it gets the same answer.) The
+            // answers already queued, the one to the change that removed
+            // this leader among them, get a moment to go out.
             info!(node = server.config.id, "this node was removed from the cluster; stopping");
+            tokio::time::sleep(REMOVED_ANSWERS_GRACE).await;
             break Ok(());
         }
     };

@@ -191,3 +191,100 @@ fn a_removed_node_started_again_says_so_exits_0_and_disturbs_nobody() {
         assert_eq!((now.id, now.term), (leader_before.id, leader_before.term), "the leader was disturbed");
     });
 }
+
+/// The leader removes itself under a write load: it leads until its removal
+/// commits, then hands over, so a new leader takes over at once (not after
+/// an election timeout), writes go on, and no acknowledged write is lost.
+#[test]
+fn the_leader_removes_itself_under_load_and_a_new_leader_takes_over_at_once() {
+    let rt = runtime();
+    let c = Cluster::start(3, &[]);
+    rt.block_on(async {
+        let first = wait_until("a leader", Duration::from_secs(20), async || leader(&c).await).await;
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (acked, stop) = (acked.clone(), stop.clone());
+            let mut client = c.client(Duration::from_secs(10));
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let key = format!("w{i}");
+                    if client.put(key.as_bytes(), b"v").await.is_ok() {
+                        acked.lock().unwrap().push(key);
+                    }
+                    i += 1;
+                }
+            })
+        };
+        wait_until("writes", Duration::from_secs(10), async || {
+            (acked.lock().unwrap().len() > 50).then_some(())
+        })
+        .await;
+        let mut admin = c.client(Duration::from_secs(10));
+        let started = Instant::now();
+        admin.change_members(change(vec![ChangeOp::Remove { id: first.id }])).await.unwrap();
+        let next = wait_until("a new leader", Duration::from_secs(5), async || {
+            let all = statuses(&c).await;
+            all.iter().find(|s| s.role == Role::Leader && s.id != first.id).cloned()
+        })
+        .await;
+        let took = started.elapsed();
+        eprintln!("removing leader {}: node {} leads after {took:?}", first.id, next.id);
+        let before = acked.lock().unwrap().len();
+        wait_until("writes after the handover", Duration::from_secs(10), async || {
+            (acked.lock().unwrap().len() > before + 50).then_some(())
+        })
+        .await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.await.unwrap();
+        let keys = acked.lock().unwrap().clone();
+        let mut reader = c.client(Duration::from_secs(10));
+        for key in &keys {
+            assert_eq!(reader.get(key.as_bytes(), false).await.unwrap().as_deref(), Some(&b"v"[..]), "{key}");
+        }
+    });
+}
+
+/// After membership changes, every node restarts with the flags it was
+/// first started with: the membership comes from the data directories, not
+/// from the flags, and the data is all there.
+#[test]
+fn after_changes_every_node_restarts_with_the_membership_from_disk() {
+    let rt = runtime();
+    let mut c = Cluster::start(3, &[]);
+    let addr4 = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let mut node4 = spawn_joining(&c, 4, &addr4, &[]);
+    rt.block_on(async {
+        wait_until("a leader", Duration::from_secs(20), async || leader(&c).await).await;
+        let mut client = c.client(Duration::from_secs(10));
+        client.put(b"k", b"before").await.unwrap();
+        let context = addr4.clone().into_bytes();
+        client.change_members(change(vec![ChangeOp::AddVoter { id: 4, context }])).await.unwrap();
+        client.change_members(change(vec![ChangeOp::Remove { id: 1 }])).await.unwrap();
+        client.put(b"k", b"after").await.unwrap();
+    });
+    for id in [1, 2, 3] {
+        c.kill(id);
+    }
+    let _ = node4.kill();
+    let _ = node4.wait();
+    // Node 1 was removed: it says so and exits; the others come back.
+    c.spawn(2);
+    c.spawn(3);
+    let mut node4 = spawn_joining(&c, 4, &addr4, &[]);
+    rt.block_on(async {
+        let mut client = Client::new(ClientConfig::new(
+            &format!("{},{},{addr4}", c.addrs[&2], c.addrs[&3]),
+            CLUSTER_ID,
+            Duration::from_secs(20),
+        ))
+        .unwrap();
+        let members = client.members().await.unwrap();
+        let voters: Vec<NodeId> = members.iter().map(|m| m.id).collect();
+        assert_eq!(voters, vec![2, 3, 4], "{members:?}");
+        assert_eq!(client.get(b"k", false).await.unwrap().as_deref(), Some(&b"after"[..]));
+    });
+    let _ = node4.kill();
+    let _ = node4.wait();
+}
