@@ -55,18 +55,20 @@ struct NodeView {
     applied: u64,
 }
 
-/// A 3-node cluster in containers, removed on drop.
+/// A 3-node cluster in containers, removed on drop (with the nodes that
+/// joined it later).
 struct DockerCluster {
     name: String,
     network: String,
     nodes: u64,
+    joined: Vec<u64>,
 }
 
 impl DockerCluster {
     fn start(test: &str, nodes: u64) -> DockerCluster {
         let name = format!("rl-{}-{test}", std::process::id());
         let network = format!("{name}-net");
-        let c = DockerCluster { name, network, nodes };
+        let c = DockerCluster { name, network, nodes, joined: Vec::new() };
         docker(&["network", "create", &c.network]).unwrap();
         for id in 1..=nodes {
             let peers: Vec<String> =
@@ -97,6 +99,32 @@ impl DockerCluster {
             .unwrap();
         }
         c
+    }
+
+    /// Starts node `id` with `--join` (`RAFT_JOIN`): a new container on the
+    /// network that waits to be added.
+    fn join(&mut self, id: u64) {
+        let (env_id, env_adv, alias) =
+            (format!("RAFT_ID={id}"), format!("RAFT_ADVERTISE=n{id}:{PORT}"), format!("n{id}"));
+        self.joined.push(id);
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &self.container(id),
+            "--network",
+            &self.network,
+            "--network-alias",
+            &alias,
+            "-e",
+            &env_id,
+            "-e",
+            &env_adv,
+            "-e",
+            "RAFT_JOIN=true",
+            &image(),
+        ])
+        .unwrap();
     }
 
     fn container(&self, id: u64) -> String {
@@ -173,7 +201,7 @@ impl Drop for DockerCluster {
     fn drop(&mut self) {
         // `-v`: the image declares `VOLUME /data`, so every container has an
         // anonymous volume that `docker rm` without it leaves behind.
-        for id in 1..=self.nodes {
+        for id in (1..=self.nodes).chain(self.joined.iter().copied()) {
             let _ = docker(&["rm", "-f", "-v", &self.container(id)]);
         }
         let _ = docker(&["network", "rm", &self.network]);
@@ -247,4 +275,47 @@ fn a_killed_follower_restarts_from_its_volume_and_catches_up() {
     });
     assert_eq!(c.local_get(follower, "k19").unwrap(), "19");
     assert_eq!(c.local_get(follower, "a").unwrap(), "1");
+}
+
+#[test]
+fn a_fourth_container_joins_and_is_promoted_and_an_original_is_removed_and_stopped() {
+    if !enabled("a_fourth_container_joins_and_is_promoted_and_an_original_is_removed_and_stopped") {
+        return;
+    }
+    let mut c = DockerCluster::start("join", 3);
+    wait_for("a leader", Duration::from_secs(30), || c.leader(&[1, 2, 3]));
+    assert_eq!(c.client(1, &["set", "x", "1"]).unwrap(), "OK");
+    c.join(4);
+    let added = c.client(1, &["member", "add", "4", "n4:7000"]).unwrap();
+    assert!(added.contains("promoted node 4 to voter"), "{added}");
+    let removed = c.client(1, &["member", "remove", "3"]).unwrap_or_else(|e| {
+        let logs: Vec<String> = [1, 2, 3, 4]
+            .iter()
+            .map(|&id| format!("n{id}:\n{}", docker_stdout(&["logs", &c.container(id)]).unwrap_or_default()))
+            .collect();
+        let stderr: Vec<String> = [1, 2, 3, 4]
+            .iter()
+            .map(|&id| {
+                let out = Command::new("docker").args(["logs", &c.container(id)]).output().unwrap();
+                format!("n{id}:\n{}", String::from_utf8_lossy(&out.stderr))
+            })
+            .collect();
+        panic!("{e}\n{}\n{}", logs.join("\n"), stderr.join("\n"))
+    });
+    assert!(removed.contains("removed node 3"), "{removed}");
+    docker(&["stop", &c.container(3)]).unwrap();
+    assert_eq!(c.client(1, &["set", "y", "2"]).unwrap(), "OK");
+    wait_for("node 4 to hold every write", Duration::from_secs(30), || {
+        (c.local_get(4, "x").ok()? == "1" && c.local_get(4, "y").ok()? == "2").then_some(())
+    });
+    let list = c.client(1, &["member", "list", "--json"]).unwrap();
+    let rows: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let voters: Vec<u64> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["role"] == "voter")
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(voters, vec![1, 2, 4], "{list}");
 }
