@@ -142,6 +142,11 @@ struct PendingTransfer<C> {
     ticks_left: u32,
 }
 
+/// Bytes of answers (read values, mostly) the replica buffers before it
+/// hands its effects out: the driver sends them, and drops those of a client
+/// past its budget, before more are made.
+const ANSWER_BYTES_PER_BATCH: usize = 8 << 20;
+
 /// Ticks a leadership transfer may take before it is reported failed (at
 /// raft-node's 10 ms tick, 3 s: several election timeouts).
 const TRANSFER_TICKS_MAX: u32 = 300;
@@ -180,6 +185,8 @@ pub struct Replica<C> {
     disk_full: Option<String>,
     /// Bytes of commands applied since the last snapshot.
     log_bytes_since_snapshot: u64,
+    /// Bytes of answers among the effects not yet handed out.
+    answer_bytes_buffered: usize,
     /// Membership changes waiting for their entry to commit, by index.
     changes: BTreeMap<Index, PendingWrite<C>>,
     /// A leadership transfer waiting for its target to lead.
@@ -238,6 +245,7 @@ impl<C> Replica<C> {
             snapshots_rejected: 0,
             disk_full: None,
             log_bytes_since_snapshot: 0,
+            answer_bytes_buffered: 0,
             changes: BTreeMap::new(),
             transfer: None,
             membership_reported: None,
@@ -522,11 +530,22 @@ impl<C> Replica<C> {
     /// the driver can start on are ready (a persist batch, messages), so
     /// that the WAL writes and the peers receive while this node applies.
     pub fn take_effects(&mut self) -> Result<std::vec::Drain<'_, Effect<C>>, ReplicaError> {
+        self.answer_bytes_buffered = 0;
         loop {
+            if self.serve_ready_reads() {
+                // Answers enough for one go: the driver sends them (and
+                // drops those of a client past its budget) before more are
+                // made, so that reads of large values never pile up here.
+                return Ok(self.effects.drain(..));
+            }
             if self.actions.is_empty() {
                 self.actions.extend(self.node.take_actions());
                 if self.actions.is_empty() {
-                    break;
+                    self.after_round()?;
+                    if self.actions.is_empty() && !self.reads_servable() {
+                        break;
+                    }
+                    continue;
                 }
             }
             while let Some(action) = self.actions.pop_front() {
@@ -537,18 +556,24 @@ impl<C> Replica<C> {
                 }
                 self.act(action)?;
             }
-            self.serve_ready_reads();
-            self.maybe_snapshot();
-            self.settle_transfer();
-            self.note_membership();
-            // (A restarted node's state machine knows no token until it has
-            // applied the token entry again: 0 there is not a mismatch.)
-            let learned = self.kv.identity().token;
-            if learned != 0 && learned != self.config.token {
-                self.learn_token()?;
-            }
+            self.after_round()?;
         }
         Ok(self.effects.drain(..))
+    }
+
+    /// What follows a round of the core's actions (each step does nothing
+    /// when there is nothing to do).
+    fn after_round(&mut self) -> Result<(), ReplicaError> {
+        self.maybe_snapshot();
+        self.settle_transfer();
+        self.note_membership();
+        // (A restarted node's state machine knows no token until it has
+        // applied the token entry again: 0 there is not a mismatch.)
+        let learned = self.kv.identity().token;
+        if learned != 0 && learned != self.config.token {
+            self.learn_token()?;
+        }
+        Ok(())
     }
 
     /// Carries out one of the core's actions.
@@ -641,6 +666,7 @@ impl<C> Replica<C> {
     }
 
     fn answer(&mut self, handle: C, answer: ResponseKind) {
+        self.answer_bytes_buffered += answer.queued_bytes();
         self.effects.push(Effect::Answer(handle, answer));
     }
 
@@ -843,18 +869,35 @@ impl<C> Replica<C> {
         self.node.applied(last);
     }
 
-    fn serve_ready_reads(&mut self) {
+    /// Whether a released read can be answered now.
+    fn reads_servable(&self) -> bool {
+        let applied = self.node.applied_index();
+        self.ready_reads.iter().any(|(i, _)| *i <= applied)
+            && self.answer_bytes_buffered < ANSWER_BYTES_PER_BATCH
+    }
+
+    /// Answers the released reads the store has caught up with, until
+    /// [`ANSWER_BYTES_PER_BATCH`] of answers are buffered; true if some are
+    /// left for the next batch.
+    fn serve_ready_reads(&mut self) -> bool {
         if self.ready_reads.is_empty() {
-            return;
+            return false;
         }
         let applied = self.node.applied_index();
-        let (ready, waiting): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.ready_reads).into_iter().partition(|(i, _)| *i <= applied);
-        self.ready_reads = waiting;
-        for (_, read) in ready {
+        let mut i = 0;
+        while i < self.ready_reads.len() {
+            if self.ready_reads[i].0 > applied {
+                i += 1;
+                continue;
+            }
+            if self.answer_bytes_buffered >= ANSWER_BYTES_PER_BATCH {
+                return true;
+            }
+            let (_, read) = self.ready_reads.remove(i);
             let value = self.kv.get(&read.key).map(<[u8]>::to_vec);
             self.answer(read.handle, ResponseKind::Value(value));
         }
+        false
     }
 
     fn role_changed(&mut self, role: Role, term: Term, leader: Option<NodeId>) {
