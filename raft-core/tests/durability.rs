@@ -36,6 +36,11 @@ fn persist_all(node: &mut RaftNode, batches: Vec<PersistBatch>) -> (Vec<PersistB
     take(node)
 }
 
+/// Node 2's vote for node 1 in `term`.
+fn vote_from_2(term: Term) -> Message {
+    Message { from: 2, to: 1, term, body: MessageBody::VoteResponse { pre_vote: false, granted: true } }
+}
+
 #[test]
 fn a_candidate_counts_its_own_vote_only_once_its_term_and_vote_are_durable() {
     let mut n = node(1);
@@ -47,12 +52,7 @@ fn a_candidate_counts_its_own_vote_only_once_its_term_and_vote_are_durable() {
     let term = n.term();
     // Node 2's vote arrives before node 1's own term and vote are durable:
     // one vote of three, so node 1 must not lead yet.
-    n.step(Message {
-        from: 2,
-        to: 1,
-        term,
-        body: MessageBody::VoteResponse { pre_vote: false, granted: true },
-    });
+    n.step(vote_from_2(term));
     let _ = take(&mut n);
     assert!(!n.is_leader(), "elected on a vote of its own that a crash could lose");
     // Durable now: its own vote counts, and with node 2's it wins.
@@ -69,12 +69,7 @@ fn a_leader_counts_its_own_entries_only_once_they_are_durable() {
     let (batches, _) = take(&mut n);
     let _ = persist_all(&mut n, batches);
     let term = n.term();
-    n.step(Message {
-        from: 2,
-        to: 1,
-        term,
-        body: MessageBody::VoteResponse { pre_vote: false, granted: true },
-    });
+    n.step(vote_from_2(term));
     let (batches, _) = take(&mut n);
     let _ = persist_all(&mut n, batches); // the blank entry
     assert!(n.is_leader());

@@ -73,30 +73,7 @@ impl DockerCluster {
         for id in 1..=nodes {
             let peers: Vec<String> =
                 (1..=nodes).filter(|&p| p != id).map(|p| format!("{p}=n{p}:{PORT}")).collect();
-            let (env_id, env_adv, env_peers) = (
-                format!("RAFT_ID={id}"),
-                format!("RAFT_ADVERTISE=n{id}:{PORT}"),
-                format!("RAFT_PEERS={}", peers.join(",")),
-            );
-            let alias = format!("n{id}");
-            docker(&[
-                "run",
-                "-d",
-                "--name",
-                &c.container(id),
-                "--network",
-                &c.network,
-                "--network-alias",
-                &alias,
-                "-e",
-                &env_id,
-                "-e",
-                &env_adv,
-                "-e",
-                &env_peers,
-                &image(),
-            ])
-            .unwrap();
+            c.run_node(id, &[&format!("RAFT_PEERS={}", peers.join(","))]);
         }
         c
     }
@@ -104,27 +81,24 @@ impl DockerCluster {
     /// Starts node `id` with `--join` (`RAFT_JOIN`): a new container on the
     /// network that waits to be added.
     fn join(&mut self, id: u64) {
+        self.joined.push(id);
+        self.run_node(id, &["RAFT_JOIN=true"]);
+    }
+
+    /// `docker run` of node `id` on the network, under its alias, with its
+    /// id, its advertised address and `env`.
+    fn run_node(&self, id: u64, env: &[&str]) {
         let (env_id, env_adv, alias) =
             (format!("RAFT_ID={id}"), format!("RAFT_ADVERTISE=n{id}:{PORT}"), format!("n{id}"));
-        self.joined.push(id);
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &self.container(id),
-            "--network",
-            &self.network,
-            "--network-alias",
-            &alias,
-            "-e",
-            &env_id,
-            "-e",
-            &env_adv,
-            "-e",
-            "RAFT_JOIN=true",
-            &image(),
-        ])
-        .unwrap();
+        let container = self.container(id);
+        let mut args = vec!["run", "-d", "--name", &container, "--network", &self.network];
+        args.extend(["--network-alias", &alias, "-e", &env_id, "-e", &env_adv]);
+        for e in env {
+            args.extend(["-e", e]);
+        }
+        let image = image();
+        args.push(&image);
+        docker(&args).unwrap();
     }
 
     fn container(&self, id: u64) -> String {
