@@ -168,14 +168,18 @@ impl RaftNode {
             }
             None => Membership::default(),
         };
-        if let Some((index, Err(reason))) = (snapshot_index + 1..=log.last_index())
+        // (One scan, which refuses a configuration entry that does not
+        // decode; `Shared::scan_membership_at` reads logs already checked.)
+        let latest = (snapshot_index + 1..=log.last_index())
             .rev()
-            .find_map(|i| Some((i, log.entry(i)?.payload.decode_membership()?)))
-        {
-            return Err(RestartError::Membership { index, reason });
-        }
+            .find_map(|i| Some((i, log.entry(i)?.payload.decode_membership()?)));
+        let (membership_index, membership) = match latest {
+            Some((index, Ok(m))) => (index, m),
+            Some((index, Err(reason))) => return Err(RestartError::Membership { index, reason }),
+            None => (snapshot_index, base_membership.clone()),
+        };
         let tracker = ProgressTracker::new(
-            base_membership.clone(),
+            membership,
             log.last_index() + 1,
             config.max_inflight_appends,
             config.max_inflight_bytes,
@@ -212,17 +216,11 @@ impl RaftNode {
             counters: Counters::default(),
             own_vote_durable: None,
             rewrite: None,
-            membership_index: snapshot_index,
+            membership_index,
             base_membership,
             config,
         };
-        let mut node = RaftNode { s, role: RoleState::Follower };
-        let (index, membership) = node.s.scan_membership_at(node.s.log.last_index());
-        if index > snapshot_index {
-            node.s.membership_index = index;
-            node.s.set_membership(membership);
-        }
-        Ok(node)
+        Ok(RaftNode { s, role: RoleState::Follower })
     }
 
     /// One logical clock tick. Followers and candidates count towards an
