@@ -185,8 +185,10 @@ pub struct Replica<C> {
     disk_full: Option<String>,
     /// Bytes of commands applied since the last snapshot.
     log_bytes_since_snapshot: u64,
-    /// Bytes of answers among the effects not yet handed out.
+    /// Bytes of answers among the effects not yet handed out...
     answer_bytes_buffered: usize,
+    /// ...and whether a persist batch or a message is among them.
+    io_effects_buffered: bool,
     /// Membership changes waiting for their entry to commit, by index.
     changes: BTreeMap<Index, PendingWrite<C>>,
     /// A leadership transfer waiting for its target to lead.
@@ -246,6 +248,7 @@ impl<C> Replica<C> {
             disk_full: None,
             log_bytes_since_snapshot: 0,
             answer_bytes_buffered: 0,
+            io_effects_buffered: false,
             changes: BTreeMap::new(),
             transfer: None,
             membership_reported: None,
@@ -531,6 +534,7 @@ impl<C> Replica<C> {
     /// that the WAL writes and the peers receive while this node applies.
     pub fn take_effects(&mut self) -> Result<std::vec::Drain<'_, Effect<C>>, ReplicaError> {
         self.answer_bytes_buffered = 0;
+        self.io_effects_buffered = false;
         loop {
             if self.serve_ready_reads() {
                 // Answers enough for one go: the driver sends them (and
@@ -549,8 +553,7 @@ impl<C> Replica<C> {
                 }
             }
             while let Some(action) = self.actions.pop_front() {
-                let io_ready = self.effects.iter().any(|e| matches!(e, Effect::Persist(_) | Effect::Send(_)));
-                if io_ready && matches!(action, Action::Apply(_)) {
+                if self.io_effects_buffered && matches!(action, Action::Apply(_)) {
                     self.actions.push_front(action);
                     return Ok(self.effects.drain(..));
                 }
@@ -579,9 +582,13 @@ impl<C> Replica<C> {
     /// Carries out one of the core's actions.
     fn act(&mut self, action: Action) -> Result<(), ReplicaError> {
         match action {
-            Action::Persist(batch) => self.effects.push(Effect::Persist(batch)),
+            Action::Persist(batch) => {
+                self.io_effects_buffered = true;
+                self.effects.push(Effect::Persist(batch));
+            }
             Action::Send(m) => {
                 self.log_send(&m);
+                self.io_effects_buffered = true;
                 self.effects.push(Effect::Send(m));
             }
             Action::Apply(entries) => self.apply(entries),
