@@ -285,6 +285,15 @@ async fn member(client: &mut Client, op: MemberCmd) -> anyhow::Result<()> {
             }
         }
         MemberCmd::Add { id, address, learner, lag_entries_max, catch_up_timeout } => {
+            // (The core's AddLearner of a voter demotes it: not what `add` means.)
+            if let Some(m) = client.members().await?.into_iter().find(|m| m.id == id) {
+                anyhow::bail!(
+                    "node {id} is already a member ({} at {}); `raft-client member promote {id}` makes a \
+                     learner a voter, and a member moving to another address is removed and added again",
+                    m.role,
+                    m.address
+                );
+            }
             let context = address.clone().into_bytes();
             let index = client.change_members(change(vec![ChangeOp::AddLearner { id, context }])).await?;
             println!("added node {id} at {address} as a learner (configuration entry {index})");
