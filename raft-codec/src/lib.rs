@@ -45,6 +45,33 @@ pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), Cod
         .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
+/// Serializes `value` straight into `out` (a file, a socket), with no
+/// intermediate buffer.
+pub fn encode_to_writer<T: Serialize, W: std::io::Write>(value: &T, out: &mut W) -> Result<(), CodecError> {
+    bincode::serde::encode_into_std_write(value, out, config())
+        .map(|_| ())
+        .map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// The length of `value`'s encoding, in bytes, found without building it
+/// (the bytes of every slice are counted, not copied).
+pub fn encoded_len<T: Serialize>(value: &T) -> Result<u64, CodecError> {
+    /// A writer that only counts.
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len() as u64;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    encode_to_writer(value, &mut count)?;
+    Ok(count.0)
+}
+
 /// Deserializes a whole `T` from `bytes`; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, used) =
@@ -104,6 +131,15 @@ mod tests {
         bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
         let err = decode::<Vec<u8>>(&bytes).unwrap_err();
         assert!(matches!(err, CodecError::Decode(_)), "{err}");
+    }
+
+    #[test]
+    fn encoded_len_is_the_length_of_the_encoding() {
+        let value = (vec![7u8; 300], "key".to_string(), u64::MAX);
+        assert_eq!(encoded_len(&value).unwrap(), encode(&value).unwrap().len() as u64);
+        let mut out = Vec::new();
+        encode_to_writer(&value, &mut out).unwrap();
+        assert_eq!(out, encode(&value).unwrap());
     }
 
     #[test]

@@ -21,20 +21,48 @@ pub enum Action {
     Persist(PersistBatch),
     /// Send this message to `message.to`. Delivery may fail; Raft retransmits.
     Send(Message),
+    /// Send a chunk of this node's snapshot: `message` is a
+    /// [`MessageBody::Snapshot`](crate::MessageBody::Snapshot) whose `data`
+    /// is left empty; fill it with the `len` bytes at its `offset` of the
+    /// data of the snapshot its `meta` names (the one this node last took
+    /// or installed), then send it like [`Action::Send`]. If those bytes
+    /// cannot be read any more (a newer snapshot replaced that one), drop
+    /// the chunk: the leader sends again.
+    SendSnapshotChunk {
+        /// The chunk's message, with empty `data`.
+        message: Message,
+        /// How many bytes of the snapshot's data to put in it.
+        len: u64,
+    },
+    /// Store `data` at `offset` of the data of the snapshot `meta` that a
+    /// leader is sending this node (offset 0 starts it, dropping what was
+    /// stored of any other). Chunks come in order and without gaps. Nothing
+    /// of it needs to be durable, or is trusted, before
+    /// [`Action::CheckSnapshot`] names it complete.
+    SaveSnapshotChunk {
+        /// The snapshot being received.
+        meta: crate::types::SnapshotMeta,
+        /// Where `data` goes within the snapshot's data.
+        offset: u64,
+        /// The chunk.
+        data: Vec<u8>,
+    },
     /// Apply these committed entries to the state machine, in order, then
     /// report [`RaftNode::applied`](crate::RaftNode::applied). Each committed
     /// entry is handed out exactly once (again only after a restart).
     /// Only entries durable on this node are handed out.
     Apply(Vec<Entry>),
-    /// A snapshot from the leader arrived in full. Check it entirely (decode
-    /// it as the state machine would), then call
+    /// A snapshot from the leader arrived in full (every chunk was handed
+    /// out in a [`Action::SaveSnapshotChunk`]). Check it entirely (its
+    /// length, and decode it as the state machine would), then call
     /// [`RaftNode::install_snapshot`](crate::RaftNode::install_snapshot) with
     /// it if it is good, or
     /// [`RaftNode::reject_snapshot`](crate::RaftNode::reject_snapshot) if not.
     /// Until then nothing of it is durable and the log is unchanged.
     CheckSnapshot(Snapshot),
-    /// Replace the state machine with this snapshot (already made durable by an
-    /// earlier `Persist`), then report `applied(snapshot.meta.index)`.
+    /// Replace the state machine with this snapshot (its data checked, and
+    /// made durable by an earlier `Persist`), then report
+    /// `applied(snapshot.meta.index)`.
     ApplySnapshot(Snapshot),
     /// The linearizable read `ctx` may be served once the state machine has
     /// applied `index` (ReadIndex, dissertation §6.4).

@@ -13,6 +13,14 @@
 //! - outputs: [`RaftNode::take_actions`], an ordered list the driver executes
 //!   in order (persist, send, apply, answer reads).
 //!
+//! Snapshot data never passes through the core whole: the core knows a
+//! snapshot by its metadata and length ([`Snapshot`]). A leader asks the
+//! driver for each chunk it sends ([`Action::SendSnapshotChunk`]: the driver
+//! reads that range of its snapshot file); a follower hands the driver each
+//! chunk it receives ([`Action::SaveSnapshotChunk`]), then asks for the whole
+//! to be checked ([`Action::CheckSnapshot`]). A snapshot of any size costs
+//! the core a few hundred bytes.
+//!
 //! Randomness (election jitter) comes from a PRNG seeded by [`Config::seed`], so
 //! the same inputs always give the same outputs, bit for bit. That is what lets
 //! the simulator in `raft-tests` replay any failure from its seed.

@@ -145,15 +145,21 @@ pub struct SnapshotMeta {
     pub membership: std::sync::Arc<Membership>,
 }
 
-/// A snapshot of the state machine: metadata plus opaque bytes produced by the
-/// driver's state machine.
+/// A snapshot of the state machine as the core knows it: where it sits and
+/// how many bytes its data has.
+///
+/// The bytes themselves (the state machine's serialized state at
+/// `meta.index`, possibly gigabytes) live with the driver, in a file or a
+/// buffer of its own; the core never holds them. A leader asks for ranges
+/// of them to send ([`Action::SendSnapshotChunk`](crate::Action::SendSnapshotChunk)),
+/// and a follower hands the driver each range it receives
+/// ([`Action::SaveSnapshotChunk`](crate::Action::SaveSnapshotChunk)).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Where the snapshot sits in the log.
     pub meta: SnapshotMeta,
-    /// The state machine's serialized state at `meta.index`, shared (a
-    /// clone is a reference count, not a copy of what may be gigabytes).
-    pub data: bytes::Bytes,
+    /// The length of the snapshot's data, in bytes.
+    pub data_bytes: u64,
 }
 
 /// Everything a node had made durable when it stopped: what

@@ -43,6 +43,8 @@
 //! - `FUZZ_STATS`: print how often the interesting states were reached;
 //! - `PROPTEST_RNG_SEED`: proptest's seed, for a run different from the last.
 
+mod common;
+
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{self, AssertUnwindSafe};
@@ -1051,6 +1053,8 @@ struct Driver {
     handed_out: Index,
     /// Snapshots waiting for their check.
     to_check: Vec<Snapshot>,
+    /// The snapshot bytes this driver keeps (they survive a crash).
+    files: common::SnapshotFiles,
     last_persist_id: u64,
     /// Committed membership entries are checked up to here.
     memberships_checked: Index,
@@ -1105,6 +1109,7 @@ impl Harness {
                     unapplied: VecDeque::new(),
                     handed_out: 0,
                     to_check: Vec::new(),
+                    files: Default::default(),
                     last_persist_id: 0,
                     memberships_checked: 0,
                     membership_checked: (0, None),
@@ -1360,8 +1365,25 @@ impl Harness {
                     d.unapplied.push_back(index);
                 }
             }
+            Action::SendSnapshotChunk { message, len } => {
+                if len > d.config.snapshot_chunk_bytes as u64 {
+                    return Err(format!(
+                        "node {id}: a chunk of {len} bytes, above the chunk size: {message:?}"
+                    ));
+                }
+                let Some(m) = d.files.fill(message.clone(), len) else {
+                    return Err(format!(
+                        "node {id} sends {len} bytes of a snapshot it does not keep: {message:?}"
+                    ));
+                };
+                return self.execute(i, Action::Send(m));
+            }
+            Action::SaveSnapshotChunk { meta, offset, data } => d.files.save(meta, offset, &data),
             Action::CheckSnapshot(s) => {
                 stat(5);
+                if d.files.complete(&s).is_none() {
+                    return Err(format!("node {id}: CheckSnapshot of {s:?} whose chunks were not all saved"));
+                }
                 if d.auto_check {
                     d.node.install_snapshot(s);
                 } else {
@@ -1445,9 +1467,8 @@ impl Harness {
             Op::SnapshotTaken { node, delta, len } => {
                 let i = self.slot(node);
                 let index = offset(self.drivers[i].node.applied_index(), delta);
-                let data = vec![b's'; len as usize];
                 let mut taken = false;
-                self.input(i, |n| taken = n.snapshot_taken(index, data.clone()).is_ok())?;
+                self.input(i, |n| taken = n.snapshot_taken(index, len as u64).is_ok())?;
                 if taken {
                     stat(7);
                     let d = &mut self.drivers[i];
@@ -1456,7 +1477,8 @@ impl Harness {
                         return Err(format!("node {}: snapshot_taken({index}) left {meta:?}", i + 1));
                     }
                     d.durable.entries.retain(|e| e.index > index);
-                    d.durable.snapshot = Some(Snapshot { meta, data: data.into() });
+                    d.files.keep(index, vec![b's'; len as usize]);
+                    d.durable.snapshot = Some(Snapshot { meta, data_bytes: len as u64 });
                 }
             }
             Op::Check { node, install, newest } => {

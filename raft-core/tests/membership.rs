@@ -2,6 +2,8 @@
 //! node that waits to be added, and the pitfalls the systems we compare
 //! with shipped and later fixed, each pinned by a test named after it.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use raft_core::{
@@ -17,6 +19,8 @@ struct Cluster {
     queue: VecDeque<Message>,
     cut: BTreeSet<(NodeId, NodeId)>,
     sent: Vec<Message>,
+    /// Each node's snapshot bytes (the core keeps only their length).
+    files: BTreeMap<NodeId, common::SnapshotFiles>,
 }
 
 fn config(id: NodeId) -> Config {
@@ -41,6 +45,7 @@ impl Cluster {
             queue: VecDeque::new(),
             cut: BTreeSet::new(),
             sent: Vec::new(),
+            files: BTreeMap::new(),
         };
         for &id in &voters {
             c.nodes.insert(id, RaftNode::bootstrap(config(id), founders(&voters)).unwrap());
@@ -59,6 +64,13 @@ impl Cluster {
 
     fn node(&mut self, id: NodeId) -> &mut RaftNode {
         self.nodes.get_mut(&id).unwrap()
+    }
+
+    /// Node `id` takes a snapshot of `data` at its applied index.
+    fn take_snapshot(&mut self, id: NodeId, data: &[u8]) {
+        let applied = self.node(id).applied_index();
+        let len = self.files.entry(id).or_default().keep(applied, data.to_vec());
+        self.node(id).snapshot_taken(applied, len).unwrap();
     }
 
     fn flush(&mut self) {
@@ -97,7 +109,21 @@ impl Cluster {
                             }
                             self.node(id).applied(last);
                         }
-                        Action::CheckSnapshot(s) => self.node(id).install_snapshot(s),
+                        Action::SendSnapshotChunk { message, len } => {
+                            let m = self.files.entry(id).or_default().fill(message, len).expect("kept");
+                            self.sent.push(m.clone());
+                            self.queue.push_back(m);
+                        }
+                        Action::SaveSnapshotChunk { meta, offset, data } => {
+                            self.files.entry(id).or_default().save(meta, offset, &data)
+                        }
+                        Action::CheckSnapshot(s) => {
+                            assert!(
+                                self.files.entry(id).or_default().complete(&s).is_some(),
+                                "{s:?} incomplete"
+                            );
+                            self.node(id).install_snapshot(s)
+                        }
                         Action::ApplySnapshot(s) => self.node(id).applied(s.meta.index),
                         _ => {}
                     }
@@ -414,10 +440,8 @@ fn membership_in_an_installed_snapshot_replaces_the_followers() {
     c.change(1, vec![add_learner(4)]).unwrap();
     c.node(1).propose(b"x".to_vec()).unwrap();
     c.flush();
-    let applied = c.node(1).applied_index();
-    c.node(1).snapshot_taken(applied, b"state".to_vec()).unwrap();
-    let applied = c.node(2).applied_index();
-    c.node(2).snapshot_taken(applied, b"state".to_vec()).unwrap();
+    c.take_snapshot(1, b"state");
+    c.take_snapshot(2, b"state");
     assert!(!c.node(3).membership().0.is_learner(4));
     c.cut.clear();
     c.tick_all(20);

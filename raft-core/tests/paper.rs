@@ -2,7 +2,11 @@
 //! in-memory cluster: messages are delivered in order unless a test cuts a
 //! link, persistence completes at once.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use common::SnapshotFiles;
 
 use proptest::prelude::*;
 use raft_core::{
@@ -22,6 +26,8 @@ struct Cluster {
     sent: Vec<Message>,
     /// Nodes whose driver finds every snapshot bad.
     rejects_snapshots: BTreeSet<NodeId>,
+    /// Each node's snapshot bytes (the core keeps only their length).
+    files: BTreeMap<NodeId, SnapshotFiles>,
 }
 
 fn config(id: NodeId) -> Config {
@@ -67,7 +73,22 @@ impl Cluster {
             cut: BTreeSet::new(),
             sent: Vec::new(),
             rejects_snapshots: BTreeSet::new(),
+            files: BTreeMap::new(),
         }
+    }
+
+    /// Node `id` takes a snapshot of `data` at its applied index.
+    fn take_snapshot(&mut self, id: NodeId, data: &[u8]) -> u64 {
+        let applied = self.node(id).applied_index();
+        let len = self.files.entry(id).or_default().keep(applied, data.to_vec());
+        self.node(id).snapshot_taken(applied, len).unwrap();
+        applied
+    }
+
+    /// The bytes of node `id`'s durable snapshot, if it has one.
+    fn durable_snapshot_data(&self, id: NodeId) -> Option<Vec<u8>> {
+        let index = self.durable[&id].snapshot.as_ref()?.meta.index;
+        self.files.get(&id)?.data(index).map(<[u8]>::to_vec)
     }
 
     fn node(&mut self, id: NodeId) -> &mut RaftNode {
@@ -108,10 +129,24 @@ impl Cluster {
                             self.applied.get_mut(&id).unwrap().extend(entries);
                             self.node(id).applied(last);
                         }
+                        Action::SendSnapshotChunk { message, len } => {
+                            let m = self.files.entry(id).or_default().fill(message, len).expect("kept");
+                            self.sent.push(m.clone());
+                            self.queue.push_back(m)
+                        }
+                        Action::SaveSnapshotChunk { meta, offset, data } => {
+                            self.files.entry(id).or_default().save(meta, offset, &data)
+                        }
                         Action::CheckSnapshot(s) if self.rejects_snapshots.contains(&id) => {
                             self.node(id).reject_snapshot(s.meta.index)
                         }
-                        Action::CheckSnapshot(s) => self.node(id).install_snapshot(s),
+                        Action::CheckSnapshot(s) => {
+                            assert!(
+                                self.files.entry(id).or_default().complete(&s).is_some(),
+                                "{s:?} incomplete"
+                            );
+                            self.node(id).install_snapshot(s)
+                        }
                         Action::ApplySnapshot(s) => {
                             let applied = self.applied.get_mut(&id).unwrap();
                             applied.retain(|e| e.index <= s.meta.index);
@@ -455,8 +490,7 @@ fn node_3_behind_a_compacted_leader(chunk_bytes: usize) -> (Cluster, u64) {
         c.node(1).propose(vec![i]).unwrap();
     }
     c.flush();
-    let applied = c.node(1).applied_index();
-    c.node(1).snapshot_taken(applied, b"state-machine-bytes".to_vec()).unwrap();
+    let applied = c.take_snapshot(1, b"state-machine-bytes");
     (c, applied)
 }
 
@@ -468,7 +502,7 @@ fn a_follower_behind_the_compacted_log_catches_up_by_snapshot() {
     c.tick_all(20);
     let snapshot_chunks = c.sent.iter().filter(|m| matches!(m.body, MessageBody::Snapshot { .. })).count();
     assert!(snapshot_chunks >= 7, "19 bytes in chunks of 3, got {snapshot_chunks} chunks");
-    assert_eq!(c.durable[&3].snapshot.as_ref().unwrap().data, b"state-machine-bytes".to_vec());
+    assert_eq!(c.durable_snapshot_data(3).unwrap(), b"state-machine-bytes".to_vec());
     assert_eq!(c.node(3).commit_index(), c.node(1).commit_index());
     assert_eq!(c.node(3).applied_index(), c.node(1).applied_index());
 }
@@ -585,8 +619,7 @@ proptest! {
             c.elect(1);
             c.node(1).propose(b"a".to_vec()).unwrap();
             c.flush();
-            let applied = c.node(1).applied_index();
-            c.node(1).snapshot_taken(applied, vec![1, 2, 3]).unwrap();
+            c.take_snapshot(1, &[1, 2, 3]);
         }
         for (from, to, term, body) in msgs {
             c.node(1).step(Message { from, to, term, body });
@@ -596,7 +629,7 @@ proptest! {
                     Action::Persist(b) => c.node(1).persisted(b.id),
                     Action::Apply(e) => { let last = e.last().unwrap().index; c.node(1).applied(last) }
                     Action::ApplySnapshot(s) => c.node(1).applied(s.meta.index),
-                    Action::CheckSnapshot(s) if s.data.len() % 2 == 0 => c.node(1).install_snapshot(s),
+                    Action::CheckSnapshot(s) if s.data_bytes % 2 == 0 => c.node(1).install_snapshot(s),
                     Action::CheckSnapshot(s) => c.node(1).reject_snapshot(s.meta.index),
                     _ => {}
                 }
@@ -615,7 +648,7 @@ fn a_snapshot_restart_applies_only_entries_after_it() {
             term: 2,
             membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap().into(),
         },
-        data: vec![9].into(),
+        data_bytes: 1,
     };
     let durable = DurableState {
         hard_state: raft_core::HardState { term: 2, vote: None, commit: 6 },
@@ -784,7 +817,7 @@ fn restart_refuses_durable_terms_and_indexes_beyond_the_largest_accepted() {
             term: 1,
             membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap().into(),
         },
-        data: Default::default(),
+        data_bytes: 0,
     };
     let cases = [
         (DurableState { snapshot: Some(snapshot(u64::MAX)), ..Default::default() }, "snapshot index"),
@@ -829,7 +862,7 @@ fn a_snapshot_the_driver_finds_bad_is_neither_persisted_nor_applied_and_is_sent_
     c.rejects_snapshots.clear();
     c.tick_all(20);
     assert!(c.node(3).status().counters.snapshots_rejected >= rejected);
-    assert_eq!(c.durable[&3].snapshot.as_ref().unwrap().data, b"state-machine-bytes".to_vec());
+    assert_eq!(c.durable_snapshot_data(3).unwrap(), b"state-machine-bytes".to_vec());
     assert_eq!(c.node(3).applied_index(), c.node(1).applied_index());
 }
 
@@ -913,10 +946,9 @@ fn a_follower_whose_byte_window_filled_while_away_catches_up_when_it_answers_aga
         c.node(1).propose(vec![i; 300]).unwrap();
         c.flush();
     }
-    let applied = c.node(1).applied_index();
-    c.node(1).snapshot_taken(applied, b"state".to_vec()).unwrap();
+    c.take_snapshot(1, b"state");
     c.heal();
     c.tick_all(40);
     assert_eq!(c.node(3).applied_index(), c.node(1).applied_index(), "node 3 stayed behind");
-    assert_eq!(c.durable[&3].snapshot.as_ref().map(|s| s.data.to_vec()), Some(b"state".to_vec()));
+    assert_eq!(c.durable_snapshot_data(3), Some(b"state".to_vec()));
 }

@@ -60,6 +60,27 @@ pub enum Effect<C> {
     Persist(PersistBatch),
     /// Send to a peer (best effort).
     Send(Message),
+    /// Send a chunk of this node's snapshot to a peer: fill `message`'s
+    /// empty `data` with the `len` bytes at its `offset` of the data of the
+    /// snapshot its `meta` names (this node's snapshot file), then send it;
+    /// drop it if that file is gone (a newer snapshot replaced it).
+    SendSnapshotChunk {
+        /// A [`raft_core::MessageBody::Snapshot`] with empty `data`.
+        message: Message,
+        /// How many bytes to put in it.
+        len: u64,
+    },
+    /// Store a chunk of the snapshot a leader is sending (offset 0 starts
+    /// it afresh); the whole is checked ([`Effect::CheckSnapshot`]) before
+    /// anything of it is trusted.
+    SaveSnapshotChunk {
+        /// The snapshot being received.
+        meta: SnapshotMeta,
+        /// Where `data` goes within its data.
+        offset: u64,
+        /// The chunk.
+        data: Vec<u8>,
+    },
     /// Record in the WAL that the log is compacted to this snapshot, whose
     /// file the snapshot worker wrote.
     Compact(SnapshotMeta),
@@ -74,8 +95,10 @@ pub enum Effect<C> {
         /// The snapshot's metadata.
         meta: SnapshotMeta,
     },
-    /// Decode and check this snapshot from the leader in full, in the
-    /// background; then report [`Replica::snapshot_checked`].
+    /// Every chunk of this snapshot from the leader was saved: decode and
+    /// check it in full (its length, then the store it holds), in the
+    /// background, keep it as this node's snapshot file if it is good; then
+    /// report [`Replica::snapshot_checked`].
     CheckSnapshot(Snapshot),
     /// The log told this node its cluster's token: record it durably (the
     /// data directory's identity) and carry it in every hello.
@@ -95,7 +118,7 @@ pub enum Effect<C> {
         /// Its index.
         index: Index,
         /// Its size.
-        bytes: usize,
+        bytes: u64,
         /// Snapshots rejected so far.
         rejected: u64,
         /// Why.
@@ -106,8 +129,8 @@ pub enum Effect<C> {
 /// A replica that cannot go on; the node must stop.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
-    /// A snapshot that was checked did not restore when applied.
-    #[error("a snapshot that was checked does not decode any more: {0}")]
+    /// A snapshot is to be applied whose checked store is not at hand.
+    #[error("a snapshot cannot be applied: {0}")]
     SnapshotRestore(String),
     /// The log carries another cluster's token than the one this node
     /// holds data of.
@@ -471,14 +494,15 @@ impl<C> Replica<C> {
         }
     }
 
-    /// The snapshot worker wrote the snapshot's file durably: the core
+    /// The snapshot worker wrote the snapshot's file durably
+    /// (`snapshot.data_bytes` bytes of data): the core
     /// compacts its log and keeps the snapshot to send, and the WAL records
     /// the compaction (refused there too if it is stale: a leader's
     /// snapshot, installed meanwhile, is newer).
     pub fn snapshot_taken(&mut self, snapshot: Snapshot) {
         self.snapshot_taking = false;
         let index = snapshot.meta.index;
-        match self.node.snapshot_taken(index, snapshot.data) {
+        match self.node.snapshot_taken(index, snapshot.data_bytes) {
             Ok(()) => debug_assert_eq!(self.node.snapshot_meta(), snapshot.meta, "the core's metadata"),
             Err(e) => debug!(node = self.config.id, error = %e, "snapshot not taken by the core"),
         }
@@ -514,7 +538,7 @@ impl<C> Replica<C> {
                 self.snapshots_rejected += 1;
                 self.effects.push(Effect::SnapshotRejected {
                     index,
-                    bytes: snapshot.data.len(),
+                    bytes: snapshot.data_bytes,
                     rejected: self.snapshots_rejected,
                     problem,
                 });
@@ -591,21 +615,33 @@ impl<C> Replica<C> {
                 self.io_effects_buffered = true;
                 self.effects.push(Effect::Send(m));
             }
+            Action::SendSnapshotChunk { message, len } => {
+                self.io_effects_buffered = true;
+                self.effects.push(Effect::SendSnapshotChunk { message, len });
+            }
+            Action::SaveSnapshotChunk { meta, offset, data } => {
+                self.effects.push(Effect::SaveSnapshotChunk { meta, offset, data })
+            }
             Action::Apply(entries) => self.apply(entries),
             Action::CheckSnapshot(snapshot) => self.check_snapshot(snapshot),
             Action::ApplySnapshot(snapshot) => {
+                // The core applies only a snapshot it installed, and it
+                // installs only one that was checked: the store is here.
                 match self.checked_snapshot.take() {
                     Some((index, kv)) if index == snapshot.meta.index => self.kv = kv,
-                    _ => self
-                        .kv
-                        .restore(&snapshot.data)
-                        .map_err(|e| ReplicaError::SnapshotRestore(e.to_string()))?,
+                    other => {
+                        return Err(ReplicaError::SnapshotRestore(format!(
+                            "the snapshot at {} is to be applied but the store checked is {:?}",
+                            snapshot.meta.index,
+                            other.map(|(index, _)| index)
+                        )))
+                    }
                 }
                 self.last_snapshot_index = snapshot.meta.index;
                 info!(
                     node = self.config.id,
                     index = snapshot.meta.index,
-                    bytes = snapshot.data.len(),
+                    bytes = snapshot.data_bytes,
                     "installed snapshot from leader"
                 );
                 self.node.applied(snapshot.meta.index);

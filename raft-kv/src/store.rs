@@ -6,6 +6,7 @@
 //! they were last used, never by wall-clock time.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
 
 use crate::command::{Command, IdentityOp, WriteOp, WriteResult};
 use bytes::Bytes;
@@ -34,53 +35,44 @@ pub struct ClusterIdentity {
     pub members_with_data: BTreeSet<NodeId>,
 }
 
-/// Appends `[len: u32 LE][encoded value]` to `out`.
-fn push_block<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), CodecError> {
-    let at = out.len();
-    out.extend_from_slice(&[0; 4]);
-    codec::encode_into(value, out).inspect_err(|_| out.truncate(at))?;
-    let len = u32::try_from(out.len() - at - 4)
-        .map_err(|_| CodecError::Encode("a snapshot block of 4 GiB".into()))?;
-    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
-    Ok(())
+/// Reads into `buf` until it is full or the input ends; returns how many
+/// bytes it holds.
+fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
-/// Reads the blocks of a format-2 snapshot (after its magic).
-fn read_blocks(mut bytes: &[u8]) -> Result<SnapshotOwned, RestoreError> {
-    let next_block = |bytes: &mut &[u8]| -> Result<Vec<u8>, RestoreError> {
-        let truncated = || RestoreError::Invalid("a block runs past the end of the snapshot".into());
-        let len =
-            u32::from_le_bytes(bytes.get(..4).ok_or_else(truncated)?.try_into().expect("4 bytes")) as usize;
-        let block = bytes.get(4..4 + len).ok_or_else(truncated)?.to_vec();
-        *bytes = &bytes[4 + len..];
-        Ok(block)
-    };
-    let header: SnapshotHeader = codec::decode(&next_block(&mut bytes)?)?;
-    let mut data = Vec::with_capacity(header.pairs.min(bytes.len() as u64) as usize);
-    while (data.len() as u64) < header.pairs {
-        if bytes.is_empty() {
-            return Err(RestoreError::Invalid(format!(
-                "the header announces {} pairs but the blocks hold {}",
-                header.pairs,
-                data.len()
-            )));
-        }
-        let block: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)> =
-            codec::decode(&next_block(&mut bytes)?)?;
-        if block.is_empty() {
-            return Err(RestoreError::Invalid("an empty block of pairs".into()));
-        }
-        data.extend(block);
+/// Reads the next block of a format-2 snapshot into `buf`: `false` if the
+/// input ended cleanly before it.
+fn read_block(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<bool, RestoreError> {
+    let truncated = || RestoreError::Invalid("a block runs past the end of the snapshot".into());
+    let mut len = [0u8; 4];
+    match read_up_to(input, &mut len).map_err(RestoreError::Read)? {
+        0 => return Ok(false),
+        4 => {}
+        _ => return Err(truncated()),
     }
-    if data.len() as u64 != header.pairs || !bytes.is_empty() {
+    let len = u32::from_le_bytes(len) as usize;
+    if len > codec::DECODE_LIMIT_BYTES {
         return Err(RestoreError::Invalid(format!(
-            "{} pairs and {} bytes after them, where the header announces {} pairs and nothing after",
-            data.len(),
-            bytes.len(),
-            header.pairs
+            "a block of {len} bytes, above the limit of {}",
+            codec::DECODE_LIMIT_BYTES
         )));
     }
-    Ok(SnapshotOwned { data, sessions: header.sessions, applied: header.applied, identity: header.identity })
+    buf.clear();
+    buf.resize(len, 0);
+    if read_up_to(input, buf).map_err(RestoreError::Read)? != len {
+        return Err(truncated());
+    }
+    Ok(true)
 }
 
 /// Why snapshot bytes could not be restored.
@@ -92,6 +84,9 @@ pub enum RestoreError {
     /// They decode, but break an invariant of the store.
     #[error("the snapshot is inconsistent: {0}")]
     Invalid(String),
+    /// Reading them failed (the file beneath, or its checksums).
+    #[error("the snapshot cannot be read: {0}")]
+    Read(std::io::Error),
 }
 
 /// The key-value map plus the session table.
@@ -262,24 +257,35 @@ impl KvStore {
 
     /// Serializes the whole state: data sorted by key (so that every
     /// replica writes the same bytes for the same state), sessions and the
-    /// cluster identity, as a format-2 snapshot of any size.
+    /// cluster identity, as a format-2 snapshot of any size. (A node writes
+    /// large states with [`KvStore::snapshot_image`] instead, straight to
+    /// a file.)
     pub fn snapshot(&self) -> Result<Vec<u8>, CodecError> {
-        let mut pairs: Vec<(&Vec<u8>, &Bytes)> = self.data.iter().collect();
+        let image = self.snapshot_image()?;
+        let mut out = Vec::with_capacity(usize::try_from(image.len()).unwrap_or(0));
+        image.write_to(&mut out).map_err(|e| CodecError::Encode(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// The state as a snapshot ready to be written: its pairs sorted and
+    /// cut into blocks once, its length known before a byte is written (a
+    /// snapshot file's header announces it), its values borrowed, not
+    /// copied.
+    pub fn snapshot_image(&self) -> Result<SnapshotImage<'_>, CodecError> {
+        let mut pairs: Vec<(&[u8], &[u8])> = self.data.iter().map(|(k, v)| (&k[..], &v[..])).collect();
         pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let bytes: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 16).sum();
-        let mut out = Vec::with_capacity(bytes + 4096);
-        out.extend_from_slice(&SNAPSHOT_MAGIC);
         let header = SnapshotHeader {
             sessions: self.sessions.clone(),
             applied: self.applied,
             identity: self.identity.clone(),
             pairs: pairs.len() as u64,
         };
-        push_block(&mut out, &header)?;
-        let mut rest = &pairs[..];
-        while !rest.is_empty() {
+        let mut len = SNAPSHOT_MAGIC.len() as u64 + 4 + codec::encoded_len(&header)?;
+        let mut blocks = Vec::new();
+        let mut start = 0;
+        while start < pairs.len() {
             let mut size = 0;
-            let n = rest
+            let n = pairs[start..]
                 .iter()
                 .take_while(|(k, v)| {
                     size += k.len() + v.len() + 16;
@@ -287,13 +293,15 @@ impl KvStore {
                 })
                 .count()
                 .max(1);
-            let (block, tail) = rest.split_at(n);
-            let block: Vec<(&serde_bytes::Bytes, &serde_bytes::Bytes)> =
-                block.iter().map(|(k, v)| (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v))).collect();
-            push_block(&mut out, &block)?;
-            rest = tail;
+            let block_len = codec::encoded_len(&SnapshotImage::block(&pairs[start..start + n]))?;
+            if block_len > u64::from(u32::MAX) {
+                return Err(CodecError::Encode(format!("a snapshot block of {block_len} bytes")));
+            }
+            len += 4 + block_len;
+            blocks.push((start..start + n, block_len as u32));
+            start += n;
         }
-        Ok(out)
+        Ok(SnapshotImage { header, pairs, blocks, len })
     }
 
     /// Replaces the state with a snapshot produced by [`KvStore::snapshot`],
@@ -301,31 +309,115 @@ impl KvStore {
     /// an error and leave the store as it was (never a panic, then or on a
     /// later write). The session bound stays this node's own.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), RestoreError> {
-        let snapshot = if bytes.starts_with(&SNAPSHOT_MAGIC) {
-            read_blocks(&bytes[SNAPSHOT_MAGIC.len()..])?
-        } else {
-            codec::decode::<SnapshotOwned>(bytes)?
-        };
-        let invalid = |what: String| Err(RestoreError::Invalid(what));
-        if let Some(pair) = snapshot.data.windows(2).find(|w| w[0].0 >= w[1].0) {
-            return invalid(format!(
-                "keys are not strictly sorted (key of {} bytes repeats or goes back)",
-                pair[1].0.len()
-            ));
+        self.restore_from(bytes)
+    }
+
+    /// [`KvStore::restore`] from a stream (a snapshot file), block by
+    /// block: besides the store it builds, it holds one block (about 1 MiB)
+    /// at a time, whatever the snapshot's size.
+    pub fn restore_from(&mut self, mut input: impl Read) -> Result<(), RestoreError> {
+        let mut magic = [0u8; SNAPSHOT_MAGIC.len()];
+        let got = read_up_to(&mut input, &mut magic).map_err(RestoreError::Read)?;
+        if got < magic.len() || magic != SNAPSHOT_MAGIC {
+            // Format 1: one encoded value, below the decode limit.
+            let mut bytes = magic[..got].to_vec();
+            input
+                .take(codec::DECODE_LIMIT_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+                .map_err(RestoreError::Read)?;
+            let old = codec::decode::<SnapshotOwned>(&bytes)?;
+            let pairs = old.data.into_iter().map(|(k, v)| Ok((k.into_vec(), v.into_vec())));
+            let header = SnapshotHeader {
+                pairs: pairs.len() as u64,
+                sessions: old.sessions,
+                applied: old.applied,
+                identity: old.identity,
+            };
+            return self.restore_checked(header, pairs);
         }
-        if snapshot.applied > raft_core::INDEX_MAX {
+        let mut buf = Vec::new();
+        if !read_block(&mut input, &mut buf)? {
+            return Err(RestoreError::Invalid("the snapshot ends before its header".into()));
+        }
+        let header: SnapshotHeader = codec::decode(&buf)?;
+        let announced = header.pairs;
+        // The pairs, block by block, as a fallible iterator.
+        let mut block = Vec::new().into_iter();
+        let mut read = 0u64;
+        let pairs = std::iter::from_fn(|| loop {
+            if let Some((k, v)) = block.next() {
+                read += 1;
+                return Some(Ok((serde_bytes::ByteBuf::into_vec(k), serde_bytes::ByteBuf::into_vec(v))));
+            }
+            if read >= announced {
+                return None;
+            }
+            let next = read_block(&mut input, &mut buf).and_then(|more| {
+                if !more {
+                    return Err(RestoreError::Invalid(format!(
+                        "the header announces {announced} pairs but the blocks hold {read}"
+                    )));
+                }
+                let pairs: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)> = codec::decode(&buf)?;
+                if pairs.is_empty() {
+                    return Err(RestoreError::Invalid("an empty block of pairs".into()));
+                }
+                if read + pairs.len() as u64 > announced {
+                    return Err(RestoreError::Invalid(format!(
+                        "the blocks hold more than the {announced} pairs the header announces"
+                    )));
+                }
+                Ok(pairs)
+            });
+            match next {
+                Ok(pairs) => block = pairs.into_iter(),
+                Err(e) => return Some(Err(e)),
+            }
+        });
+        let mut restored = KvStore::new(self.sessions_max);
+        restored.restore_checked_into(header, pairs)?;
+        if read_up_to(&mut input, &mut [0u8; 1]).map_err(RestoreError::Read)? != 0 {
+            return Err(RestoreError::Invalid(format!(
+                "bytes follow the {announced} pairs the header announces"
+            )));
+        }
+        *self = restored;
+        Ok(())
+    }
+
+    /// Checks and takes a snapshot's parts, leaving `self` as it was on error.
+    fn restore_checked(
+        &mut self,
+        header: SnapshotHeader,
+        pairs: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), RestoreError>>,
+    ) -> Result<(), RestoreError> {
+        let mut restored = KvStore::new(self.sessions_max);
+        restored.restore_checked_into(header, pairs)?;
+        *self = restored;
+        Ok(())
+    }
+
+    /// Fills this empty store from a snapshot's parts, checking every
+    /// invariant the store relies on.
+    fn restore_checked_into(
+        &mut self,
+        header: SnapshotHeader,
+        pairs: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), RestoreError>>,
+    ) -> Result<(), RestoreError> {
+        let invalid = |what: String| Err(RestoreError::Invalid(what));
+        if header.applied > raft_core::INDEX_MAX {
             return invalid(format!(
                 "its index {} is beyond the largest index {}",
-                snapshot.applied,
+                header.applied,
                 raft_core::INDEX_MAX
             ));
         }
         let mut sessions_by_index = BTreeMap::new();
-        for (&client, session) in &snapshot.sessions {
-            if session.last_index > snapshot.applied {
+        for (&client, session) in &header.sessions {
+            if session.last_index > header.applied {
                 return invalid(format!(
                     "session {client} was last used at index {}, after the snapshot's index {}",
-                    session.last_index, snapshot.applied
+                    session.last_index, header.applied
                 ));
             }
             if let Some(other) = sessions_by_index.insert(session.last_index, client) {
@@ -335,23 +427,73 @@ impl KvStore {
                 ));
             }
         }
-        if snapshot.identity.token_index > snapshot.applied
-            || (snapshot.identity.token == 0) != (snapshot.identity.token_index == 0)
+        if header.identity.token_index > header.applied
+            || (header.identity.token == 0) != (header.identity.token_index == 0)
         {
             return invalid(format!(
                 "the cluster token entry's index {} does not fit the snapshot's index {}",
-                snapshot.identity.token_index, snapshot.applied
+                header.identity.token_index, header.applied
             ));
         }
-        *self = KvStore {
-            data: snapshot.data.into_iter().map(|(k, v)| (k.into_vec(), v.into_vec().into())).collect(),
-            sessions: snapshot.sessions,
-            sessions_by_index,
-            sessions_max: self.sessions_max,
-            applied: snapshot.applied,
-            identity: snapshot.identity,
-        };
+        let mut data = HashMap::new();
+        let mut last_key: Option<Vec<u8>> = None;
+        for pair in pairs {
+            let (key, value) = pair?;
+            if last_key.as_ref().is_some_and(|last| *last >= key) {
+                return invalid(format!(
+                    "keys are not strictly sorted (key of {} bytes repeats or goes back)",
+                    key.len()
+                ));
+            }
+            last_key = Some(key.clone());
+            data.insert(key, Bytes::from(value));
+        }
+        if data.len() as u64 != header.pairs {
+            return invalid(format!("{} pairs where the header announces {}", data.len(), header.pairs));
+        }
+        self.data = data;
+        self.sessions = header.sessions;
+        self.sessions_by_index = sessions_by_index;
+        self.applied = header.applied;
+        self.identity = header.identity;
         Ok(())
+    }
+}
+
+/// A store's snapshot ready to write ([`KvStore::snapshot_image`]).
+pub struct SnapshotImage<'a> {
+    header: SnapshotHeader,
+    pairs: Vec<(&'a [u8], &'a [u8])>,
+    /// Each block's pairs and encoded length.
+    blocks: Vec<(std::ops::Range<usize>, u32)>,
+    len: u64,
+}
+
+impl SnapshotImage<'_> {
+    /// The snapshot's length, in bytes.
+    #[allow(clippy::len_without_is_empty)] // (never empty: it has a header)
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Writes the snapshot, block by block, to `out` (no copy of the
+    /// whole): exactly [`SnapshotImage::len`] bytes.
+    pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let codec_error = |e: CodecError| std::io::Error::other(e.to_string());
+        out.write_all(&SNAPSHOT_MAGIC)?;
+        let header_len = codec::encoded_len(&self.header).map_err(codec_error)?;
+        out.write_all(&(header_len as u32).to_le_bytes())?;
+        codec::encode_to_writer(&self.header, out).map_err(codec_error)?;
+        for (range, len) in &self.blocks {
+            out.write_all(&len.to_le_bytes())?;
+            codec::encode_to_writer(&Self::block(&self.pairs[range.clone()]), out).map_err(codec_error)?;
+        }
+        Ok(())
+    }
+
+    /// A block of pairs, as it is encoded.
+    fn block<'p>(pairs: &[(&'p [u8], &'p [u8])]) -> Vec<(&'p serde_bytes::Bytes, &'p serde_bytes::Bytes)> {
+        pairs.iter().map(|(k, v)| (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v))).collect()
     }
 }
 
@@ -459,21 +601,12 @@ mod tests {
     #[test]
     fn a_snapshot_whose_sessions_share_an_index_is_refused_and_the_store_is_unchanged() {
         let kv = store_with_sessions();
-        let mut snapshot = read_blocks(&kv.snapshot().unwrap()[SNAPSHOT_MAGIC.len()..]).unwrap();
-        for session in snapshot.sessions.values_mut() {
+        let mut image = kv.snapshot_image().unwrap();
+        for session in image.header.sessions.values_mut() {
             session.last_index = 4;
         }
-        let bad = codec::encode(&SnapshotRef {
-            data: snapshot
-                .data
-                .iter()
-                .map(|(k, v)| (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v)))
-                .collect(),
-            sessions: &snapshot.sessions,
-            applied: snapshot.applied,
-            identity: &snapshot.identity,
-        })
-        .unwrap();
+        let mut bad = Vec::new();
+        image.write_to(&mut bad).unwrap();
         let mut other = store_with_sessions();
         let err = other.restore(&bad).unwrap_err();
         assert!(err.to_string().contains("share their last index 4"), "{err}");
@@ -526,6 +659,7 @@ mod tests {
         }
         let bytes = kv.snapshot().unwrap();
         assert!(bytes.len() > raft_codec::DECODE_LIMIT_BYTES, "{} bytes", bytes.len());
+        assert_eq!(kv.snapshot_image().unwrap().len(), bytes.len() as u64, "the length announced");
         let mut other = KvStore::new(10);
         other.restore(&bytes).unwrap();
         assert_eq!(other, kv);
@@ -534,6 +668,42 @@ mod tests {
         let mut longer = bytes.clone();
         longer.extend_from_slice(&bytes[bytes.len() - 100..]);
         assert!(KvStore::new(10).restore(&longer).is_err());
+    }
+
+    /// A reader that hands out at most 3 bytes per read, as a socket or a
+    /// checksummed file reader may.
+    struct Trickle<'a>(&'a [u8]);
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(3).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_snapshot_restores_from_a_stream_that_trickles_and_a_cut_one_is_refused() {
+        let kv = store_with_sessions();
+        let bytes = kv.snapshot().unwrap();
+        let mut other = KvStore::new(3);
+        other.restore_from(Trickle(&bytes)).unwrap();
+        assert_eq!(other, kv);
+        for cut in [1, 8, 9, 12, bytes.len() - 1] {
+            let err = KvStore::new(3).restore_from(Trickle(&bytes[..cut])).unwrap_err();
+            assert!(matches!(err, RestoreError::Invalid(_) | RestoreError::Decode(_)), "cut at {cut}: {err}");
+        }
+        let failing = std::io::Read::chain(&bytes[..20], FailingReader);
+        let err = KvStore::new(3).restore_from(failing).unwrap_err();
+        assert!(matches!(err, RestoreError::Read(_)), "{err}");
+    }
+
+    /// A reader whose every read fails (a disk error, a bad checksum).
+    struct FailingReader;
+    impl std::io::Read for FailingReader {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "checksum mismatch"))
+        }
     }
 
     /// A snapshot written by the format before blocks is still restored.

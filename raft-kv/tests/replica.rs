@@ -56,11 +56,13 @@ fn drive(r: &mut Replica<u64>, out: &mut Driven) {
                 }
                 Effect::TakeSnapshot { kv, meta } => {
                     out.snapshots_taken.push(meta.index);
-                    let data = kv.snapshot().unwrap().into();
-                    r.snapshot_taken(Snapshot { meta, data });
+                    let data_bytes = kv.snapshot_image().unwrap().len();
+                    r.snapshot_taken(Snapshot { meta, data_bytes });
                 }
                 Effect::TokenLearned(token) => out.tokens.push(token),
                 Effect::Compact(_)
+                | Effect::SendSnapshotChunk { .. }
+                | Effect::SaveSnapshotChunk { .. }
                 | Effect::CheckSnapshot(_)
                 | Effect::SnapshotRejected { .. }
                 | Effect::MembersChanged(_)

@@ -20,7 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use raft_core::{Config, DurableState, EntryPayload, Membership, NodeId, RaftNode, Snapshot, SnapshotMeta};
+use raft_core::{
+    Config, DurableState, EntryPayload, Membership, Message, MessageBody, NodeId, RaftNode, Snapshot,
+    SnapshotMeta,
+};
 use raft_kv::{
     describe_token, ClientRequest, ClientResponse, Effect, KvStore, NodeStatus, Replica, ReplicaConfig,
     RequestKind, ResponseKind, WriteLimits,
@@ -36,7 +39,7 @@ use tracing::{debug, info, warn};
 
 use crate::datadir::{self, Identity, StartFlags};
 use crate::snapshots::{SnapshotDone, SnapshotJob, SnapshotWorker};
-use crate::storage::{Storage, StorageError, StorageOptions};
+use crate::storage::{IncomingSnapshot, SnapshotFile, Storage, StorageError, StorageOptions};
 use raft_net::ratelimit::WarnLimiter;
 
 /// The key-value service's client protocol (`raft-kv`), as the listener
@@ -366,6 +369,11 @@ struct Server {
     snapshots_too_large_warned: u64,
     /// Warnings of a late tick (the event loop was held up).
     late_warnings: WarnLimiter,
+    /// The snapshot a leader is sending this node, stored as it comes.
+    incoming_snapshot: Option<IncomingSnapshot>,
+    /// This node's snapshot file, open while chunks of it are sent (an
+    /// open file stays readable after a newer snapshot deletes it).
+    sending_snapshot: Option<SnapshotFile>,
 }
 
 /// Checks the data directory against the flags, or bootstraps a new one:
@@ -458,7 +466,7 @@ fn start_core(config: Config, mut durable: DurableState, identity: &Identity) ->
     if !holds_membership && durable.entries.first().is_some_and(|e| e.index == 1) {
         durable.snapshot = Some(Snapshot {
             meta: SnapshotMeta { index: 0, term: 0, membership: founders()?.into() },
-            data: Default::default(),
+            data_bytes: 0,
         });
     }
     RaftNode::restart(config, durable).context("the durable state cannot be restarted from")
@@ -519,9 +527,10 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
             .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?;
     let mut kv = KvStore::new(config.sessions_max);
     let mut last_snapshot_index = 0;
-    if let Some(snapshot) = &durable.snapshot {
-        kv.restore(&snapshot.data).context("the durable snapshot does not decode")?;
-        last_snapshot_index = snapshot.meta.index;
+    if let Some(file) = storage.open_snapshot().context("cannot open the durable snapshot")? {
+        // Streamed from the file, a block at a time, checksums checked.
+        last_snapshot_index = file.meta().index;
+        kv.restore_from(file.into_reader()).context("the durable snapshot does not decode")?;
     }
     let replica_config = ReplicaConfig {
         id: config.id,
@@ -598,6 +607,8 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         snapshot_warnings: WarnLimiter::new(Duration::from_secs(60)),
         snapshots_too_large_warned: 0,
         late_warnings: WarnLimiter::new(Duration::from_secs(10)),
+        incoming_snapshot: None,
+        sending_snapshot: None,
         config,
     };
     let mut ticker = tokio::time::interval(server.config.tick);
@@ -729,18 +740,47 @@ impl Server {
     /// What the snapshot thread finished, for the replica.
     fn snapshot_done(&mut self, done: SnapshotDone) -> anyhow::Result<()> {
         match done {
-            SnapshotDone::Taken { snapshot, serialize_ms, write_ms } => {
-                let (index, bytes) = (snapshot.meta.index, snapshot.data.len());
-                info!(
-                    node = self.config.id,
-                    index, bytes, serialize_ms, write_ms, "took snapshot; log compacted"
-                );
+            SnapshotDone::Taken { snapshot, write_ms } => {
+                let (index, bytes) = (snapshot.meta.index, snapshot.data_bytes);
+                info!(node = self.config.id, index, bytes, write_ms, "took snapshot; log compacted");
                 self.replica.snapshot_taken(snapshot);
             }
             SnapshotDone::TakeFailed { index, error } => self.replica.snapshot_take_failed(index, &error),
             SnapshotDone::Checked { snapshot, result } => self.replica.snapshot_checked(snapshot, result),
         }
         Ok(())
+    }
+
+    /// Reads a chunk of this node's snapshot file into `message` and sends
+    /// it. A chunk that cannot be read (the file replaced by a newer
+    /// snapshot, or damaged) is dropped with a rate-limited warning: the
+    /// leader sends again, from the newer snapshot if there is one.
+    fn send_snapshot_chunk(&mut self, mut message: Message, len: u64) {
+        let Some(link) = self.links.get(&message.to) else { return };
+        let MessageBody::Snapshot { meta, offset, data, .. } = &mut message.body else { return };
+        let index = meta.index;
+        let read = (|| {
+            if self.sending_snapshot.as_ref().is_none_or(|f| f.meta() != &*meta) {
+                self.sending_snapshot = None;
+                self.sending_snapshot = Some(SnapshotFile::open(&self.config.data_dir, meta)?);
+            }
+            self.sending_snapshot.as_ref().expect("opened above").read_range(*offset, len)
+        })();
+        match read {
+            Ok(bytes) => {
+                *data = bytes;
+                link.send(message);
+            }
+            Err(e) => {
+                self.sending_snapshot = None;
+                if let Some(held_back) = self.snapshot_warnings.allow(std::time::Instant::now()) {
+                    warn!(
+                        node = self.config.id,
+                        index, held_back, "cannot read a chunk of this node's snapshot to send: {e}"
+                    );
+                }
+            }
+        }
     }
 
     /// The membership in force changed: hellos are taken from its members,
@@ -784,6 +824,7 @@ impl Server {
     fn execute_effects(&mut self) -> anyhow::Result<()> {
         loop {
             let mut members_changed = None;
+            let (mut chunks, mut check_failed) = (Vec::new(), None);
             let mut effects = self.replica.take_effects()?.peekable();
             if effects.peek().is_none() {
                 return Ok(());
@@ -805,8 +846,28 @@ impl Server {
                     Effect::TakeSnapshot { kv, meta } => {
                         self.snapshots.submit(SnapshotJob::Take { kv: *kv, meta })?
                     }
+                    Effect::SendSnapshotChunk { message, len } => chunks.push((message, len)),
+                    Effect::SaveSnapshotChunk { meta, offset, data } => {
+                        let dir = &self.config.data_dir;
+                        let failed =
+                            IncomingSnapshot::save(&mut self.incoming_snapshot, dir, &meta, offset, &data);
+                        if let Some(error) = failed {
+                            warn!(
+                                node = self.config.id,
+                                index = meta.index,
+                                "cannot store the snapshot the leader is sending ({error}); it will be refused \
+                                 and sent again"
+                            );
+                        }
+                    }
                     Effect::CheckSnapshot(snapshot) => {
-                        self.snapshots.submit(SnapshotJob::Check { snapshot })?
+                        match IncomingSnapshot::finish(&mut self.incoming_snapshot, &snapshot.meta) {
+                            Ok(received) => {
+                                self.snapshots.submit(SnapshotJob::Check { snapshot, received })?
+                            }
+                            // Reported back at once, as a check that failed.
+                            Err(problem) => check_failed = Some((snapshot, problem)),
+                        }
                     }
                     Effect::TokenLearned(token) => {
                         self.identity.set_token(token);
@@ -838,6 +899,12 @@ impl Server {
                         }
                     }
                 }
+            }
+            for (message, len) in chunks {
+                self.send_snapshot_chunk(message, len);
+            }
+            if let Some((snapshot, problem)) = check_failed {
+                self.replica.snapshot_checked(snapshot, Err(problem));
             }
             if let Some(members) = members_changed {
                 self.members_changed(members);

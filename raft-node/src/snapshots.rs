@@ -11,7 +11,8 @@
 //! values) and goes on; the WAL thread only appends the short record that
 //! compacts the log once the file is durable.
 
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 
 use raft_core::{Index, NodeId, Snapshot, SnapshotMeta};
@@ -25,23 +26,24 @@ use raft_kv::KvStore;
 /// each kind in flight, so the queues (of [`JOBS_MAX`]) never fill.
 pub(crate) enum SnapshotJob {
     /// Serialize this copy of the store as the snapshot described by `meta`
-    /// and write its file durably.
+    /// straight into its file, and make the file durable.
     Take { kv: KvStore, meta: SnapshotMeta },
-    /// Decode a snapshot from the leader in full and check it against its
-    /// metadata.
-    Check { snapshot: Snapshot },
+    /// Decode a snapshot from the leader in full, from the file its chunks
+    /// were stored in (`received`, its bare data), and check it against its
+    /// metadata; if it is good, make it this node's snapshot file.
+    Check { snapshot: Snapshot, received: PathBuf },
 }
 
 /// What the snapshot thread reports.
 pub(crate) enum SnapshotDone {
     /// The snapshot's file is written and synced: the log may be compacted
     /// to it.
-    Taken { snapshot: Snapshot, serialize_ms: u64, write_ms: u64 },
+    Taken { snapshot: Snapshot, write_ms: u64 },
     /// The snapshot at `index` could not be taken (a full disk, an encoding
     /// failure); the log is kept, and a later one is tried.
     TakeFailed { index: Index, error: String },
-    /// A snapshot from the leader was decoded: the store it holds, or why it
-    /// is refused.
+    /// A snapshot from the leader was decoded: the store it holds (its file
+    /// written), or why it is refused.
     Checked { snapshot: Snapshot, result: Result<KvStore, String> },
 }
 
@@ -108,47 +110,88 @@ fn lower_this_threads_priority(id: NodeId) {
     }
 }
 
-fn run_job(job: SnapshotJob, dir: &std::path::Path, sync: bool, sessions_max: usize) -> SnapshotDone {
+fn run_job(job: SnapshotJob, dir: &Path, sync: bool, sessions_max: usize) -> SnapshotDone {
     match job {
         SnapshotJob::Take { kv, meta } => {
             let index = meta.index;
-            let (data, serialize_ms) = crate::server::timed(|| kv.snapshot());
+            let (written, write_ms) = crate::server::timed(|| {
+                let image =
+                    kv.snapshot_image().map_err(|e| format!("cannot serialize the state machine: {e}"))?;
+                let data_bytes = image.len();
+                storage::write_snapshot_file(dir, sync, &meta, data_bytes, ".tmp", |mut out| {
+                    image.write_to(&mut out)
+                })
+                .map_err(|e| e.to_string())?;
+                Ok::<_, String>(data_bytes)
+            });
             drop(kv);
-            let data = match data {
-                Ok(data) => data,
-                Err(e) => {
-                    let error = format!("cannot serialize the state machine: {e}");
-                    return SnapshotDone::TakeFailed { index, error };
-                }
-            };
-            let snapshot = Snapshot { meta, data: data.into() };
-            let (written, write_ms) =
-                crate::server::timed(|| storage::write_snapshot_file(dir, sync, &snapshot));
             match written {
-                Ok(()) => {
-                    debug!(
-                        index,
-                        bytes = snapshot.data.len(),
-                        serialize_ms,
-                        write_ms,
-                        "snapshot file written"
-                    );
-                    SnapshotDone::Taken { snapshot, serialize_ms, write_ms }
+                Ok(data_bytes) => {
+                    debug!(index, bytes = data_bytes, write_ms, "snapshot file written");
+                    SnapshotDone::Taken { snapshot: Snapshot { meta, data_bytes }, write_ms }
                 }
-                Err(e) => SnapshotDone::TakeFailed { index, error: e.to_string() },
+                Err(error) => SnapshotDone::TakeFailed { index, error },
             }
         }
-        SnapshotJob::Check { snapshot } => {
-            let mut kv = KvStore::new(sessions_max);
-            let index = snapshot.meta.index;
-            let result = match kv.restore(&snapshot.data) {
-                Ok(()) if kv.applied() != index => {
-                    Err(format!("its state is at index {} but its metadata says {index}", kv.applied()))
-                }
-                Ok(()) => Ok(kv),
-                Err(e) => Err(e.to_string()),
-            };
+        SnapshotJob::Check { snapshot, received } => {
+            let result = check_received(dir, sync, sessions_max, &snapshot, &received);
+            let _ = std::fs::remove_file(&received);
             SnapshotDone::Checked { snapshot, result }
         }
+    }
+}
+
+/// Decodes the bare data a leader sent (stored in `received`) into a store
+/// while writing it, framed and checksummed, as this node's snapshot file;
+/// the file is kept only if the store decodes whole and is at the index
+/// its metadata says.
+fn check_received(
+    dir: &Path,
+    sync: bool,
+    sessions_max: usize,
+    snapshot: &Snapshot,
+    received: &Path,
+) -> Result<KvStore, String> {
+    let file =
+        std::fs::File::open(received).map_err(|e| format!("cannot open {}: {e}", received.display()))?;
+    let len = file.metadata().map_err(|e| format!("cannot stat {}: {e}", received.display()))?.len();
+    if len != snapshot.data_bytes {
+        return Err(format!("{len} bytes were stored of a snapshot of {}", snapshot.data_bytes));
+    }
+    let index = snapshot.meta.index;
+    let mut kv = KvStore::new(sessions_max);
+    let mut problem = None;
+    let written = storage::write_snapshot_file(dir, sync, &snapshot.meta, len, ".recv.tmp", |out| {
+        let mut tee = Tee { input: std::io::BufReader::with_capacity(1 << 20, file), copy: out };
+        let restored = match kv.restore_from(&mut tee) {
+            Ok(()) if kv.applied() != index => {
+                Err(format!("its state is at index {} but its metadata says {index}", kv.applied()))
+            }
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        restored.map_err(|e| {
+            problem = Some(e.clone());
+            std::io::Error::other(e)
+        })
+    });
+    match (written, problem) {
+        (_, Some(problem)) => Err(problem),
+        (Err(e), None) => Err(format!("cannot keep it: {e}")),
+        (Ok(()), None) => Ok(kv),
+    }
+}
+
+/// Copies what is read through it to `copy`.
+struct Tee<'w, R> {
+    input: R,
+    copy: &'w mut dyn Write,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.input.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
     }
 }

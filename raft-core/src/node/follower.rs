@@ -119,10 +119,10 @@ impl Shared {
             return;
         }
         if offset == 0 {
-            self.incoming_snapshot = Some(IncomingSnapshot { meta: meta.clone(), data: Vec::new() });
+            self.incoming_snapshot = Some(IncomingSnapshot { meta: meta.clone(), received_bytes: 0 });
         }
         let expected = match &self.incoming_snapshot {
-            Some(incoming) if incoming.meta == meta => incoming.data.len() as u64,
+            Some(incoming) if incoming.meta == meta => incoming.received_bytes,
             _ => 0,
         };
         if offset != expected || (offset > 0 && self.incoming_snapshot.is_none()) {
@@ -131,16 +131,19 @@ impl Shared {
         }
         let incoming = self.incoming_snapshot.as_mut().expect("set above");
         let max = self.config.snapshot_bytes_max;
-        if max > 0 && incoming.data.len() as u64 + data.len() as u64 > max {
+        let received_bytes = incoming.received_bytes.saturating_add(data.len() as u64);
+        if max > 0 && received_bytes > max {
             // Larger than this node takes: dropped, not grown without bound.
             self.incoming_snapshot = None;
             self.counters.snapshots_too_large += 1;
             return;
         }
-        incoming.data.extend_from_slice(&data);
+        incoming.received_bytes = received_bytes;
+        if !data.is_empty() || offset == 0 {
+            self.actions.push(Action::SaveSnapshotChunk { meta: meta.clone(), offset, data });
+        }
         if !done {
-            let next_offset = incoming.data.len() as u64;
-            self.send(from, MessageBody::SnapshotResponse { index: meta.index, next_offset });
+            self.send(from, MessageBody::SnapshotResponse { index: meta.index, next_offset: received_bytes });
             return;
         }
         let incoming = self.incoming_snapshot.take().expect("set above");
@@ -157,8 +160,10 @@ impl Shared {
         // Nothing of it is trusted, let alone durable, before the driver has
         // checked it in full: see `install_snapshot` and `reject_snapshot`.
         self.snapshot_to_check = Some((from, meta));
-        self.actions
-            .push(Action::CheckSnapshot(Snapshot { meta: incoming.meta, data: incoming.data.into() }));
+        self.actions.push(Action::CheckSnapshot(Snapshot {
+            meta: incoming.meta,
+            data_bytes: incoming.received_bytes,
+        }));
     }
 }
 

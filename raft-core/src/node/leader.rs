@@ -5,9 +5,10 @@
 use std::collections::VecDeque;
 
 use crate::membership::Membership;
-use crate::message::{AppendResponse, MessageBody};
+use crate::message::{AppendResponse, Message, MessageBody};
 use crate::progress::Mode;
 use crate::types::{Entry, EntryPayload, Index, NodeId, Term};
+use crate::Action;
 
 use super::reads::PendingRead;
 use super::state::Shared;
@@ -166,7 +167,7 @@ impl LeaderState {
                 self.release_confirmed_reads(s);
             }
             MessageBody::SnapshotResponse { index, next_offset } => {
-                let len = s.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
+                let len = s.snapshot.as_ref().map_or(0, |s| s.data_bytes);
                 let progress = s.tracker.get_mut(from).expect("a member");
                 progress.recently_active = true;
                 if let Mode::Snapshot { index: sending, offset, sent, .. } = &mut progress.mode {
@@ -330,7 +331,7 @@ impl Shared {
 
     pub(super) fn send_snapshot_chunk(&mut self, to: NodeId) {
         let snapshot = self.snapshot.as_ref().expect("a snapshot exists when a follower needs one");
-        let (meta, len) = (snapshot.meta.clone(), snapshot.data.len() as u64);
+        let (meta, len) = (snapshot.meta.clone(), snapshot.data_bytes);
         let chunk = self.config.snapshot_chunk_bytes as u64;
         let progress = self.tracker.get_mut(to).expect("a member");
         let Mode::Snapshot { index, offset, sent, waited } = &mut progress.mode else {
@@ -344,9 +345,14 @@ impl Shared {
         *sent = true;
         *waited = 0;
         let start = (*offset).min(len);
-        let end = (start + chunk).min(len);
-        let data = self.snapshot.as_ref().expect("checked").data[start as usize..end as usize].to_vec();
-        self.send(to, MessageBody::Snapshot { meta, offset: start, data, done: end == len });
+        let end = start.saturating_add(chunk).min(len);
+        let message = Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body: MessageBody::Snapshot { meta, offset: start, data: Vec::new(), done: end == len },
+        };
+        self.actions.push(Action::SendSnapshotChunk { message, len: end - start });
     }
 
     /// Bytes ([`Entry::size_bytes`]) of the log's entries `from..=to`.

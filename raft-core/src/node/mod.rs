@@ -544,14 +544,12 @@ impl RaftNode {
     }
 
     /// The driver serialized its state machine at `index` (at most what it has
-    /// applied). The node keeps the snapshot to send to lagging followers and
+    /// applied) into `data_bytes` bytes it keeps (a file) and can read ranges
+    /// of for [`Action::SendSnapshotChunk`]. The node keeps the snapshot's
+    /// metadata to send it to lagging followers and
     /// drops the log up to `index`; the driver may then delete its durable
     /// entries up to `index`.
-    pub fn snapshot_taken(
-        &mut self,
-        index: Index,
-        data: impl Into<bytes::Bytes>,
-    ) -> Result<(), SnapshotError> {
+    pub fn snapshot_taken(&mut self, index: Index, data_bytes: u64) -> Result<(), SnapshotError> {
         if index > self.s.applied {
             return Err(SnapshotError::NotApplied { index, applied: self.s.applied });
         }
@@ -567,10 +565,8 @@ impl RaftNode {
         }
         self.s.log.compact_to(index);
         self.s.base_membership = membership.clone();
-        self.s.snapshot = Some(Snapshot {
-            meta: SnapshotMeta { index, term, membership: membership.into() },
-            data: data.into(),
-        });
+        self.s.snapshot =
+            Some(Snapshot { meta: SnapshotMeta { index, term, membership: membership.into() }, data_bytes });
         Ok(())
     }
 

@@ -27,7 +27,8 @@ pub(super) struct InflightPersist {
 #[derive(Debug)]
 pub(super) struct IncomingSnapshot {
     pub(super) meta: SnapshotMeta,
-    pub(super) data: Vec<u8>,
+    /// Bytes handed to the driver so far (in `SaveSnapshotChunk`s).
+    pub(super) received_bytes: u64,
 }
 
 /// The state every role shares.

@@ -38,11 +38,16 @@
 //!   [`StorageOptions::segment_bytes_max`] (at most 1 GiB).
 //!   The records end at the first all-zero header followed by nothing but
 //!   zeros; no record has length 0.
-//! - `snap-<index:016x>.bin`: one record (same framing) whose payload is the
-//!   encoded [`Snapshot`]. Written to `snap-<index:016x>.bin.tmp`, fsynced,
+//! - `snap-<index:016x>.bin`: a snapshot, streamed (see [`SnapshotFile`]): a
+//!   magic, a header record (its metadata and data length), then its data in
+//!   checksummed records of 1 MiB, so that it is written, sent and read back
+//!   in pieces whatever its size. Written to a temporary name, fsynced,
 //!   renamed, directory fsynced, and only then referenced from the WAL. Only
 //!   the snapshot the durable WAL refers to is kept; older ones are deleted
-//!   once a newer one is referenced durably.
+//!   once a newer one is referenced durably. A snapshot a leader is sending
+//!   is stored as it comes in `snap-<index>.bin.recv` (bare data), renamed
+//!   `.check` once complete, and becomes a `.bin` only after it decoded in
+//!   full; leftovers of a crash are removed at start.
 //!
 //! # Writing
 //!
@@ -99,16 +104,16 @@ mod error;
 mod index;
 mod record;
 mod recovery;
+mod snapshot_file;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use raft_codec as codec;
 use raft_core::{DurableState, Entry, HardState, Index, PersistBatch, Snapshot, SnapshotMeta};
 use tracing::{info, warn};
 
@@ -117,9 +122,9 @@ use self::index::{Span, SpanIndex};
 use self::record::{
     push_record, scan_segment, SegmentEnd, SyncSlot, WalRecord, WalRecordRef, ENTRIES_RECORD_BYTES_TARGET,
     FORMAT_VERSION, FORMAT_VERSION_UNSLOTTED, HEADER_BYTES, RECORDS_START, RECORD_PAYLOAD_BYTES_MAX,
-    SNAPSHOT_PAYLOAD_BYTES_MAX,
 };
 use self::recovery::Replay;
+pub use self::snapshot_file::{write_snapshot_file, IncomingSnapshot, SnapshotFile, SnapshotReader};
 
 /// How a [`Storage`] writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -416,7 +421,9 @@ fn list_dir(dir: &Path) -> Result<Listing, StorageError> {
             listing.segments.push(seq);
         } else if let Some(index) = parse_name(name, "snap-", ".bin") {
             listing.snapshots.insert(index);
-        } else if parse_name(name, "snap-", ".bin.tmp").is_some()
+        } else if [".bin.tmp", ".bin.recv", ".bin.check", ".bin.recv.tmp"]
+            .iter()
+            .any(|suffix| parse_name(name, "snap-", suffix).is_some())
             || parse_name(name, "prealloc-", ".tmp").is_some()
         {
             listing.temporaries.push(item.path());
@@ -525,7 +532,10 @@ impl Storage {
         let recovered = replay.finish(segment_path)?;
 
         let snapshot = match &recovered.snapshot {
-            Some(meta) => Some(read_snapshot_file(dir, meta)?),
+            Some(meta) => {
+                let file = SnapshotFile::open(dir, meta)?;
+                Some(Snapshot { meta: meta.clone(), data_bytes: file.data_bytes() })
+            }
             None => None,
         };
         // Before any write: a write may start preparing a segment under a
@@ -651,8 +661,9 @@ impl Storage {
     }
 
     /// Records a snapshot the driver took of its state machine at
-    /// `snapshot.meta.index` (already applied, at most the durable commit
-    /// index), and compacts the log up to it: writes the snapshot file durably
+    /// `meta.index` (already applied, at most the durable commit index),
+    /// whose data is `data`, and compacts the log up to it: writes the
+    /// snapshot file durably
     /// (temp file, fsync, rename, fsync directory), appends a record of it to
     /// the WAL and syncs the WAL (this also makes every earlier append
     /// durable), then deletes the oldest WAL segments whose live entries are
@@ -661,15 +672,17 @@ impl Storage {
     ///
     /// A snapshot at or below the current one is refused with
     /// [`StorageError::StaleSnapshot`]. After an I/O error the storage is stopped.
-    pub fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+    pub fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
         self.check_running()?;
         let current = self.snapshot_index();
-        if snapshot.meta.index <= current {
-            return Err(StorageError::StaleSnapshot { index: snapshot.meta.index, current });
+        if meta.index <= current {
+            return Err(StorageError::StaleSnapshot { index: meta.index, current });
         }
-        let result = write_snapshot_file(&self.dir, self.opts.sync, snapshot);
+        let result = write_snapshot_file(&self.dir, self.opts.sync, meta, data.len() as u64, ".tmp", |out| {
+            out.write_all(data)
+        });
         self.stop_on_fatal(result)?;
-        self.compact_to(&snapshot.meta)
+        self.compact_to(meta)
     }
 
     /// Compacts the log up to a snapshot whose file
@@ -720,10 +733,10 @@ impl Storage {
         Ok(())
     }
 
-    /// Loads the latest snapshot (the one the WAL refers to last; its file is
-    /// durable), or `None` if there is none.
-    pub fn load_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
-        self.snapshot.as_ref().map(|meta| read_snapshot_file(&self.dir, meta)).transpose()
+    /// Opens the latest snapshot's file (the one the WAL refers to last; it
+    /// is durable), or `None` if there is none.
+    pub fn open_snapshot(&self) -> Result<Option<SnapshotFile>, StorageError> {
+        self.snapshot.as_ref().map(|meta| SnapshotFile::open(&self.dir, meta)).transpose()
     }
 
     /// The entries from `lo` through `hi` inclusive that the log still holds
@@ -885,7 +898,16 @@ impl Storage {
         })();
         let result = encoded.and_then(|()| {
             if let Some(snapshot) = &batch.snapshot {
-                write_snapshot_file(&self.dir, self.opts.sync, snapshot)?;
+                // Its file was written and checked before the core installed it.
+                let path = self.dir.join(snapshot_name(snapshot.meta.index));
+                if !path.is_file() {
+                    return Err(StorageError::InvalidBatch {
+                        reason: format!(
+                            "the snapshot file for index {} was not written before installing it",
+                            snapshot.meta.index
+                        ),
+                    });
+                }
                 self.snapshot_files.insert(snapshot.meta.index);
             }
             self.write_records(&mut buf)
@@ -1163,165 +1185,8 @@ impl Storage {
     }
 }
 
-/// Writes `snapshot` durably to its file in the data directory `dir` (temp
-/// file, fsync, rename, fsync of the directory; no fsync with `sync` off),
-/// streamed in checksummed records of 1 MiB, so that any size fits. A
-/// driver calls it off the WAL thread, then [`Storage::compact_to`]. A full
-/// disk is [`StorageError::NoSpace`] (the temp file removed).
-pub fn write_snapshot_file(dir: &Path, sync: bool, snapshot: &Snapshot) -> Result<(), StorageError> {
-    let index = snapshot.meta.index;
-    let path = dir.join(snapshot_name(index));
-    let temp = dir.join(format!("{}.tmp", snapshot_name(index)));
-    let written = (|| {
-        let file = File::create(&temp).map_err(StorageError::io("create", &temp))?;
-        let mut out = std::io::BufWriter::with_capacity(SNAPSHOT_CHUNK_BYTES + 64, file);
-        write_snapshot_stream(&mut out, snapshot).map_err(StorageError::io("write", &temp))?;
-        let file = out.into_inner().map_err(|e| StorageError::io("write", &temp)(e.into_error()))?;
-        if sync {
-            file.sync_all().map_err(StorageError::io("fsync", &temp))?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&temp);
-        return Err(StorageError::no_space_is_not_fatal(e));
-    }
-    fs::rename(&temp, &path).map_err(StorageError::io("rename into place", &temp))?;
-    if sync {
-        sync_dir(dir)?;
-    }
-    Ok(())
-}
-
 fn push_wal_record(buf: &mut Vec<u8>, record: &WalRecordRef<'_>) -> Result<(), StorageError> {
     push_record(buf, record, "a WAL record", RECORD_PAYLOAD_BYTES_MAX)
-}
-
-/// The first bytes of a snapshot file of format 2: records that stream the
-/// snapshot (a header, then its data in chunks), so that it may be of any
-/// size. 0xff can never start a format-1 file (one record of at most 63 MiB:
-/// its little-endian length would be above 1.3 GB).
-const SNAPSHOT_MAGIC: [u8; 8] = *b"\xffRLSNAP3";
-
-/// Format 2: the same records, but a header whose metadata holds voters,
-/// not a membership (still read).
-const SNAPSHOT_MAGIC_2: [u8; 8] = *b"\xffRLSNAP2";
-
-/// Bytes of snapshot data per record of a snapshot file.
-const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
-
-/// The header record of a format-3 snapshot file.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SnapshotFileHeader {
-    meta: SnapshotMeta,
-    data_bytes: u64,
-}
-
-/// The header record of a format-2 snapshot file.
-#[derive(serde::Deserialize)]
-struct SnapshotFileHeaderV2 {
-    meta: record::LegacySnapshotMeta,
-    data_bytes: u64,
-}
-
-/// A format-1 snapshot file's one record.
-#[derive(serde::Deserialize)]
-struct SnapshotV1 {
-    meta: record::LegacySnapshotMeta,
-    data: serde_bytes::ByteBuf,
-}
-
-/// Writes `snapshot` as a format-2 snapshot file: the magic, a header
-/// record, then the data in records of [`SNAPSHOT_CHUNK_BYTES`], each
-/// `[len][crc32c][bytes]`.
-fn write_snapshot_stream(out: &mut impl Write, snapshot: &Snapshot) -> std::io::Result<()> {
-    out.write_all(&SNAPSHOT_MAGIC)?;
-    let header = SnapshotFileHeader { meta: snapshot.meta.clone(), data_bytes: snapshot.data.len() as u64 };
-    let mut record = Vec::new();
-    push_record(&mut record, &header, "a snapshot header", RECORD_PAYLOAD_BYTES_MAX)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    out.write_all(&record)?;
-    for chunk in snapshot.data.chunks(SNAPSHOT_CHUNK_BYTES) {
-        out.write_all(&(chunk.len() as u32).to_le_bytes())?;
-        out.write_all(&crc32c::crc32c(chunk).to_le_bytes())?;
-        out.write_all(chunk)?;
-    }
-    Ok(())
-}
-
-/// Reads and checks the snapshot file for `meta` (format 2, or format 1:
-/// one record holding the whole encoded snapshot).
-fn read_snapshot_file(dir: &Path, meta: &SnapshotMeta) -> Result<Snapshot, StorageError> {
-    let path = dir.join(snapshot_name(meta.index));
-    let corrupt = |offset: u64, reason: String| StorageError::Corrupt { path: path.clone(), offset, reason };
-    let data = match fs::read(&path) {
-        Ok(data) => data,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(corrupt(
-                0,
-                format!("the snapshot file the WAL refers to (index {}) is missing", meta.index),
-            ));
-        }
-        Err(e) => return Err(StorageError::io("read", &path)(e)),
-    };
-    let snapshot = if data.starts_with(&SNAPSHOT_MAGIC) || data.starts_with(&SNAPSHOT_MAGIC_2) {
-        let mut pos = SNAPSHOT_MAGIC.len();
-        let (payload, next) = record::parse_frame(&data, pos, RECORD_PAYLOAD_BYTES_MAX)
-            .map_err(|bad| corrupt(pos as u64, bad.describe("the snapshot header")))?;
-        let undecodable = |e| corrupt(pos as u64, format!("the snapshot header does not decode ({e})"));
-        let header: SnapshotFileHeader = if data.starts_with(&SNAPSHOT_MAGIC) {
-            codec::decode(payload).map_err(undecodable)?
-        } else {
-            let old: SnapshotFileHeaderV2 = codec::decode(payload).map_err(undecodable)?;
-            SnapshotFileHeader { meta: old.meta.upgrade(), data_bytes: old.data_bytes }
-        };
-        pos = next;
-        let data_bytes = header.data_bytes as usize;
-        if data_bytes > data.len() {
-            return Err(corrupt(
-                pos as u64,
-                format!("the header announces {data_bytes} bytes of data in a file of {}", data.len()),
-            ));
-        }
-        let mut out = Vec::with_capacity(data_bytes);
-        while out.len() < data_bytes {
-            let (chunk, next) = record::parse_frame(&data, pos, SNAPSHOT_CHUNK_BYTES)
-                .map_err(|bad| corrupt(pos as u64, bad.describe("the snapshot data record")))?;
-            out.extend_from_slice(chunk);
-            pos = next;
-        }
-        if out.len() != data_bytes || pos != data.len() {
-            return Err(corrupt(
-                pos as u64,
-                format!(
-                    "the file holds {} bytes of data and {} bytes after them, where its header announces \
-                     {data_bytes} and nothing after",
-                    out.len(),
-                    data.len() - pos
-                ),
-            ));
-        }
-        Snapshot { meta: header.meta, data: out.into() }
-    } else {
-        let (payload, end) = record::parse_frame(&data, 0, SNAPSHOT_PAYLOAD_BYTES_MAX)
-            .map_err(|bad| corrupt(0, bad.describe("the snapshot record")))?;
-        if end != data.len() {
-            return Err(corrupt(
-                end as u64,
-                format!("{} unexpected bytes follow the snapshot", data.len() - end),
-            ));
-        }
-        let old: SnapshotV1 = codec::decode(payload)
-            .map_err(|e| corrupt(HEADER_BYTES as u64, format!("the snapshot does not decode ({e})")))?;
-        Snapshot { meta: old.meta.upgrade(), data: old.data.into_vec().into() }
-    };
-    if snapshot.meta != *meta {
-        return Err(corrupt(
-            HEADER_BYTES as u64,
-            format!("the snapshot holds {:?} but the WAL recorded {meta:?}", snapshot.meta),
-        ));
-    }
-    Ok(snapshot)
 }
 
 /// Reads the whole framed record at `offset` of `file` into `data`.

@@ -112,15 +112,12 @@ fn a_failed_write_stops_the_storage_and_the_half_written_batch_is_cut_on_reopen(
     assert!(matches!(refused, StorageError::Stopped { .. }), "{refused}");
     assert!(refused.to_string().contains("restart"), "{refused}");
     assert!(matches!(storage.sync(), Err(StorageError::Stopped { .. })));
-    let snapshot = raft_core::Snapshot {
-        meta: SnapshotMeta {
-            index: 1,
-            term: 1,
-            membership: raft_core::Membership::with_voters([1]).unwrap().into(),
-        },
-        data: Default::default(),
+    let meta = SnapshotMeta {
+        index: 1,
+        term: 1,
+        membership: raft_core::Membership::with_voters([1]).unwrap().into(),
     };
-    assert!(matches!(storage.save_snapshot(&snapshot), Err(StorageError::Stopped { .. })));
+    assert!(matches!(storage.save_snapshot(&meta, b""), Err(StorageError::Stopped { .. })));
     drop(storage);
 
     let (_, durable) = Storage::open(dir.path(), opts()).unwrap();
@@ -752,36 +749,95 @@ fn version_2_segment_is_followed(torn: bool) {
 
 /// Case 1 of issue 10: a snapshot above 63 MiB could not be written
 /// ("refused to write a snapshot of 125832292 bytes"), which stopped every
-/// node. Snapshot files are a stream of records now, of any size.
+/// node. Snapshot files are a stream of records now, of any size, read back
+/// as a stream or in ranges (what a leader sends), checksums checked.
 #[test]
 fn a_snapshot_larger_than_one_record_is_saved_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let (mut storage, _) = Storage::open(dir.path(), opts()).unwrap();
     append_range(&mut storage, 1, 10, Some(HardState { term: 1, vote: Some(1), commit: 10 }));
     let data: Vec<u8> = (0..(100u32 << 20) / 4).flat_map(|i| i.to_le_bytes()).collect();
-    let snapshot = raft_core::Snapshot {
-        meta: SnapshotMeta {
-            index: 10,
-            term: 1,
-            membership: raft_core::Membership::with_voters([1]).unwrap().into(),
-        },
-        data: data.into(),
+    let meta = SnapshotMeta {
+        index: 10,
+        term: 1,
+        membership: raft_core::Membership::with_voters([1]).unwrap().into(),
     };
-    storage.save_snapshot(&snapshot).unwrap();
+    storage.save_snapshot(&meta, &data).unwrap();
     drop(storage);
-    let (_, durable) = Storage::open(dir.path(), opts()).unwrap();
-    assert_eq!(durable.snapshot.as_ref().map(|s| s.data.len()), Some(100 << 20));
-    assert!(durable.snapshot.unwrap() == snapshot, "the snapshot read back differs");
-    // A flipped byte in its data is found.
-    let file = dir.path().join(super::snapshot_name(10));
-    let f = fs::OpenOptions::new().write(true).open(&file).unwrap();
+    let (storage, durable) = Storage::open(dir.path(), opts()).unwrap();
+    let expected = raft_core::Snapshot { meta: meta.clone(), data_bytes: 100 << 20 };
+    assert_eq!(durable.snapshot, Some(expected));
+    let file = storage.open_snapshot().unwrap().unwrap();
+    // Ranges within a record, across records, and at the very end.
+    let mib = 1u64 << 20;
+    for (offset, len) in [(0, 10), (mib - 3, 7), (5 * mib + 1, 3 * mib), ((100 << 20) - 5, 5), (0, 0)] {
+        let range = file.read_range(offset, len).unwrap();
+        assert!(range == data[offset as usize..(offset + len) as usize], "bytes {offset}+{len} differ");
+    }
+    assert!(file.read_range((100 << 20) - 5, 6).is_err(), "a range past the end");
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut file.into_reader(), &mut back).unwrap();
+    assert!(back == data, "the snapshot read back as a stream differs");
+    drop(storage);
+    // A flipped byte in its data is found by any read that covers it.
+    let path = dir.path().join(super::snapshot_name(10));
+    let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.write_all_at(&[0xff, 0xee], 50 << 20).unwrap();
+    drop(f);
+    let (storage, _) = Storage::open(dir.path(), opts()).unwrap();
+    let file = storage.open_snapshot().unwrap().unwrap();
+    let err = file.read_range(49 * mib, 2 * mib).unwrap_err().to_string();
+    assert!(err.contains("snapshot data record") && err.contains("checksum"), "{err}");
+    let err = std::io::Read::read_to_end(&mut file.into_reader(), &mut Vec::new()).unwrap_err().to_string();
+    assert!(err.contains("snapshot data record") && err.contains("checksum"), "{err}");
+    drop(storage);
+    // A file cut short is refused at open, with the corruption sentence.
+    let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(60 << 20).unwrap();
     drop(f);
     let err = Storage::open(dir.path(), opts()).unwrap_err();
     assert!(
-        err.to_string().contains("snapshot data record") && err.to_string().contains("checksum"),
+        matches!(err, StorageError::Corrupt { .. }) && err.to_string().contains("bytes of data make"),
         "{err}"
     );
+}
+
+/// The chunks of a snapshot from a leader are stored as they come, in the
+/// order the core hands them out; a chunk of another snapshot or out of
+/// order is ignored; offset 0 starts afresh; the finished file is renamed
+/// for the check so that a new snapshot's chunks cannot write into it.
+#[test]
+fn incoming_snapshot_chunks_are_stored_in_order_and_handed_to_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = |index| SnapshotMeta {
+        index,
+        term: 1,
+        membership: raft_core::Membership::with_voters([1]).unwrap().into(),
+    };
+    let mut current = None;
+    assert!(super::IncomingSnapshot::save(&mut current, dir.path(), &meta(5), 0, b"abc").is_none());
+    super::IncomingSnapshot::save(&mut current, dir.path(), &meta(5), 3, b"def");
+    super::IncomingSnapshot::save(&mut current, dir.path(), &meta(5), 3, b"XXX"); // a repeat: ignored
+    super::IncomingSnapshot::save(&mut current, dir.path(), &meta(6), 6, b"YYY"); // another: ignored
+    assert!(super::IncomingSnapshot::finish(&mut current, &meta(6)).is_err(), "no chunks of 6 were stored");
+    let path = super::IncomingSnapshot::finish(&mut current, &meta(5)).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"abcdef");
+    // A new snapshot starts afresh and removes the old partial file.
+    super::IncomingSnapshot::save(&mut current, dir.path(), &meta(7), 0, b"one");
+    let partial = dir.path().join(format!("{}.recv", super::snapshot_name(7)));
+    assert!(partial.exists());
+    super::IncomingSnapshot::save(&mut current, dir.path(), &meta(8), 0, b"two");
+    assert!(!partial.exists(), "the partial snapshot 7 was left behind");
+    assert_eq!(fs::read(&path).unwrap(), b"abcdef", "the file handed to the check changed");
+    // Leftovers of a crash are removed when the storage opens.
+    drop(current);
+    Storage::open(dir.path(), opts()).unwrap();
+    let left: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("snap-"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 /// A snapshot file written off the WAL thread (as the node's snapshot
@@ -799,7 +855,11 @@ fn a_snapshot_written_off_the_wal_thread_is_recorded_by_compact_to() {
             term: 1,
             membership: raft_core::Membership::with_voters([1]).unwrap().into(),
         },
-        data: vec![index as u8; 3000].into(),
+        data_bytes: 3000,
+    };
+    let write = |s: &raft_core::Snapshot| {
+        let data = vec![s.meta.index as u8; 3000];
+        super::write_snapshot_file(dir.path(), true, &s.meta, 3000, ".tmp", |out| out.write_all(&data))
     };
 
     let missing = storage.compact_to(&snapshot(8).meta).unwrap_err();
@@ -807,13 +867,13 @@ fn a_snapshot_written_off_the_wal_thread_is_recorded_by_compact_to() {
     assert!(!storage.stopped(), "a refused compaction must not stop the storage");
     assert_eq!(storage.snapshot_index(), 0);
 
-    super::write_snapshot_file(dir.path(), true, &snapshot(10)).unwrap();
+    write(&snapshot(10)).unwrap();
     // Appends keep going while the file is written elsewhere.
     append_range(&mut storage, 21, 25, None);
     storage.compact_to(&snapshot(10).meta).unwrap();
     assert_eq!((storage.snapshot_index(), storage.first_index(), storage.last_index()), (10, 11, 25));
 
-    super::write_snapshot_file(dir.path(), true, &snapshot(5)).unwrap();
+    write(&snapshot(5)).unwrap();
     let stale = storage.compact_to(&snapshot(5).meta).unwrap_err();
     assert!(matches!(stale, StorageError::StaleSnapshot { index: 5, current: 10 }), "{stale}");
     assert!(!dir.path().join(super::snapshot_name(5)).exists(), "the stale snapshot's file is left behind");
@@ -860,6 +920,6 @@ fn records_and_snapshot_files_from_before_memberships_are_read_with_the_voters_a
     file.extend_from_slice(&crc32c::crc32c(&data).to_le_bytes());
     file.extend_from_slice(&data);
     fs::write(dir.path().join(super::snapshot_name(7)), &file).unwrap();
-    let snapshot = super::read_snapshot_file(dir.path(), &upgraded).unwrap();
-    assert_eq!((snapshot.meta, &snapshot.data[..]), (upgraded, &b"state"[..]));
+    let snapshot = super::SnapshotFile::open(dir.path(), &upgraded).unwrap();
+    assert_eq!((snapshot.meta(), &snapshot.read_range(0, 5).unwrap()[..]), (&upgraded, &b"state"[..]));
 }

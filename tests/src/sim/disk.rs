@@ -1,10 +1,11 @@
 //! A simulated disk: persist batches queue up, each fsync completes after a
 //! delay and in order, and only then is the batch durable. A crash loses
-//! every write still queued.
+//! every write still queued. Snapshot data lives beside the log, in files
+//! by index, as on a real node (the core keeps only metadata and lengths).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
-use raft_core::{DurableState, Index, PersistBatch, Snapshot};
+use raft_core::{DurableState, Index, PersistBatch, Snapshot, SnapshotMeta};
 
 /// A write waiting for its fsync.
 #[derive(Clone, Debug)]
@@ -21,6 +22,12 @@ pub struct Disk {
     pending: VecDeque<PendingWrite>,
     /// Completion step of the last queued write: fsyncs finish in order.
     last_due: u64,
+    /// Snapshot files by index: taken here, or received and checked
+    /// (written durably before the core may refer to them).
+    files: BTreeMap<Index, Vec<u8>>,
+    /// The snapshot a leader is sending, chunk by chunk (lost on a crash,
+    /// as the core forgets it too).
+    incoming: Option<(SnapshotMeta, Vec<u8>)>,
 }
 
 impl Disk {
@@ -54,18 +61,79 @@ impl Disk {
         let mut last = None;
         while self.pending.front().is_some_and(|w| w.due <= now) {
             let write = self.pending.pop_front().expect("checked non-empty");
+            if let Some(snapshot) = &write.batch.snapshot {
+                if !self.files.contains_key(&snapshot.meta.index) {
+                    return Err(format!(
+                        "persist batch {} installs snapshot {} without its file",
+                        write.batch.id, snapshot.meta.index
+                    ));
+                }
+            }
             apply_batch(&mut self.durable, &write.batch)?;
+            if write.batch.snapshot.is_some() {
+                self.prune_files();
+            }
             last = Some(write.batch.id);
         }
         Ok(last)
     }
 
-    /// The driver's own snapshot (log compaction): written and fsynced at
-    /// once, replacing the durable snapshot and the entries it covers.
-    pub fn store_snapshot(&mut self, snapshot: Snapshot) {
-        let index = snapshot.meta.index;
+    /// The driver's own snapshot (log compaction): its file written and
+    /// fsynced at once, replacing the durable snapshot and the entries it
+    /// covers.
+    pub fn store_snapshot(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
+        let index = meta.index;
+        let data_bytes = data.len() as u64;
+        self.files.insert(index, data);
         self.durable.entries.retain(|e| e.index > index);
-        self.durable.snapshot = Some(snapshot);
+        self.durable.snapshot = Some(Snapshot { meta, data_bytes });
+        self.prune_files();
+    }
+
+    /// The data of the snapshot file at `index`, if there is one.
+    pub fn snapshot_file(&self, index: Index) -> Option<&[u8]> {
+        self.files.get(&index).map(Vec::as_slice)
+    }
+
+    /// The bytes `offset..offset + len` of the snapshot file at `index`, if
+    /// it is still there (a newer snapshot deletes the older ones).
+    pub fn read_snapshot_range(&self, index: Index, offset: u64, len: u64) -> Option<Vec<u8>> {
+        let data = self.files.get(&index)?;
+        let start = usize::try_from(offset).ok()?;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        data.get(start..end).map(<[u8]>::to_vec)
+    }
+
+    /// Stores a chunk of the snapshot a leader sends, as a node's driver
+    /// does: offset 0 starts afresh; a chunk of another snapshot, or out of
+    /// order, is ignored (the core never hands out such a one).
+    pub fn save_snapshot_chunk(&mut self, meta: SnapshotMeta, offset: u64, data: &[u8]) {
+        if offset == 0 {
+            self.incoming = Some((meta.clone(), Vec::new()));
+        }
+        if let Some((m, bytes)) = &mut self.incoming {
+            if *m == meta && bytes.len() as u64 == offset {
+                bytes.extend_from_slice(data);
+            }
+        }
+    }
+
+    /// The received snapshot `meta` is complete: its bytes, for the check
+    /// (`None` if no such snapshot was received).
+    pub fn finish_snapshot(&mut self, meta: &SnapshotMeta) -> Option<Vec<u8>> {
+        self.incoming.take_if(|(m, _)| m == meta).map(|(_, bytes)| bytes)
+    }
+
+    /// A received snapshot checked good becomes a file (durably, before
+    /// the core installs it and a persist batch refers to it).
+    pub fn keep_snapshot_file(&mut self, index: Index, data: Vec<u8>) {
+        self.files.insert(index, data);
+    }
+
+    /// Deletes the snapshot files older than the durable snapshot's.
+    fn prune_files(&mut self) {
+        let durable = self.durable.snapshot.as_ref().map_or(0, |s| s.meta.index);
+        self.files.retain(|&index, _| index >= durable);
     }
 
     /// A crash: every write not yet durable is lost. Returns how many.
@@ -73,6 +141,7 @@ impl Disk {
         let lost = self.pending.len();
         self.pending.clear();
         self.last_due = 0;
+        self.incoming = None;
         lost
     }
 }
@@ -174,7 +243,7 @@ mod tests {
                 term: 3,
                 membership: raft_core::Membership::with_voters([1, 2, 3]).unwrap().into(),
             },
-            data: Default::default(),
+            data_bytes: 0,
         }));
         apply_batch(&mut durable, &b).unwrap();
         assert_eq!(durable.entries, entries(11..=12, 3));
@@ -193,14 +262,17 @@ mod tests {
         let mut disk = Disk::new();
         disk.write(batch(1, entries(1..=5, 1)), 1);
         disk.complete_due(1).unwrap();
-        disk.store_snapshot(Snapshot {
-            meta: SnapshotMeta {
-                index: 3,
-                term: 1,
-                membership: raft_core::Membership::with_voters([1]).unwrap().into(),
-            },
-            data: vec![1].into(),
-        });
+        let meta = |index| SnapshotMeta {
+            index,
+            term: 1,
+            membership: raft_core::Membership::with_voters([1]).unwrap().into(),
+        };
+        disk.store_snapshot(meta(3), vec![1]);
         assert_eq!(disk.durable().entries, entries(4..=5, 1));
+        assert_eq!(disk.snapshot_file(3), Some(&[1][..]));
+        disk.store_snapshot(meta(5), vec![2, 2]);
+        assert_eq!(disk.snapshot_file(3), None, "an older snapshot's file is deleted");
+        assert_eq!(disk.read_snapshot_range(5, 1, 1), Some(vec![2]));
+        assert_eq!(disk.durable().snapshot.as_ref().map(|s| s.data_bytes), Some(2));
     }
 }

@@ -119,7 +119,7 @@ fn write_snapshot(h: &mut StableHasher, snapshot: &Snapshot) {
     h.write_u64(snapshot.meta.index);
     h.write_u64(snapshot.meta.term);
     write_membership(h, &snapshot.meta.membership);
-    h.write_len_bytes(&snapshot.data);
+    h.write_u64(snapshot.data_bytes);
 }
 
 fn write_membership(h: &mut StableHasher, m: &raft_core::Membership) {
@@ -235,6 +235,19 @@ pub fn hash_action(h: &mut StableHasher, step: u64, node: u64, action: &Action) 
         Action::Send(m) => {
             h.write_u8(2);
             write_message(h, m);
+        }
+        Action::SendSnapshotChunk { message, len } => {
+            h.write_u8(11);
+            write_message(h, message);
+            h.write_u64(*len);
+        }
+        Action::SaveSnapshotChunk { meta, offset, data } => {
+            h.write_u8(12);
+            h.write_u64(meta.index);
+            h.write_u64(meta.term);
+            write_membership(h, &meta.membership);
+            h.write_u64(*offset);
+            h.write_len_bytes(data);
         }
         Action::Apply(entries) => {
             h.write_u8(3);

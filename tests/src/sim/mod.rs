@@ -653,12 +653,35 @@ impl Simulation {
                 self.network.send(msg, self.now, &mut self.rng.network, &self.faults);
             }
             Action::Apply(entries) => self.apply_entries(id, entries),
+            Action::SendSnapshotChunk { mut message, len } => {
+                let MessageBody::Snapshot { meta, offset, data, .. } = &mut message.body else {
+                    return self.fail(
+                        Property::NodeInvariants,
+                        format!("node {id} asks to send a snapshot chunk in {message:?}"),
+                    );
+                };
+                // A file a newer snapshot deleted: dropped, as on a node.
+                let Some(bytes) = self.slot(id).disk.read_snapshot_range(meta.index, *offset, len) else {
+                    return;
+                };
+                *data = bytes;
+                self.execute(id, Action::Send(message));
+            }
+            Action::SaveSnapshotChunk { meta, offset, data } => {
+                self.slot_mut(id).disk.save_snapshot_chunk(meta, offset, &data)
+            }
             Action::ApplySnapshot(snapshot) => self.apply_snapshot(id, snapshot),
             Action::CheckSnapshot(snapshot) => {
-                if KvStore::decode(&snapshot.data).is_ok() {
-                    self.raft_mut(id).install_snapshot(snapshot);
-                } else {
-                    self.raft_mut(id).reject_snapshot(snapshot.meta.index);
+                let index = snapshot.meta.index;
+                let bytes = self.slot_mut(id).disk.finish_snapshot(&snapshot.meta);
+                match bytes {
+                    Some(bytes)
+                        if bytes.len() as u64 == snapshot.data_bytes && KvStore::decode(&bytes).is_ok() =>
+                    {
+                        self.slot_mut(id).disk.keep_snapshot_file(index, bytes);
+                        self.raft_mut(id).install_snapshot(snapshot);
+                    }
+                    _ => self.raft_mut(id).reject_snapshot(index),
                 }
             }
             Action::ReadReady { ctx, index } => {
@@ -754,7 +777,8 @@ impl Simulation {
 
     fn apply_snapshot(&mut self, id: NodeId, snapshot: Snapshot) {
         let index = snapshot.meta.index;
-        let kv = match KvStore::decode(&snapshot.data) {
+        let data = self.slot(id).disk.snapshot_file(index).unwrap_or_default();
+        let kv = match KvStore::decode(data) {
             Ok(kv) => kv,
             Err(e) => {
                 return self.fail(
@@ -802,7 +826,7 @@ impl Simulation {
         }
         let data = self.nodes[i].kv.encode();
         let raft = self.nodes[i].raft.as_mut().expect("compacting a live node");
-        match raft.snapshot_taken(applied, data.clone()) {
+        match raft.snapshot_taken(applied, data.len() as u64) {
             Ok(()) => {
                 let meta = raft.snapshot_meta();
                 if meta.index != applied {
@@ -811,7 +835,7 @@ impl Simulation {
                         format!("node {id} took a snapshot at {applied} but reports one at {}", meta.index),
                     );
                 }
-                self.nodes[i].disk.store_snapshot(Snapshot { meta, data: data.into() });
+                self.nodes[i].disk.store_snapshot(meta, data);
                 self.counters.compactions += 1;
                 self.trace_event(id, || format!("compacted up to {applied}"));
             }
@@ -1447,7 +1471,9 @@ impl Simulation {
         }
         let (snapshot_index, kv) = match &durable.snapshot {
             None => (0, Ok(KvStore::new())),
-            Some(s) => (s.meta.index, KvStore::decode(&s.data)),
+            Some(s) => {
+                (s.meta.index, KvStore::decode(slot.disk.snapshot_file(s.meta.index).unwrap_or_default()))
+            }
         };
         let kv = match kv {
             Ok(kv) => kv,
@@ -1920,6 +1946,12 @@ fn describe_action(action: &Action) -> String {
             s
         }
         Action::Send(m) => format!("send {}", describe_message(m)),
+        Action::SendSnapshotChunk { message, len } => {
+            format!("send {} (+{len} bytes from the file)", describe_message(message))
+        }
+        Action::SaveSnapshotChunk { meta, offset, data } => {
+            format!("save snapshot@{}/t{} chunk at {offset}, {} bytes", meta.index, meta.term, data.len())
+        }
         Action::Apply(entries) => match (entries.first(), entries.last()) {
             (Some(f), Some(l)) => format!("apply {}..={}", f.index, l.index),
             _ => "apply nothing".to_string(),
