@@ -401,7 +401,9 @@ impl RaftNode {
     }
 
     /// The membership in force on this node (the latest in its log), and
-    /// the index of the entry that set it.
+    /// the index of the entry that set it; when that entry is compacted
+    /// away (the node restarted from, or installed, a snapshot since), the
+    /// snapshot's index, which is where the membership is known from.
     pub fn membership(&self) -> (&Membership, Index) {
         (self.s.tracker.membership(), self.s.membership_index)
     }
