@@ -6,7 +6,10 @@
 //! closed with a logged reason; the node goes on. Peer links reconnect with
 //! capped exponential backoff and jitter, each with its own bounded queue, so
 //! a dead or slow peer never blocks the others: when a queue is full, new
-//! messages to that peer are dropped (Raft retransmits).
+//! messages to that peer are dropped (Raft retransmits). Dropping a link
+//! closes it at once, whatever it was doing (sending, connecting, waiting
+//! for a hello's answer or to dial again): its task ends, its connection
+//! closes and its queue is dropped.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -279,6 +282,9 @@ pub struct NetCounters {
     pub connections_refused: AtomicU64,
     /// Messages dropped because a peer's queue was full.
     pub peer_messages_dropped: AtomicU64,
+    /// Peer links whose task runs (connected or not): one per [`PeerLink`]
+    /// alive, until a dropped one's task has ended.
+    pub peer_links_open: AtomicU64,
 }
 
 /// The cluster token a node knows, shared by its listener and peer links
@@ -860,12 +866,33 @@ fn answers_overflow(conn: &ConnAnswers) -> NetError {
     ))
 }
 
-/// The sending half of a link to one peer.
-#[derive(Clone, Debug)]
+/// The sending half of a link to one peer. Dropping it closes the link:
+/// its task stops wherever it is (a connection open or being opened is
+/// closed, a wait to dial again ends), and the messages still queued are
+/// dropped with the queue.
+#[derive(Debug)]
 pub struct PeerLink {
     peer: NodeId,
     queue: mpsc::Sender<Message>,
     counters: Arc<NetCounters>,
+    /// Cancels the link's task when the link is dropped.
+    _close: tokio_util::sync::DropGuard,
+}
+
+/// Counts a link's task in [`NetCounters::peer_links_open`] while it runs.
+struct LinkOpen(Arc<NetCounters>);
+
+impl LinkOpen {
+    fn new(counters: Arc<NetCounters>) -> LinkOpen {
+        counters.peer_links_open.fetch_add(1, Ordering::Relaxed);
+        LinkOpen(counters)
+    }
+}
+
+impl Drop for LinkOpen {
+    fn drop(&mut self) {
+        self.0.peer_links_open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl PeerLink {
@@ -880,8 +907,23 @@ impl PeerLink {
         counters: Arc<NetCounters>,
     ) -> PeerLink {
         let (tx, rx) = mpsc::channel(queue_capacity);
-        tokio::spawn(run_peer_link(node_id, peer, addr, identity, rx));
-        PeerLink { peer, queue: tx, counters }
+        let close = tokio_util::sync::CancellationToken::new();
+        let closed = close.clone();
+        let open = LinkOpen::new(counters.clone());
+        tokio::spawn(async move {
+            let _open = open;
+            tokio::select! {
+                biased;
+                _ = closed.cancelled() => debug!(node = node_id, peer, %addr, "peer link closed"),
+                _ = run_peer_link(node_id, peer, addr.clone(), identity, rx) => {}
+            }
+        });
+        PeerLink { peer, queue: tx, counters, _close: close.drop_guard() }
+    }
+
+    /// The peer this link goes to.
+    pub fn peer(&self) -> NodeId {
+        self.peer
     }
 
     /// Queues `m` for the peer; drops it (returning false) if the queue is full.
@@ -1201,6 +1243,121 @@ mod tests {
         use tokio::io::AsyncReadExt;
         let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await;
         assert!(closed || matches!(read, Ok(Ok(0)) | Ok(Err(_))), "still open after {:?}", started.elapsed());
+    }
+
+    /// A peer of the tests' own on a port of its own: it takes link
+    /// connections and reads their hellos, answering them (`welcome`) or
+    /// never.
+    async fn peer_listener() -> (TcpListener, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        (listener, addr)
+    }
+
+    /// Takes the next link connection and its hello (within 10 s).
+    async fn accept_hello(listener: &TcpListener) -> (FramedStream, Hello) {
+        let next = async {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut framed = framed(stream);
+            let hello: Hello = recv_frame(&mut framed).await.unwrap();
+            (framed, hello)
+        };
+        tokio::time::timeout(Duration::from_secs(10), next).await.expect("no link connected within 10 s")
+    }
+
+    fn link_to(addr: &str, counters: &Arc<NetCounters>) -> PeerLink {
+        let identity = LinkIdentity {
+            cluster_id: "t".into(),
+            cluster_token: SharedToken::default(),
+            address: "127.0.0.1:1".into(),
+            removed: None,
+        };
+        PeerLink::spawn(1, 2, addr.to_string(), identity, 16, counters.clone())
+    }
+
+    /// What the peer's side of a connection reads next, if it ends within
+    /// `within`: `None` if the connection is still open then.
+    async fn closed_within(framed: &mut FramedStream, within: Duration) -> Option<Result<Message, NetError>> {
+        tokio::time::timeout(within, recv_frame::<Message>(framed)).await.ok()
+    }
+
+    fn heartbeat() -> Message {
+        Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: raft_core::MessageBody::VoteRequest {
+                pre_vote: true,
+                last_log_index: 0,
+                last_log_term: 0,
+                transfer: false,
+            },
+        }
+    }
+
+    /// A link to a member that left the configuration is dropped by the
+    /// node: its connection closes, and it never dials the address again
+    /// (a link left running would redial within its backoff cap of
+    /// BACKOFF_MAX plus jitter, forever).
+    #[tokio::test]
+    async fn a_dropped_link_closes_its_connection_and_never_dials_again() {
+        let (listener, addr) = peer_listener().await;
+        let counters = Arc::new(NetCounters::default());
+        let link = link_to(&addr, &counters);
+        assert_eq!(counters.peer_links_open.load(Ordering::Relaxed), 1);
+        let (mut framed, hello) = accept_hello(&listener).await;
+        assert_eq!(hello.sender, Sender::Peer(1));
+        send_frame(&mut framed, &HelloReply::Welcome { node_id: 2 }).await.unwrap();
+        assert!(link.send(heartbeat()));
+        let got = closed_within(&mut framed, Duration::from_secs(10)).await;
+        assert!(matches!(&got, Some(Ok(m)) if *m == heartbeat()), "{got:?}");
+
+        drop(link);
+        let end = closed_within(&mut framed, Duration::from_secs(2)).await;
+        assert!(matches!(end, Some(Err(NetError::Closed))), "the link's connection stayed open: {end:?}");
+        let redial = tokio::time::timeout(BACKOFF_MAX * 3, listener.accept()).await;
+        assert!(redial.is_err(), "a dropped link dialed its peer again");
+        assert_eq!(counters.peer_links_open.load(Ordering::Relaxed), 0, "its task still runs");
+    }
+
+    /// A link dropped while its hello waits for an answer (a peer that is
+    /// slow, stopped, or not a Raft node) closes that connection at once,
+    /// not when the hello times out.
+    #[tokio::test]
+    async fn a_link_dropped_while_its_hello_waits_closes_its_connection_at_once() {
+        let (listener, addr) = peer_listener().await;
+        let counters = Arc::new(NetCounters::default());
+        let link = link_to(&addr, &counters);
+        let (mut framed, _) = accept_hello(&listener).await;
+        drop(link);
+        let end = closed_within(&mut framed, HELLO_TIMEOUT / 5).await;
+        assert!(
+            matches!(end, Some(Err(NetError::Closed))),
+            "the connection stayed open after its link was dropped: {end:?}"
+        );
+        wait_for(|| counters.peer_links_open.load(Ordering::Relaxed) == 0).await;
+    }
+
+    /// A link dropped while its peer is down (it waits to dial again) ends
+    /// its task at once.
+    #[tokio::test]
+    async fn a_link_to_a_dead_peer_ends_when_dropped() {
+        let addr = peer_listener().await.1; // the listener is dropped: nobody answers
+        let counters = Arc::new(NetCounters::default());
+        let link = link_to(&addr, &counters);
+        tokio::time::sleep(BACKOFF_MIN * 4).await; // a few failed dials (nothing is waited for)
+        assert_eq!(counters.peer_links_open.load(Ordering::Relaxed), 1);
+        drop(link);
+        wait_for(|| counters.peer_links_open.load(Ordering::Relaxed) == 0).await;
+    }
+
+    /// Waits (at most 2 s) until `done`.
+    async fn wait_for(done: impl Fn() -> bool) {
+        let end = std::time::Instant::now() + Duration::from_secs(2);
+        while !done() {
+            assert!(std::time::Instant::now() < end, "not done within 2 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     #[test]
