@@ -567,7 +567,6 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         address: config.advertise.clone(),
         removed: Some(removed_tx),
     };
-    let links = transport::spawn_peer_links(config.id, &config.peers, &link_identity, 8192, counters.clone());
     info!(
         node = config.id, listen = %config.listen, peers = ?config.peers,
         cluster_token = %describe_token(token.get()), "node started"
@@ -585,8 +584,10 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     let mut server = Server {
         replica: Replica::new(replica_config, node, kv),
         wal: wal_tx,
-        link_addresses: config.peers.clone(),
-        links,
+        // Links follow the membership in force (from the data directory,
+        // reported by the replica's first effects), never `--peers`.
+        link_addresses: BTreeMap::new(),
+        links: BTreeMap::new(),
         peers,
         link_identity,
         counters,
@@ -600,6 +601,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         late_warnings: WarnLimiter::new(Duration::from_secs(10)),
         config,
     };
+    server.execute_effects()?;
     let mut ticker = tokio::time::interval(server.config.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -680,7 +682,12 @@ impl Server {
                 // A link back to a peer this node cannot reach yet (it waits
                 // to be added, and the leader is calling); members' links
                 // follow the configuration.
-                if !address.is_empty() && !self.links.contains_key(&id) && id != self.config.id {
+                let member_or_unknown = self.members_known.is_empty() || self.members_known.contains(&id);
+                if !address.is_empty()
+                    && !self.links.contains_key(&id)
+                    && id != self.config.id
+                    && member_or_unknown
+                {
                     self.link_to(id, address);
                 }
             }
@@ -744,9 +751,11 @@ impl Server {
     }
 
     /// The membership in force changed: hellos are taken from its members,
-    /// and links go to each at the address in the configuration (links to
-    /// members that left stay: a departing member still hears from the
-    /// leader until its removal commits).
+    /// and links go to each at the address in the configuration. Links to
+    /// members that left stay until the configuration without them is
+    /// committed (a departing member still hears from the leader until its
+    /// removal commits, and a new leader may replace an uncommitted
+    /// configuration): see [`Server::close_departed_links`].
     fn members_changed(&mut self, members: BTreeMap<NodeId, String>) {
         let id = self.config.id;
         if members.is_empty() {
@@ -758,15 +767,53 @@ impl Server {
         self.peers.note_removed(self.members_known.difference(&now).copied().filter(|&m| m != id));
         self.peers.forget_removed(now.iter().copied());
         self.members_known = now;
-        let mut admitted: Vec<NodeId> = members.keys().copied().filter(|&m| m != id).collect();
-        admitted.extend(self.links.keys().copied());
-        self.peers.set(admitted);
+        self.admit_members_and_links();
         for (member, address) in members {
             if member == id || address.is_empty() || self.link_addresses.get(&member) == Some(&address) {
                 continue;
             }
             self.link_to(member, address);
         }
+    }
+
+    /// Hellos are taken from the members in force and from the peers this
+    /// node has a link to.
+    fn admit_members_and_links(&self) {
+        let id = self.config.id;
+        let mut admitted: Vec<NodeId> = self.members_known.iter().copied().filter(|&m| m != id).collect();
+        admitted.extend(self.links.keys().copied());
+        self.peers.set(admitted);
+    }
+
+    /// Closes the links to peers that are not members once the
+    /// configuration in force is committed: a member that left hears
+    /// nothing more from this node, and is dialed no more. (A link opened
+    /// to a peer that called while this node had no configuration yet, a
+    /// joining node's link to its leader, goes the same way once a
+    /// committed configuration leaves that peer out.)
+    fn close_departed_links(&mut self) {
+        if self.members_known.is_empty() || self.links.keys().all(|p| self.members_known.contains(p)) {
+            return;
+        }
+        let (_, index) = self.replica.node().membership();
+        let commit = self.replica.node().commit_index();
+        if index > commit {
+            return; // the configuration may yet be replaced
+        }
+        let departed: Vec<NodeId> =
+            self.links.keys().copied().filter(|p| !self.members_known.contains(p)).collect();
+        for peer in departed {
+            self.links.remove(&peer);
+            let address = self.link_addresses.remove(&peer).unwrap_or_default();
+            info!(
+                node = self.config.id,
+                peer,
+                %address,
+                index,
+                "closed the link to node {peer}: the configuration committed at index {index} leaves it out"
+            );
+        }
+        self.admit_members_and_links();
     }
 
     /// Opens (or reopens, at a new address) the link to `peer`.
@@ -786,6 +833,8 @@ impl Server {
             let mut members_changed = None;
             let mut effects = self.replica.take_effects()?.peekable();
             if effects.peek().is_none() {
+                drop(effects);
+                self.close_departed_links();
                 return Ok(());
             }
             for effect in effects {

@@ -288,3 +288,88 @@ fn after_changes_every_node_restarts_with_the_membership_from_disk() {
     let _ = node4.kill();
     let _ = node4.wait();
 }
+
+/// Takes the next connection to `listener` that stays open after its hello
+/// (a link waiting for the answer) and returns who sent it; connections
+/// that close right after their hello (a link closed while its connection
+/// waited in the listen queue) are skipped.
+async fn next_live_dial(listener: &tokio::net::TcpListener) -> NodeId {
+    loop {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut framed = transport::framed(stream);
+        let Ok(hello) = transport::recv_frame::<raft_net::wire::Hello>(&mut framed).await else { continue };
+        let Sender::Peer(peer) = hello.sender else { continue };
+        let next = tokio::time::timeout(
+            Duration::from_millis(500),
+            transport::recv_frame::<raft_core::Message>(&mut framed),
+        )
+        .await;
+        if next.is_err() {
+            return peer; // still open, waiting for the hello's answer
+        }
+    }
+}
+
+/// Links follow the committed configuration: once a member's removal
+/// commits, the others close their links to it and never dial its address
+/// again (before, their links to a removed member ran for as long as they
+/// did, dialing it again every second).
+#[test]
+fn once_a_removal_commits_no_member_dials_the_removed_address_again() {
+    let rt = runtime();
+    let mut c = Cluster::start(3, &[]);
+    let leader_id = rt.block_on(async {
+        wait_until("a leader", Duration::from_secs(20), async || leader(&c).await).await.id
+    });
+    let gone = if leader_id == 3 { 2 } else { 3 };
+    c.kill(gone);
+    let survivors: Vec<NodeId> = c.addrs.keys().copied().filter(|&id| id != gone).collect();
+    rt.block_on(async {
+        // In the dead node's place, a listener that reads hellos and
+        // answers none: the links to it connect and wait. The leader's
+        // link finds its connection gone at its next heartbeat and dials
+        // (a follower's link sends nothing, so it may not notice).
+        let listener = tokio::net::TcpListener::bind(&c.addrs[&gone]).await.unwrap();
+        let mut dialed = std::collections::BTreeSet::new();
+        let mut held = Vec::new();
+        let control = tokio::time::timeout(Duration::from_secs(15), async {
+            while !dialed.contains(&leader_id) {
+                let (stream, _) = listener.accept().await.unwrap();
+                let mut framed = transport::framed(stream);
+                if let Ok(hello) = transport::recv_frame::<raft_net::wire::Hello>(&mut framed).await {
+                    if let Sender::Peer(peer) = hello.sender {
+                        dialed.insert(peer);
+                    }
+                }
+                held.push(framed);
+            }
+        })
+        .await;
+        assert!(
+            control.is_ok(),
+            "leader {leader_id} did not dial node {gone} while it was a member (dialed: {dialed:?})\n{}",
+            c.logs()
+        );
+
+        let mut client = c.client(Duration::from_secs(10));
+        let index = client.change_members(change(vec![ChangeOp::Remove { id: gone }])).await.unwrap();
+        for &id in &survivors {
+            wait_until(&format!("node {id} to commit the removal"), Duration::from_secs(10), async || {
+                status_of(&c, id).await.filter(|s| s.commit >= index && s.voters == survivors)
+            })
+            .await;
+        }
+        // The connections close: a link still running dials again within
+        // its backoff cap (1 s, plus jitter).
+        drop(held);
+        let redial = tokio::time::timeout(Duration::from_secs(4), next_live_dial(&listener)).await;
+        assert!(redial.is_err(), "node {:?} dialed removed node {gone} again\n{}", redial.ok(), c.logs());
+        for &id in &survivors {
+            assert!(
+                c.log_of(id).contains(&format!("closed the link to node {gone}")),
+                "node {id} did not say it closed its link\n{}",
+                c.logs()
+            );
+        }
+    });
+}
