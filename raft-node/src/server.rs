@@ -370,17 +370,16 @@ struct Server {
 
 /// Checks the data directory against the flags, or bootstraps a new one:
 /// refused in one sentence when it belongs to another node or cluster, when
-/// `--peers` disagrees with the stored membership, when a new directory has
-/// no peers and no `--single-node`, and when the peers say this member had
-/// data before (it lost it: a wiped voter must not vote as its old self).
+/// a new directory has no peers and no `--single-node`, and when the peers
+/// say this member had data before (it lost it: a wiped voter must not vote
+/// as its old self). A `--peers` that disagrees with the membership stored
+/// is not refused: the stored one wins (see [`peers_disagreement`]).
 async fn prepare_identity(config: &NodeConfig) -> anyhow::Result<Identity> {
     let dir = &config.data_dir;
     let members = config.members();
     let flags = StartFlags { cluster_id: &config.cluster_id, node_id: config.id, members: &members };
     if let Some(identity) = Identity::load(dir).map_err(anyhow::Error::msg)? {
-        for warning in identity.check(&flags, dir).map_err(anyhow::Error::msg)? {
-            warn!(node = config.id, "{warning}");
-        }
+        identity.check(&flags, dir).map_err(anyhow::Error::msg)?;
         return Ok(identity);
     }
     if datadir::holds_raft_data(dir).with_context(|| format!("cannot read {}", dir.display()))? {
@@ -464,6 +463,52 @@ fn start_core(config: Config, mut durable: DurableState, identity: &Identity) ->
     RaftNode::restart(config, durable).context("the durable state cannot be restarted from")
 }
 
+/// The one sentence a node logs when the members named by its flags (this
+/// node at `--advertise`, and `--peers`) are not the membership in force in
+/// its data directory (after membership changes, or a `--peers` left empty
+/// or out of date): the data directory's wins, since `--peers` only founds
+/// a new cluster. `None` when they agree, and for a node that learns its
+/// membership from the cluster (`--join`, or a joined node restarted with
+/// no `--peers`) or has none yet.
+fn peers_disagreement(config: &NodeConfig, identity: &Identity, node: &RaftNode) -> Option<String> {
+    if config.join || (identity.join && config.peers.is_empty()) {
+        return None;
+    }
+    let (membership, index) = node.membership();
+    let given = config.members();
+    let stored: BTreeMap<NodeId, String> = membership
+        .member_ids()
+        .map(|id| {
+            let context = membership.context(id).and_then(|c| std::str::from_utf8(c).ok());
+            // A member with no address in the configuration is reached at the
+            // one the flags give.
+            let address = context.filter(|a| !a.is_empty()).map(str::to_string);
+            (id, address.or_else(|| given.get(&id).cloned()).unwrap_or_default())
+        })
+        .collect();
+    if stored.is_empty() || stored == given {
+        return None;
+    }
+    let show = |members: &BTreeMap<NodeId, String>, roles: bool| -> String {
+        let all: Vec<String> = members
+            .iter()
+            .map(|(id, addr)| {
+                let learner = roles && membership.learners().contains(id);
+                format!("{id}={addr}{}", if learner { " (learner)" } else { "" })
+            })
+            .collect();
+        all.join(",")
+    };
+    Some(format!(
+        "the flags name the members {} (this node and --peers) but the membership in the data directory \
+         {} is {} (configuration entry {index}); using the data directory's: --peers only founds a new \
+         cluster, and members change through raft-client member",
+        show(&given, false),
+        config.data_dir.display(),
+        show(&stored, true)
+    ))
+}
+
 /// Asks every peer, as etcd does before bootstrapping a member, whether the
 /// cluster already knows this member as one holding data. Peers that do not
 /// answer within [`BOOTSTRAP_PROBE_TIMEOUT`] (a cluster starting for the
@@ -543,6 +588,9 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         config.data_dir.display()
     );
     let node = start_core(core_config, durable, &identity)?;
+    if let Some(disagreement) = peers_disagreement(&config, &identity, &node) {
+        warn!(node = config.id, "{disagreement}");
+    }
 
     // The peers whose hellos are taken follow the membership (any peer of
     // the cluster while this node waits to be added).

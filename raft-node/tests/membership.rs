@@ -373,3 +373,123 @@ fn once_a_removal_commits_no_member_dials_the_removed_address_again() {
         }
     });
 }
+
+/// Starts node `id` of `c` with these `raft-node` arguments, its log
+/// appended to the node's log file; `c` stops it when dropped.
+fn respawn_with(c: &mut Cluster, id: NodeId, args: &[String]) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(c.dir.path().join(format!("node-{id}.log")))
+        .unwrap();
+    let child = Command::new(BIN)
+        .args(args)
+        .env_remove("RAFT_PEERS")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    c.children.insert(id, child);
+}
+
+/// The log lines of node `id` that report a `--peers` disagreeing with the
+/// membership stored.
+fn disagreement_lines(c: &Cluster, id: NodeId) -> Vec<String> {
+    let log = c.log_of(id);
+    log.lines().filter(|l| l.contains("using the data directory's")).map(str::to_string).collect()
+}
+
+/// Waits until node `id` (at `addr`) runs in the membership `voters`, has
+/// applied what the leader committed, and serves `key` = `value` from its
+/// own state machine.
+async fn wait_until_serving(c: &Cluster, id: NodeId, addr: &str, voters: &[NodeId], key: &str, value: &str) {
+    let cluster = c.addrs.values().cloned().collect::<Vec<_>>().join(",");
+    wait_until(&format!("node {id} to serve {key}"), Duration::from_secs(20), async || {
+        let direct = Client::new(ClientConfig::new(addr, CLUSTER_ID, Duration::from_secs(2))).ok()?;
+        let s = match direct.ask(addr, RequestKind::Status).await.ok()? {
+            ResponseKind::Status(s) => s,
+            _ => return None,
+        };
+        let all = Client::new(ClientConfig::new(&cluster, CLUSTER_ID, Duration::from_secs(2))).ok()?;
+        let leader = all.find_leader().await?.1;
+        let mut direct = direct;
+        let got = direct.get(key.as_bytes(), true).await.ok()??;
+        (s.voters == voters && s.applied >= leader.commit && got == value.as_bytes()).then_some(())
+    })
+    .await;
+}
+
+/// On restart the membership in the data directory wins over `--peers`,
+/// and a `--peers` that disagrees with it is reported in one log line, not
+/// obeyed and not refused. After node 4 joined and node 1 was removed:
+/// node 2, restarted with the `--peers` it was founded with (1 and 3),
+/// starts, catches up and serves, and says so once; restarted with an
+/// empty `--peers` (a forgotten environment variable), the same, once
+/// more; node 3, restarted with the `--peers` of the membership in force,
+/// says nothing of the kind.
+#[test]
+fn a_restart_with_peers_that_disagree_with_the_stored_membership_warns_once_and_serves() {
+    let rt = runtime();
+    let mut c = Cluster::start(3, &[]);
+    let addr4 = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let node4 = spawn_joining(&c, 4, &addr4, &[]);
+    rt.block_on(async {
+        wait_until("a leader", Duration::from_secs(20), async || leader(&c).await).await;
+        let mut client = c.client(Duration::from_secs(10));
+        let context = addr4.clone().into_bytes();
+        client.change_members(change(vec![ChangeOp::AddVoter { id: 4, context }])).await.unwrap();
+        client.change_members(change(vec![ChangeOp::Remove { id: 1 }])).await.unwrap();
+    });
+    // (Node 1 exits by itself: it was removed.) The cluster is 2, 3, 4;
+    // its clients know node 4's address.
+    let founding_flags = c.args(2);
+    let node_3_flags = c.args(3);
+    c.addrs.insert(4, addr4.clone());
+    c.children.insert(4, node4);
+    assert!(disagreement_lines(&c, 2).is_empty(), "{}", c.log_of(2));
+
+    assert!(founding_flags.join(" ").contains(&format!("1={}", c.addrs[&1])), "{founding_flags:?}");
+    for (round, args) in
+        [founding_flags.clone(), with_flag(founding_flags, "--peers", "")].into_iter().enumerate()
+    {
+        c.kill(2);
+        let value = format!("while-2-was-down-{round}");
+        rt.block_on(async {
+            let mut client = c.client(Duration::from_secs(10));
+            client.put(b"k", value.as_bytes()).await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+        });
+        respawn_with(&mut c, 2, &args);
+        rt.block_on(wait_until_serving(&c, 2, &c.addrs[&2].clone(), &[2, 3, 4], "k", &value));
+        assert!(
+            c.children.get_mut(&2).unwrap().try_wait().unwrap().is_none(),
+            "node 2 exited\n{}",
+            c.log_of(2)
+        );
+        let lines = disagreement_lines(&c, 2);
+        assert_eq!(lines.len(), round + 1, "one line per start with a disagreeing --peers:\n{}", c.log_of(2));
+        let line = &lines[round];
+        // It names both sides: what the flags say, and what is used.
+        let (addr2, addr3) = (&c.addrs[&2], &c.addrs[&3]);
+        let stored = format!("is 2={addr2},3={addr3},4={addr4} (configuration entry");
+        assert!(line.contains(&stored), "{line}");
+        let given = if round == 0 {
+            format!("members 1={},2={addr2},3={addr3} (this node", c.addrs[&1])
+        } else {
+            format!("members 2={addr2} (this node")
+        };
+        assert!(line.contains(&given), "{line}");
+    }
+
+    // The --peers of the membership in force: nothing to report.
+    c.kill(3);
+    let current = format!("2={},4={addr4}", c.addrs[&2]);
+    respawn_with(&mut c, 3, &with_flag(node_3_flags, "--peers", &current));
+    rt.block_on(async {
+        let mut client = c.client(Duration::from_secs(10));
+        client.put(b"k", b"after-3-restarted").await.unwrap();
+        wait_until_serving(&c, 3, &c.addrs[&3].clone(), &[2, 3, 4], "k", "after-3-restarted").await;
+    });
+    assert!(disagreement_lines(&c, 3).is_empty(), "{}", c.log_of(3));
+}
