@@ -204,8 +204,8 @@ fn connection_limits_within_fd_limit(node: NodeId, limits: &ConnectionLimits) ->
     ConnectionLimits { connections_max: fit, ..limits.clone() }
 }
 
-/// How long a removed node lets the answers it queued go out before it
-/// stops.
+/// How long a removed node goes on before it stops, so that the answers it
+/// owes (to the change that removed it, among others) are made and go out.
 const REMOVED_ANSWERS_GRACE: Duration = Duration::from_millis(500);
 
 /// A tick this late means the event loop was held up: worth a warning.
@@ -653,10 +653,15 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     let mut ticker = tokio::time::interval(server.config.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    // Set once this node is removed: it stops then.
+    let mut stop_at: Option<tokio::time::Instant> = None;
     let result = loop {
         tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
+            _ = tokio::time::sleep_until(stop_at.unwrap_or_else(tokio::time::Instant::now)), if stop_at.is_some() => {
+                break Ok(());
+            }
             scheduled = ticker.tick() => {
                 server.warn_if_late(scheduled.into_std());
                 server.replica.tick();
@@ -702,13 +707,15 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         if let Err(e) = server.execute_effects() {
             break Err(e);
         }
-        if server.removed {
+        if server.removed && stop_at.is_none() {
             // (A supervisor that restarts it gets the same answer.) The
-            // answers already queued, the one to the change that removed
-            // this leader among them, get a moment to go out.
+            // node goes on for a moment, so that the answers it owes go
+            // out: the one to the change that removed this leader among
+            // them, which it gives once it has applied the entry, and that
+            // may wait for its own fsync of it (the entry committed
+            // without this node's vote).
             info!(node = server.config.id, "this node was removed from the cluster; stopping");
-            tokio::time::sleep(REMOVED_ANSWERS_GRACE).await;
-            break Ok(());
+            stop_at = Some(tokio::time::Instant::now() + REMOVED_ANSWERS_GRACE);
         }
     };
     accept_task.abort();
