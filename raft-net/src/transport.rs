@@ -7,9 +7,10 @@
 //! capped exponential backoff and jitter, each with its own bounded queue, so
 //! a dead or slow peer never blocks the others: when a queue is full, new
 //! messages to that peer are dropped (Raft retransmits). Dropping a link
-//! closes it at once, whatever it was doing (sending, connecting, waiting
-//! for a hello's answer or to dial again): its task ends, its connection
-//! closes and its queue is dropped.
+//! closes it: what it had queued still goes out if it is connected (within
+//! a bound), otherwise its task ends at once, wherever it is (dialing,
+//! waiting for a hello's answer or to dial again); either way its
+//! connection closes, its queue is dropped and it never dials again.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -314,8 +315,24 @@ impl SharedToken {
 /// changes them as the membership changes; or, for a node waiting to be
 /// added, any peer of its cluster (it cannot know which leader will
 /// contact it).
+/// A connection from a peer that leaves the set is closed.
 #[derive(Clone, Debug, Default)]
-pub struct SharedPeers(Arc<std::sync::RwLock<PeerSet>>);
+pub struct SharedPeers(Arc<PeersInner>);
+
+/// What [`SharedPeers`] shares.
+#[derive(Debug)]
+struct PeersInner {
+    set: std::sync::RwLock<PeerSet>,
+    /// Told of every change of the admitted peers (each peer connection
+    /// watches it, to close itself once its peer is admitted no more).
+    changed: tokio::sync::watch::Sender<()>,
+}
+
+impl Default for PeersInner {
+    fn default() -> PeersInner {
+        PeersInner { set: Default::default(), changed: tokio::sync::watch::Sender::new(()) }
+    }
+}
 
 /// What [`SharedPeers`] holds.
 #[derive(Debug, Default)]
@@ -344,13 +361,14 @@ impl SharedPeers {
         let mut ids: Vec<NodeId> = peers.into_iter().collect();
         ids.sort_unstable();
         ids.dedup();
-        self.0.write().expect("peer set poisoned").admitted = Some(ids);
+        self.0.set.write().expect("peer set poisoned").admitted = Some(ids);
+        self.0.changed.send_replace(());
     }
 
     /// Records nodes removed from the cluster (a hello from one is answered
     /// with [`HelloReply::Removed`]).
     pub fn note_removed(&self, ids: impl IntoIterator<Item = NodeId>) {
-        let mut set = self.0.write().expect("peer set poisoned");
+        let mut set = self.0.set.write().expect("peer set poisoned");
         set.removed.extend(ids);
         set.removed.sort_unstable();
         set.removed.dedup();
@@ -359,7 +377,7 @@ impl SharedPeers {
     /// Forgets removals of nodes that are members again (a removal whose
     /// entry a new leader's log replaced).
     pub fn forget_removed(&self, ids: impl IntoIterator<Item = NodeId>) {
-        let mut set = self.0.write().expect("peer set poisoned");
+        let mut set = self.0.set.write().expect("peer set poisoned");
         for id in ids {
             set.removed.retain(|&r| r != id);
         }
@@ -367,17 +385,22 @@ impl SharedPeers {
 
     /// Whether `id` was removed from the cluster.
     pub fn was_removed(&self, id: NodeId) -> bool {
-        self.0.read().expect("peer set poisoned").removed.binary_search(&id).is_ok()
+        self.0.set.read().expect("peer set poisoned").removed.binary_search(&id).is_ok()
     }
 
     /// The peers now, sorted (`None`: any).
     pub fn get(&self) -> Option<Vec<NodeId>> {
-        self.0.read().expect("peer set poisoned").admitted.clone()
+        self.0.set.read().expect("peer set poisoned").admitted.clone()
+    }
+
+    /// A receiver told of every change of the admitted peers.
+    fn watch(&self) -> tokio::sync::watch::Receiver<()> {
+        self.0.changed.subscribe()
     }
 
     /// Whether a hello from `id` is taken.
     pub fn admits(&self, id: NodeId) -> bool {
-        match &self.0.read().expect("peer set poisoned").admitted {
+        match &self.0.set.read().expect("peer set poisoned").admitted {
             Some(peers) => peers.binary_search(&id).is_ok(),
             None => true,
         }
@@ -696,8 +719,25 @@ async fn handle_connection<P: ClientProtocol>(
                 return Ok(()); // the node is shutting down
             }
             let budget = Arc::new(tokio::sync::Semaphore::new(PEER_INBOUND_BYTES_MAX));
+            // A peer that leaves the admitted set (its removal committed)
+            // loses its connection: its link notices, calls again, and is
+            // told it was removed (its hello is answered `Removed`), which
+            // is how a removed member that missed the news learns it.
+            let mut peers_changed = config.peers.watch();
             loop {
-                let frame = reader.next(None).await?;
+                let frame = tokio::select! {
+                    frame = reader.next(None) => frame?,
+                    _ = peers_changed.changed() => {
+                        if config.peers.admits(peer) {
+                            continue;
+                        }
+                        info!(
+                            node = config.node_id, peer, %addr,
+                            "closed the connection of node {peer}: it is no member any more"
+                        );
+                        return Ok(());
+                    }
+                };
                 let bytes = frame.len().clamp(1, PEER_INBOUND_BYTES_MAX) as u32;
                 let Ok(permit) = budget.clone().acquire_many_owned(bytes).await else { return Ok(()) };
                 let m: Message = codec::decode(&frame)?;
@@ -866,10 +906,11 @@ fn answers_overflow(conn: &ConnAnswers) -> NetError {
     ))
 }
 
-/// The sending half of a link to one peer. Dropping it closes the link:
-/// its task stops wherever it is (a connection open or being opened is
-/// closed, a wait to dial again ends), and the messages still queued are
-/// dropped with the queue.
+/// The sending half of a link to one peer. Dropping it closes the link: a
+/// connected link sends what was queued before (for at most
+/// [`LINK_CLOSE_FLUSH_MAX`]) and closes its connection; one that is not
+/// connected stops wherever it is (dialing, waiting for its hello's answer
+/// or to dial again) and its queue is dropped. It never dials again.
 #[derive(Debug)]
 pub struct PeerLink {
     peer: NodeId,
@@ -912,11 +953,7 @@ impl PeerLink {
         let open = LinkOpen::new(counters.clone());
         tokio::spawn(async move {
             let _open = open;
-            tokio::select! {
-                biased;
-                _ = closed.cancelled() => debug!(node = node_id, peer, %addr, "peer link closed"),
-                _ = run_peer_link(node_id, peer, addr.clone(), identity, rx) => {}
-            }
+            run_peer_link(node_id, peer, addr, identity, rx, closed).await
         });
         PeerLink { peer, queue: tx, counters, _close: close.drop_guard() }
     }
@@ -956,12 +993,19 @@ pub struct LinkIdentity {
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// How long a dropped link that is connected goes on sending what was
+/// queued before it (at most): a departing member's last message, the
+/// heartbeat that tells it its removal committed, must not be dropped with
+/// the link.
+pub const LINK_CLOSE_FLUSH_MAX: Duration = Duration::from_secs(1);
+
 async fn run_peer_link(
     node_id: NodeId,
     peer: NodeId,
     addr: String,
     identity: LinkIdentity,
     mut queue: mpsc::Receiver<Message>,
+    closing: tokio_util::sync::CancellationToken,
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut jitter_state = node_id.wrapping_mul(31).wrapping_add(peer) | 1;
@@ -972,14 +1016,32 @@ async fn run_peer_link(
         let mut hello = Hello::new(&identity.cluster_id, Sender::Peer(node_id));
         hello.address = identity.address.clone();
         hello.cluster_token = identity.cluster_token.get();
-        match connect_with(&addr, hello).await {
+        // A link dropped before its connection is up ends at once (what it
+        // queued is for a peer it cannot reach).
+        let connected = tokio::select! {
+            biased;
+            _ = closing.cancelled() => return debug!(node = node_id, peer, %addr, "peer link closed"),
+            connected = connect_with(&addr, hello) => connected,
+        };
+        match connected {
             Ok((mut framed, _)) => {
                 info!(node = node_id, peer, %addr, "connected to peer");
                 connected_before = true;
                 last_refusal = None;
                 backoff = BACKOFF_MIN;
-                match pump(&mut framed, &mut queue).await {
-                    Ok(()) => return, // the node dropped its link: shutting down
+                // Once the link is dropped, its queue closes: the pump sends
+                // what is left in it and returns, or is cut off after
+                // LINK_CLOSE_FLUSH_MAX.
+                let flush_deadline = async {
+                    closing.cancelled().await;
+                    tokio::time::sleep(LINK_CLOSE_FLUSH_MAX).await;
+                };
+                let pumped = tokio::select! {
+                    pumped = pump(&mut framed, &mut queue) => pumped,
+                    _ = flush_deadline => Ok(()),
+                };
+                match pumped {
+                    Ok(()) => return debug!(node = node_id, peer, %addr, "peer link closed"),
                     Err(e) => info!(node = node_id, peer, %addr, reason = %e, "lost peer link; reconnecting"),
                 }
             }
@@ -1008,18 +1070,34 @@ async fn run_peer_link(
         jitter_state ^= jitter_state >> 7;
         jitter_state ^= jitter_state << 17;
         let jitter = Duration::from_millis(jitter_state % (backoff.as_millis() as u64 / 2 + 1));
-        tokio::time::sleep(backoff + jitter).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-        if queue.is_closed() {
-            return;
+        tokio::select! {
+            biased;
+            _ = closing.cancelled() => return debug!(node = node_id, peer, %addr, "peer link closed"),
+            _ = tokio::time::sleep(backoff + jitter) => {}
         }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
 /// Sends queued messages, coalescing whatever is queued into one flush.
+/// The peer sends nothing on a link after its hello's answer, so a read
+/// that ends says the connection is gone (the peer stopped, or closed it
+/// because this node is no member any more): noticed at once, not at the
+/// next send, which on an idle link (a follower's to another follower) may
+/// never come.
 async fn pump(framed: &mut FramedStream, queue: &mut mpsc::Receiver<Message>) -> Result<(), NetError> {
     loop {
-        let Some(first) = queue.recv().await else { return Ok(()) };
+        let first = tokio::select! {
+            first = queue.recv() => match first {
+                Some(first) => first,
+                None => return Ok(()),
+            },
+            read = framed.next() => return Err(match read {
+                Some(Err(e)) => NetError::Io(e),
+                Some(Ok(_)) => NetError::Refused("the peer sent a frame on this node's link".to_string()),
+                None => NetError::Closed,
+            }),
+        };
         feed_frame(framed, &first).await?;
         let mut n = 1;
         while n < 512 {
@@ -1320,6 +1398,32 @@ mod tests {
         assert_eq!(counters.peer_links_open.load(Ordering::Relaxed), 0, "its task still runs");
     }
 
+    /// What a connected link had queued when it was dropped still goes
+    /// out before its connection closes: the leader's last heartbeat to a
+    /// member whose removal just committed, which tells it so, is queued
+    /// in the same batch that drops the link.
+    #[tokio::test]
+    async fn a_dropped_link_sends_what_it_had_queued_then_closes() {
+        let (listener, addr) = peer_listener().await;
+        let counters = Arc::new(NetCounters::default());
+        let link = link_to(&addr, &counters);
+        let (mut framed, _) = accept_hello(&listener).await;
+        send_frame(&mut framed, &HelloReply::Welcome { node_id: 2 }).await.unwrap();
+        // Once the link's side is connected (it sends what it is given),
+        // the last message and the drop come together.
+        assert!(link.send(heartbeat()));
+        let first = closed_within(&mut framed, Duration::from_secs(10)).await;
+        assert!(matches!(&first, Some(Ok(m)) if *m == heartbeat()), "{first:?}");
+        let last = Message { term: 2, ..heartbeat() };
+        assert!(link.send(last.clone()));
+        drop(link);
+        let got = closed_within(&mut framed, Duration::from_secs(2)).await;
+        assert!(matches!(&got, Some(Ok(m)) if *m == last), "the last message was dropped: {got:?}");
+        let end = closed_within(&mut framed, Duration::from_secs(2)).await;
+        assert!(matches!(end, Some(Err(NetError::Closed))), "the link's connection stayed open: {end:?}");
+        wait_for(|| counters.peer_links_open.load(Ordering::Relaxed) == 0).await;
+    }
+
     /// A link dropped while its hello waits for an answer (a peer that is
     /// slow, stopped, or not a Raft node) closes that connection at once,
     /// not when the hello times out.
@@ -1349,6 +1453,51 @@ mod tests {
         assert_eq!(counters.peer_links_open.load(Ordering::Relaxed), 1);
         drop(link);
         wait_for(|| counters.peer_links_open.load(Ordering::Relaxed) == 0).await;
+    }
+
+    /// A peer connection is closed once its peer leaves the admitted set
+    /// (its removal committed), so that its link calls again and learns
+    /// that it was removed; the other peers' connections stay.
+    #[tokio::test]
+    async fn a_peer_connection_closes_once_its_peer_is_admitted_no_more() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let peers = SharedPeers::new([2, 3]);
+        let config = Arc::new(ListenerConfig {
+            node_id: 1,
+            cluster_id: "t".into(),
+            peers: peers.clone(),
+            cluster_token: SharedToken::default(),
+            limits: ConnectionLimits::default(),
+        });
+        let (inbound_tx, _inbound_rx) = mpsc::channel::<Inbound<Gets>>(64);
+        tokio::spawn(serve(listener, config, inbound_tx, Arc::new(NetCounters::default())));
+        let (mut two, _) = connect(&addr, "t", Sender::Peer(2)).await.unwrap();
+        let (mut three, _) = connect(&addr, "t", Sender::Peer(3)).await.unwrap();
+        peers.set([3]);
+        let end = tokio::time::timeout(Duration::from_secs(2), recv_frame::<HelloReply>(&mut two)).await;
+        assert!(matches!(end, Ok(Err(NetError::Closed))), "node 2's connection stayed open: {end:?}");
+        let still =
+            tokio::time::timeout(Duration::from_millis(300), recv_frame::<HelloReply>(&mut three)).await;
+        assert!(still.is_err(), "node 3's connection was closed: {still:?}");
+        peers.note_removed([2]);
+        let e = connect(&addr, "t", Sender::Peer(2)).await.err();
+        assert!(matches!(e, Some(NetError::Removed(_))), "{e:?}");
+    }
+
+    /// A link notices at once that its peer closed the connection, with
+    /// nothing to send (an idle follower-to-follower link would otherwise
+    /// hold a dead connection until its next message), and dials again.
+    #[tokio::test]
+    async fn an_idle_link_notices_its_peer_closed_the_connection_and_dials_again() {
+        let (listener, addr) = peer_listener().await;
+        let counters = Arc::new(NetCounters::default());
+        let _link = link_to(&addr, &counters);
+        let (mut framed, _) = accept_hello(&listener).await;
+        send_frame(&mut framed, &HelloReply::Welcome { node_id: 2 }).await.unwrap();
+        drop(framed);
+        let again = tokio::time::timeout(BACKOFF_MAX, accept_hello(&listener)).await;
+        assert!(again.is_ok(), "the link did not dial again after its peer closed the connection");
     }
 
     /// Waits (at most 2 s) until `done`.
