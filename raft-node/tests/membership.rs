@@ -224,7 +224,9 @@ fn the_leader_removes_itself_under_load_and_a_new_leader_takes_over_at_once() {
         let mut admin = c.client(Duration::from_secs(10));
         let started = Instant::now();
         admin.change_members(change(vec![ChangeOp::Remove { id: first.id }])).await.unwrap();
-        let next = wait_until("a new leader", Duration::from_secs(5), async || {
+        // (The removed leader hands over as its removal commits: no
+        // election timeout to wait for.)
+        let next = wait_until("a new leader", Duration::from_secs(1), async || {
             let all = statuses(&c).await;
             all.iter().find(|s| s.role == Role::Leader && s.id != first.id).cloned()
         })
@@ -492,4 +494,176 @@ fn a_restart_with_peers_that_disagree_with_the_stored_membership_warns_once_and_
         wait_until_serving(&c, 3, &c.addrs[&3].clone(), &[2, 3, 4], "k", "after-3-restarted").await;
     });
     assert!(disagreement_lines(&c, 3).is_empty(), "{}", c.log_of(3));
+}
+
+/// Waits (at most `deadline`) for `child` to exit; returns its status.
+fn exit_of(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The voters `raft-client member list --json` names, checking that each
+/// row holds at least "id", "address" and "role".
+fn voters_listed(run: &CliRun) -> Vec<NodeId> {
+    assert!(run.success, "member list failed: {run}");
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not a JSON array ({e}): {run}"));
+    rows.iter()
+        .inspect(|r| assert!(r["id"].is_u64() && r["address"].is_string() && r["role"].is_string(), "{r}"))
+        .filter(|r| r["role"] == "voter")
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect()
+}
+
+/// Issue 12's grow and shrink, through the command line under a write
+/// load: a 3-node cluster grows to 5 (nodes 4 and 5 started with `--join`,
+/// `raft-client member add` each: learner, caught up, voter), then shrinks
+/// back to 3 (`raft-client member remove` of two of the founders, the
+/// leader first). The cluster serves writes after every step, a new leader
+/// leads at once after the leader's removal, the removed nodes exit with
+/// status 0, and every acknowledged write is there at the end, on each of
+/// the three members left.
+#[test]
+fn the_cluster_grows_from_3_to_5_and_shrinks_back_to_3_under_a_write_load() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let rt = runtime();
+    let mut c = Cluster::start(3, &[]);
+    let ports = free_ports(2);
+    let joiners: Vec<(NodeId, String)> =
+        (4..=5).zip(ports).map(|(id, p)| (id, format!("127.0.0.1:{p}"))).collect();
+    for (id, addr) in &joiners {
+        let child = spawn_joining(&c, *id, addr, &[]);
+        c.addrs.insert(*id, addr.clone());
+        c.children.insert(*id, child);
+    }
+    let cluster = c.addrs.values().cloned().collect::<Vec<_>>().join(",");
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let removed = rt.block_on(async {
+        let first = wait_until("a leader", Duration::from_secs(20), async || leader(&c).await).await;
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (acked, stop) = (acked.clone(), stop.clone());
+                let mut client =
+                    Client::new(ClientConfig::new(&cluster, CLUSTER_ID, Duration::from_secs(10))).unwrap();
+                tokio::spawn(async move {
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = format!("w{w}-{i}");
+                        if client.put(key.as_bytes(), key.as_bytes()).await.is_ok() {
+                            acked.lock().unwrap().push(key);
+                        }
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        // The cluster serves: 30 more writes acknowledged within 10 s.
+        let serving = async |step: &str| {
+            let before = acked.lock().unwrap().len();
+            wait_until(&format!("writes after {step}"), Duration::from_secs(10), async || {
+                (acked.lock().unwrap().len() >= before + 30).then_some(())
+            })
+            .await;
+        };
+        serving("the start").await;
+        let client_deadline = Duration::from_secs(60);
+
+        for (id, addr) in &joiners {
+            let id = id.to_string();
+            let run = raft_client(
+                &cluster,
+                &["member", "add", &id, addr, "--catch-up-timeout", "30s"],
+                client_deadline,
+            )
+            .await;
+            assert!(run.success, "member add {id}: {run}\n{}", c.logs());
+            assert!(run.stdout.contains(&format!("promoted node {id} to voter")), "{run}");
+            serving(&format!("adding node {id}")).await;
+        }
+        let listed = raft_client(&cluster, &["member", "list", "--json"], client_deadline).await;
+        assert_eq!(voters_listed(&listed), vec![1, 2, 3, 4, 5], "{listed}");
+
+        // The leader first (a founder: joiners never campaign before they
+        // are voters, and nothing asked it to hand over), then a follower.
+        let leader_now = wait_until("a leader", Duration::from_secs(10), async || leader(&c).await).await;
+        assert!(leader_now.id <= 3, "a joiner leads: {leader_now:?} (first leader {})", first.id);
+        let follower = (1..=3).find(|&id| id != leader_now.id).unwrap();
+        let run =
+            raft_client(&cluster, &["member", "remove", &leader_now.id.to_string()], client_deadline).await;
+        assert!(run.success, "member remove {} (the leader): {run}\n{}", leader_now.id, c.logs());
+        let removed_at = Instant::now();
+        // (The removed leader hands over as its removal commits: no
+        // election timeout to wait for.)
+        let next = wait_until("a new leader", Duration::from_secs(1), async || {
+            statuses(&c).await.into_iter().find(|s| s.role == Role::Leader && s.id != leader_now.id)
+        })
+        .await;
+        eprintln!(
+            "removed leader {}: node {} leads {:?} after `member remove` returned ({:?} in all)",
+            leader_now.id,
+            next.id,
+            removed_at.elapsed(),
+            run.took
+        );
+        serving(&format!("removing leader {}", leader_now.id)).await;
+        let run = raft_client(&cluster, &["member", "remove", &follower.to_string()], client_deadline).await;
+        assert!(run.success, "member remove {follower}: {run}\n{}", c.logs());
+        serving(&format!("removing node {follower}")).await;
+
+        let left: Vec<NodeId> = (1..=5).filter(|&id| id != leader_now.id && id != follower).collect();
+        let listed = raft_client(&cluster, &["member", "list", "--json"], client_deadline).await;
+        assert_eq!(voters_listed(&listed), left, "{listed}");
+        stop.store(true, Ordering::Relaxed);
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        (vec![leader_now.id, follower], left)
+    });
+    let (removed, left) = removed;
+    for id in &removed {
+        let mut child = c.children.remove(id).unwrap();
+        let status = exit_of(&mut child, Duration::from_secs(10));
+        assert!(status.is_some_and(|s| s.success()), "removed node {id}: {status:?}\n{}", c.log_of(*id));
+        assert!(
+            c.log_of(*id).contains("removed from"),
+            "node {id} did not say why it stopped\n{}",
+            c.log_of(*id)
+        );
+    }
+    let keys = acked.lock().unwrap().clone();
+    assert!(keys.len() > 200, "only {} writes were acknowledged", keys.len());
+    rt.block_on(async {
+        let mut reader =
+            Client::new(ClientConfig::new(&cluster, CLUSTER_ID, Duration::from_secs(10))).unwrap();
+        for key in &keys {
+            let got = reader.get(key.as_bytes(), false).await.unwrap();
+            assert_eq!(got.as_deref(), Some(key.as_bytes()), "acknowledged write {key} lost\n{}", c.logs());
+        }
+        // Every member left holds them all: same applied state, same keys.
+        let commit = leader(&c).await.expect("a leader").commit;
+        for &id in &left {
+            let s = wait_until(
+                &format!("node {id} to apply index {commit}"),
+                Duration::from_secs(10),
+                async || status_of(&c, id).await.filter(|s| s.applied >= commit),
+            )
+            .await;
+            assert!(
+                s.keys as usize >= keys.len(),
+                "node {id} holds {} keys of {}: {s:?}",
+                s.keys,
+                keys.len()
+            );
+        }
+    });
 }
