@@ -12,7 +12,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use raft_client::{bench, Client, ClientConfig, ClientError, DEFAULT_CLUSTER, DEFAULT_CLUSTER_ID};
 use raft_core::{ChangeOp, MembershipChange, Role};
-use raft_kv::{describe_token, parse_text_command, NodeStatus, TextCommand, WriteLimits, WriteResult};
+use raft_kv::{
+    describe_token, parse_text_command, MemberRole, NodeStatus, TextCommand, WriteLimits, WriteResult,
+};
 
 #[derive(Parser, Debug)]
 #[command(name = "raft-client", version, about = "Talk to a Raft Lite cluster")]
@@ -256,6 +258,12 @@ fn status_verdict(statuses: &[(String, Result<NodeStatus, ClientError>)]) -> Res
     Ok(())
 }
 
+/// A membership change the cluster did not make, in one sentence: what
+/// was asked, then why (the leader's reason).
+fn refused(what: &str, e: ClientError) -> anyhow::Error {
+    anyhow::anyhow!("cannot {what}: {e}")
+}
+
 /// `raft-client member ...`.
 async fn member(client: &mut Client, op: MemberCmd) -> anyhow::Result<()> {
     let change = |ops| MembershipChange { ops };
@@ -295,7 +303,10 @@ async fn member(client: &mut Client, op: MemberCmd) -> anyhow::Result<()> {
                 );
             }
             let context = address.clone().into_bytes();
-            let index = client.change_members(change(vec![ChangeOp::AddLearner { id, context }])).await?;
+            let index = client
+                .change_members(change(vec![ChangeOp::AddLearner { id, context }]))
+                .await
+                .map_err(|e| refused(&format!("add node {id} as a learner"), e))?;
             println!("added node {id} at {address} as a learner (configuration entry {index})");
             if learner {
                 return Ok(());
@@ -307,27 +318,49 @@ async fn member(client: &mut Client, op: MemberCmd) -> anyhow::Result<()> {
                     if m.match_index > 0 && m.lag_entries <= lag_entries_max {
                         break;
                     }
-                    lag = Some(m.lag_entries);
+                    lag = (m.match_index > 0).then_some(m.lag_entries);
                 }
                 if std::time::Instant::now() >= deadline {
                     anyhow::bail!(
                         "node {id} did not catch up within {catch_up_timeout:?} ({}); it stays a learner: check \
-                         that it runs (raft-node run --join) and reaches the leader, then `raft-client member \
-                         promote {id}`",
+                         that it runs at {address} (raft-node run --join) and reaches the leader, then \
+                         `raft-client member promote {id}` (or `raft-client member remove {id}`)",
                         lag.map_or("it has received nothing".to_string(), |l| format!("{l} entries behind"))
                     );
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let index = client.change_members(change(vec![ChangeOp::PromoteLearner { id }])).await?;
+            let index = client
+                .change_members(change(vec![ChangeOp::PromoteLearner { id }]))
+                .await
+                .map_err(|e| refused(&format!("promote node {id}"), e))?;
             println!("promoted node {id} to voter (configuration entry {index})");
         }
         MemberCmd::Promote { id } => {
-            let index = client.change_members(change(vec![ChangeOp::PromoteLearner { id }])).await?;
+            let index = client
+                .change_members(change(vec![ChangeOp::PromoteLearner { id }]))
+                .await
+                .map_err(|e| refused(&format!("promote node {id}"), e))?;
             println!("promoted node {id} to voter (configuration entry {index})");
         }
         MemberCmd::Remove { id } => {
-            let index = client.change_members(change(vec![ChangeOp::Remove { id }])).await?;
+            let voters: Vec<u64> = client
+                .members()
+                .await?
+                .iter()
+                .filter(|m| m.role == MemberRole::Voter)
+                .map(|m| m.id)
+                .collect();
+            if voters == [id] {
+                anyhow::bail!(
+                    "node {id} is the cluster's last voter and a cluster needs one: add another voter first \
+                     (raft-client member add ID ADDRESS), then remove node {id}"
+                );
+            }
+            let index = client
+                .change_members(change(vec![ChangeOp::Remove { id }]))
+                .await
+                .map_err(|e| refused(&format!("remove node {id}"), e))?;
             println!("removed node {id} (configuration entry {index})");
         }
     }

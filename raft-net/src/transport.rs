@@ -6,7 +6,11 @@
 //! closed with a logged reason; the node goes on. Peer links reconnect with
 //! capped exponential backoff and jitter, each with its own bounded queue, so
 //! a dead or slow peer never blocks the others: when a queue is full, new
-//! messages to that peer are dropped (Raft retransmits).
+//! messages to that peer are dropped (Raft retransmits). Dropping a link
+//! closes it: what it had queued still goes out if it is connected (within
+//! a bound), otherwise its task ends at once, wherever it is (dialing,
+//! waiting for a hello's answer or to dial again); either way its
+//! connection closes, its queue is dropped and it never dials again.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -279,6 +283,9 @@ pub struct NetCounters {
     pub connections_refused: AtomicU64,
     /// Messages dropped because a peer's queue was full.
     pub peer_messages_dropped: AtomicU64,
+    /// Peer links whose task runs (connected or not): one per [`PeerLink`]
+    /// alive, until a dropped one's task has ended.
+    pub peer_links_open: AtomicU64,
 }
 
 /// The cluster token a node knows, shared by its listener and peer links
@@ -308,8 +315,24 @@ impl SharedToken {
 /// changes them as the membership changes; or, for a node waiting to be
 /// added, any peer of its cluster (it cannot know which leader will
 /// contact it).
+/// A connection from a peer that leaves the set is closed.
 #[derive(Clone, Debug, Default)]
-pub struct SharedPeers(Arc<std::sync::RwLock<PeerSet>>);
+pub struct SharedPeers(Arc<PeersInner>);
+
+/// What [`SharedPeers`] shares.
+#[derive(Debug)]
+struct PeersInner {
+    set: std::sync::RwLock<PeerSet>,
+    /// Told of every change of the admitted peers (each peer connection
+    /// watches it, to close itself once its peer is admitted no more).
+    changed: tokio::sync::watch::Sender<()>,
+}
+
+impl Default for PeersInner {
+    fn default() -> PeersInner {
+        PeersInner { set: Default::default(), changed: tokio::sync::watch::Sender::new(()) }
+    }
+}
 
 /// What [`SharedPeers`] holds.
 #[derive(Debug, Default)]
@@ -338,13 +361,14 @@ impl SharedPeers {
         let mut ids: Vec<NodeId> = peers.into_iter().collect();
         ids.sort_unstable();
         ids.dedup();
-        self.0.write().expect("peer set poisoned").admitted = Some(ids);
+        self.0.set.write().expect("peer set poisoned").admitted = Some(ids);
+        self.0.changed.send_replace(());
     }
 
     /// Records nodes removed from the cluster (a hello from one is answered
     /// with [`HelloReply::Removed`]).
     pub fn note_removed(&self, ids: impl IntoIterator<Item = NodeId>) {
-        let mut set = self.0.write().expect("peer set poisoned");
+        let mut set = self.0.set.write().expect("peer set poisoned");
         set.removed.extend(ids);
         set.removed.sort_unstable();
         set.removed.dedup();
@@ -353,7 +377,7 @@ impl SharedPeers {
     /// Forgets removals of nodes that are members again (a removal whose
     /// entry a new leader's log replaced).
     pub fn forget_removed(&self, ids: impl IntoIterator<Item = NodeId>) {
-        let mut set = self.0.write().expect("peer set poisoned");
+        let mut set = self.0.set.write().expect("peer set poisoned");
         for id in ids {
             set.removed.retain(|&r| r != id);
         }
@@ -361,17 +385,22 @@ impl SharedPeers {
 
     /// Whether `id` was removed from the cluster.
     pub fn was_removed(&self, id: NodeId) -> bool {
-        self.0.read().expect("peer set poisoned").removed.binary_search(&id).is_ok()
+        self.0.set.read().expect("peer set poisoned").removed.binary_search(&id).is_ok()
     }
 
     /// The peers now, sorted (`None`: any).
     pub fn get(&self) -> Option<Vec<NodeId>> {
-        self.0.read().expect("peer set poisoned").admitted.clone()
+        self.0.set.read().expect("peer set poisoned").admitted.clone()
+    }
+
+    /// A receiver told of every change of the admitted peers.
+    fn watch(&self) -> tokio::sync::watch::Receiver<()> {
+        self.0.changed.subscribe()
     }
 
     /// Whether a hello from `id` is taken.
     pub fn admits(&self, id: NodeId) -> bool {
-        match &self.0.read().expect("peer set poisoned").admitted {
+        match &self.0.set.read().expect("peer set poisoned").admitted {
             Some(peers) => peers.binary_search(&id).is_ok(),
             None => true,
         }
@@ -690,8 +719,25 @@ async fn handle_connection<P: ClientProtocol>(
                 return Ok(()); // the node is shutting down
             }
             let budget = Arc::new(tokio::sync::Semaphore::new(PEER_INBOUND_BYTES_MAX));
+            // A peer that leaves the admitted set (its removal committed)
+            // loses its connection: its link notices, calls again, and is
+            // told it was removed (its hello is answered `Removed`), which
+            // is how a removed member that missed the news learns it.
+            let mut peers_changed = config.peers.watch();
             loop {
-                let frame = reader.next(None).await?;
+                let frame = tokio::select! {
+                    frame = reader.next(None) => frame?,
+                    _ = peers_changed.changed() => {
+                        if config.peers.admits(peer) {
+                            continue;
+                        }
+                        info!(
+                            node = config.node_id, peer, %addr,
+                            "closed the connection of node {peer}: it is no member any more"
+                        );
+                        return Ok(());
+                    }
+                };
                 let bytes = frame.len().clamp(1, PEER_INBOUND_BYTES_MAX) as u32;
                 let Ok(permit) = budget.clone().acquire_many_owned(bytes).await else { return Ok(()) };
                 let m: Message = codec::decode(&frame)?;
@@ -860,12 +906,34 @@ fn answers_overflow(conn: &ConnAnswers) -> NetError {
     ))
 }
 
-/// The sending half of a link to one peer.
-#[derive(Clone, Debug)]
+/// The sending half of a link to one peer. Dropping it closes the link: a
+/// connected link sends what was queued before (for at most
+/// [`LINK_CLOSE_FLUSH_MAX`]) and closes its connection; one that is not
+/// connected stops wherever it is (dialing, waiting for its hello's answer
+/// or to dial again) and its queue is dropped. It never dials again.
+#[derive(Debug)]
 pub struct PeerLink {
     peer: NodeId,
     queue: mpsc::Sender<Message>,
     counters: Arc<NetCounters>,
+    /// Cancels the link's task when the link is dropped.
+    _close: tokio_util::sync::DropGuard,
+}
+
+/// Counts a link's task in [`NetCounters::peer_links_open`] while it runs.
+struct LinkOpen(Arc<NetCounters>);
+
+impl LinkOpen {
+    fn new(counters: Arc<NetCounters>) -> LinkOpen {
+        counters.peer_links_open.fetch_add(1, Ordering::Relaxed);
+        LinkOpen(counters)
+    }
+}
+
+impl Drop for LinkOpen {
+    fn drop(&mut self) {
+        self.0.peer_links_open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl PeerLink {
@@ -880,8 +948,19 @@ impl PeerLink {
         counters: Arc<NetCounters>,
     ) -> PeerLink {
         let (tx, rx) = mpsc::channel(queue_capacity);
-        tokio::spawn(run_peer_link(node_id, peer, addr, identity, rx));
-        PeerLink { peer, queue: tx, counters }
+        let close = tokio_util::sync::CancellationToken::new();
+        let closed = close.clone();
+        let open = LinkOpen::new(counters.clone());
+        tokio::spawn(async move {
+            let _open = open;
+            run_peer_link(node_id, peer, addr, identity, rx, closed).await
+        });
+        PeerLink { peer, queue: tx, counters, _close: close.drop_guard() }
+    }
+
+    /// The peer this link goes to.
+    pub fn peer(&self) -> NodeId {
+        self.peer
     }
 
     /// Queues `m` for the peer; drops it (returning false) if the queue is full.
@@ -914,12 +993,19 @@ pub struct LinkIdentity {
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// How long a dropped link that is connected goes on sending what was
+/// queued before it (at most): a departing member's last message, the
+/// heartbeat that tells it its removal committed, must not be dropped with
+/// the link.
+pub const LINK_CLOSE_FLUSH_MAX: Duration = Duration::from_secs(1);
+
 async fn run_peer_link(
     node_id: NodeId,
     peer: NodeId,
     addr: String,
     identity: LinkIdentity,
     mut queue: mpsc::Receiver<Message>,
+    closing: tokio_util::sync::CancellationToken,
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut jitter_state = node_id.wrapping_mul(31).wrapping_add(peer) | 1;
@@ -930,14 +1016,32 @@ async fn run_peer_link(
         let mut hello = Hello::new(&identity.cluster_id, Sender::Peer(node_id));
         hello.address = identity.address.clone();
         hello.cluster_token = identity.cluster_token.get();
-        match connect_with(&addr, hello).await {
+        // A link dropped before its connection is up ends at once (what it
+        // queued is for a peer it cannot reach).
+        let connected = tokio::select! {
+            biased;
+            _ = closing.cancelled() => return debug!(node = node_id, peer, %addr, "peer link closed"),
+            connected = connect_with(&addr, hello) => connected,
+        };
+        match connected {
             Ok((mut framed, _)) => {
                 info!(node = node_id, peer, %addr, "connected to peer");
                 connected_before = true;
                 last_refusal = None;
                 backoff = BACKOFF_MIN;
-                match pump(&mut framed, &mut queue).await {
-                    Ok(()) => return, // the node dropped its link: shutting down
+                // Once the link is dropped, its queue closes: the pump sends
+                // what is left in it and returns, or is cut off after
+                // LINK_CLOSE_FLUSH_MAX.
+                let flush_deadline = async {
+                    closing.cancelled().await;
+                    tokio::time::sleep(LINK_CLOSE_FLUSH_MAX).await;
+                };
+                let pumped = tokio::select! {
+                    pumped = pump(&mut framed, &mut queue) => pumped,
+                    _ = flush_deadline => Ok(()),
+                };
+                match pumped {
+                    Ok(()) => return debug!(node = node_id, peer, %addr, "peer link closed"),
                     Err(e) => info!(node = node_id, peer, %addr, reason = %e, "lost peer link; reconnecting"),
                 }
             }
@@ -966,18 +1070,34 @@ async fn run_peer_link(
         jitter_state ^= jitter_state >> 7;
         jitter_state ^= jitter_state << 17;
         let jitter = Duration::from_millis(jitter_state % (backoff.as_millis() as u64 / 2 + 1));
-        tokio::time::sleep(backoff + jitter).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-        if queue.is_closed() {
-            return;
+        tokio::select! {
+            biased;
+            _ = closing.cancelled() => return debug!(node = node_id, peer, %addr, "peer link closed"),
+            _ = tokio::time::sleep(backoff + jitter) => {}
         }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
 /// Sends queued messages, coalescing whatever is queued into one flush.
+/// The peer sends nothing on a link after its hello's answer, so a read
+/// that ends says the connection is gone (the peer stopped, or closed it
+/// because this node is no member any more): noticed at once, not at the
+/// next send, which on an idle link (a follower's to another follower) may
+/// never come.
 async fn pump(framed: &mut FramedStream, queue: &mut mpsc::Receiver<Message>) -> Result<(), NetError> {
     loop {
-        let Some(first) = queue.recv().await else { return Ok(()) };
+        let first = tokio::select! {
+            first = queue.recv() => match first {
+                Some(first) => first,
+                None => return Ok(()),
+            },
+            read = framed.next() => return Err(match read {
+                Some(Err(e)) => NetError::Io(e),
+                Some(Ok(_)) => NetError::Refused("the peer sent a frame on this node's link".to_string()),
+                None => NetError::Closed,
+            }),
+        };
         feed_frame(framed, &first).await?;
         let mut n = 1;
         while n < 512 {
@@ -1201,6 +1321,192 @@ mod tests {
         use tokio::io::AsyncReadExt;
         let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await;
         assert!(closed || matches!(read, Ok(Ok(0)) | Ok(Err(_))), "still open after {:?}", started.elapsed());
+    }
+
+    /// A peer of the tests' own on a port of its own: it takes link
+    /// connections and reads their hellos, answering them (`welcome`) or
+    /// never.
+    async fn peer_listener() -> (TcpListener, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        (listener, addr)
+    }
+
+    /// Takes the next link connection and its hello (within 10 s).
+    async fn accept_hello(listener: &TcpListener) -> (FramedStream, Hello) {
+        let next = async {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut framed = framed(stream);
+            let hello: Hello = recv_frame(&mut framed).await.unwrap();
+            (framed, hello)
+        };
+        tokio::time::timeout(Duration::from_secs(10), next).await.expect("no link connected within 10 s")
+    }
+
+    fn link_to(addr: &str, counters: &Arc<NetCounters>) -> PeerLink {
+        let identity = LinkIdentity {
+            cluster_id: "t".into(),
+            cluster_token: SharedToken::default(),
+            address: "127.0.0.1:1".into(),
+            removed: None,
+        };
+        PeerLink::spawn(1, 2, addr.to_string(), identity, 16, counters.clone())
+    }
+
+    /// What the peer's side of a connection reads next, if it ends within
+    /// `within`: `None` if the connection is still open then.
+    async fn closed_within(framed: &mut FramedStream, within: Duration) -> Option<Result<Message, NetError>> {
+        tokio::time::timeout(within, recv_frame::<Message>(framed)).await.ok()
+    }
+
+    fn heartbeat() -> Message {
+        Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: raft_core::MessageBody::VoteRequest {
+                pre_vote: true,
+                last_log_index: 0,
+                last_log_term: 0,
+                transfer: false,
+            },
+        }
+    }
+
+    /// A link to a member that left the configuration is dropped by the
+    /// node: its connection closes, and it never dials the address again
+    /// (a link left running would redial within its backoff cap of
+    /// BACKOFF_MAX plus jitter, forever).
+    #[tokio::test]
+    async fn a_dropped_link_closes_its_connection_and_never_dials_again() {
+        let (listener, addr) = peer_listener().await;
+        let counters = Arc::new(NetCounters::default());
+        let link = link_to(&addr, &counters);
+        assert_eq!(counters.peer_links_open.load(Ordering::Relaxed), 1);
+        let (mut framed, hello) = accept_hello(&listener).await;
+        assert_eq!(hello.sender, Sender::Peer(1));
+        send_frame(&mut framed, &HelloReply::Welcome { node_id: 2 }).await.unwrap();
+        assert!(link.send(heartbeat()));
+        let got = closed_within(&mut framed, Duration::from_secs(10)).await;
+        assert!(matches!(&got, Some(Ok(m)) if *m == heartbeat()), "{got:?}");
+
+        drop(link);
+        let end = closed_within(&mut framed, Duration::from_secs(2)).await;
+        assert!(matches!(end, Some(Err(NetError::Closed))), "the link's connection stayed open: {end:?}");
+        let redial = tokio::time::timeout(BACKOFF_MAX * 3, listener.accept()).await;
+        assert!(redial.is_err(), "a dropped link dialed its peer again");
+        assert_eq!(counters.peer_links_open.load(Ordering::Relaxed), 0, "its task still runs");
+    }
+
+    /// What a connected link had queued when it was dropped still goes
+    /// out before its connection closes: the leader's last heartbeat to a
+    /// member whose removal just committed, which tells it so, is queued
+    /// in the same batch that drops the link.
+    #[tokio::test]
+    async fn a_dropped_link_sends_what_it_had_queued_then_closes() {
+        let (listener, addr) = peer_listener().await;
+        let counters = Arc::new(NetCounters::default());
+        let link = link_to(&addr, &counters);
+        let (mut framed, _) = accept_hello(&listener).await;
+        send_frame(&mut framed, &HelloReply::Welcome { node_id: 2 }).await.unwrap();
+        // Once the link's side is connected (it sends what it is given),
+        // the last message and the drop come together.
+        assert!(link.send(heartbeat()));
+        let first = closed_within(&mut framed, Duration::from_secs(10)).await;
+        assert!(matches!(&first, Some(Ok(m)) if *m == heartbeat()), "{first:?}");
+        let last = Message { term: 2, ..heartbeat() };
+        assert!(link.send(last.clone()));
+        drop(link);
+        let got = closed_within(&mut framed, Duration::from_secs(2)).await;
+        assert!(matches!(&got, Some(Ok(m)) if *m == last), "the last message was dropped: {got:?}");
+        let end = closed_within(&mut framed, Duration::from_secs(2)).await;
+        assert!(matches!(end, Some(Err(NetError::Closed))), "the link's connection stayed open: {end:?}");
+        wait_for(|| counters.peer_links_open.load(Ordering::Relaxed) == 0).await;
+    }
+
+    /// A link dropped while its hello waits for an answer (a peer that is
+    /// slow, stopped, or not a Raft node) closes that connection at once,
+    /// not when the hello times out.
+    #[tokio::test]
+    async fn a_link_dropped_while_its_hello_waits_closes_its_connection_at_once() {
+        let (listener, addr) = peer_listener().await;
+        let counters = Arc::new(NetCounters::default());
+        let link = link_to(&addr, &counters);
+        let (mut framed, _) = accept_hello(&listener).await;
+        drop(link);
+        let end = closed_within(&mut framed, HELLO_TIMEOUT / 5).await;
+        assert!(
+            matches!(end, Some(Err(NetError::Closed))),
+            "the connection stayed open after its link was dropped: {end:?}"
+        );
+        wait_for(|| counters.peer_links_open.load(Ordering::Relaxed) == 0).await;
+    }
+
+    /// A link dropped while its peer is down (it waits to dial again) ends
+    /// its task at once.
+    #[tokio::test]
+    async fn a_link_to_a_dead_peer_ends_when_dropped() {
+        let addr = peer_listener().await.1; // the listener is dropped: nobody answers
+        let counters = Arc::new(NetCounters::default());
+        let link = link_to(&addr, &counters);
+        tokio::time::sleep(BACKOFF_MIN * 4).await; // a few failed dials (nothing is waited for)
+        assert_eq!(counters.peer_links_open.load(Ordering::Relaxed), 1);
+        drop(link);
+        wait_for(|| counters.peer_links_open.load(Ordering::Relaxed) == 0).await;
+    }
+
+    /// A peer connection is closed once its peer leaves the admitted set
+    /// (its removal committed), so that its link calls again and learns
+    /// that it was removed; the other peers' connections stay.
+    #[tokio::test]
+    async fn a_peer_connection_closes_once_its_peer_is_admitted_no_more() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let peers = SharedPeers::new([2, 3]);
+        let config = Arc::new(ListenerConfig {
+            node_id: 1,
+            cluster_id: "t".into(),
+            peers: peers.clone(),
+            cluster_token: SharedToken::default(),
+            limits: ConnectionLimits::default(),
+        });
+        let (inbound_tx, _inbound_rx) = mpsc::channel::<Inbound<Gets>>(64);
+        tokio::spawn(serve(listener, config, inbound_tx, Arc::new(NetCounters::default())));
+        let (mut two, _) = connect(&addr, "t", Sender::Peer(2)).await.unwrap();
+        let (mut three, _) = connect(&addr, "t", Sender::Peer(3)).await.unwrap();
+        peers.set([3]);
+        let end = tokio::time::timeout(Duration::from_secs(2), recv_frame::<HelloReply>(&mut two)).await;
+        assert!(matches!(end, Ok(Err(NetError::Closed))), "node 2's connection stayed open: {end:?}");
+        let still =
+            tokio::time::timeout(Duration::from_millis(300), recv_frame::<HelloReply>(&mut three)).await;
+        assert!(still.is_err(), "node 3's connection was closed: {still:?}");
+        peers.note_removed([2]);
+        let e = connect(&addr, "t", Sender::Peer(2)).await.err();
+        assert!(matches!(e, Some(NetError::Removed(_))), "{e:?}");
+    }
+
+    /// A link notices at once that its peer closed the connection, with
+    /// nothing to send (an idle follower-to-follower link would otherwise
+    /// hold a dead connection until its next message), and dials again.
+    #[tokio::test]
+    async fn an_idle_link_notices_its_peer_closed_the_connection_and_dials_again() {
+        let (listener, addr) = peer_listener().await;
+        let counters = Arc::new(NetCounters::default());
+        let _link = link_to(&addr, &counters);
+        let (mut framed, _) = accept_hello(&listener).await;
+        send_frame(&mut framed, &HelloReply::Welcome { node_id: 2 }).await.unwrap();
+        drop(framed);
+        let again = tokio::time::timeout(BACKOFF_MAX, accept_hello(&listener)).await;
+        assert!(again.is_ok(), "the link did not dial again after its peer closed the connection");
+    }
+
+    /// Waits (at most 2 s) until `done`.
+    async fn wait_for(done: impl Fn() -> bool) {
+        let end = std::time::Instant::now() + Duration::from_secs(2);
+        while !done() {
+            assert!(std::time::Instant::now() < end, "not done within 2 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     #[test]

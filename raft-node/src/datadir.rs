@@ -179,10 +179,12 @@ impl Identity {
         File::open(dir)?.sync_all()
     }
 
-    /// Checks the flags a node was started with against this identity.
-    /// Returns the warnings to log (addresses that changed: the flags are
-    /// used) or the refusal, one sentence naming both values and what to do.
-    pub fn check(&self, flags: &StartFlags<'_>, dir: &Path) -> Result<Vec<String>, String> {
+    /// Checks the flags a node was started with against this identity: a
+    /// directory of another cluster or another node is refused, in one
+    /// sentence naming both values and what to do. (`--peers` is not
+    /// checked here: the membership lives in the log, which wins over the
+    /// flags; the node reports a `--peers` that disagrees with it.)
+    pub fn check(&self, flags: &StartFlags<'_>, dir: &Path) -> Result<(), String> {
         let dir = dir.display();
         if flags.cluster_id != self.cluster_id {
             return Err(format!(
@@ -198,52 +200,7 @@ impl Identity {
                 self.node_id, flags.node_id, self.node_id
             ));
         }
-        let stored: Vec<NodeId> = self.members.keys().copied().collect();
-        let given: Vec<NodeId> = flags.members.keys().copied().collect();
-        if stored != given {
-            let peers = |ids: &[NodeId]| -> String {
-                let others: Vec<String> =
-                    ids.iter().filter(|&&id| id != self.node_id).map(|id| id.to_string()).collect();
-                if others.is_empty() {
-                    "none (a single-node cluster)".to_string()
-                } else {
-                    others.join(", ")
-                }
-            };
-            return Err(format!(
-                "--peers names nodes {} but the data directory {dir} was bootstrapped with peers {}; \
-                 start node {} with --peers {} (the membership is stored, flags cannot change it)",
-                peers(&given),
-                peers(&stored),
-                self.node_id,
-                self.peers_flag()
-            ));
-        }
-        let mut warnings = Vec::new();
-        for (id, addr) in flags.members {
-            let old = &self.members[id];
-            if old != addr {
-                warnings.push(format!(
-                    "node {id}'s address was {old} at bootstrap and is {addr} now; using {addr}"
-                ));
-            }
-        }
-        Ok(warnings)
-    }
-
-    /// The `--peers` value that matches the stored membership.
-    pub fn peers_flag(&self) -> String {
-        let peers: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(&id, _)| id != self.node_id)
-            .map(|(id, addr)| format!("{id}={addr}"))
-            .collect();
-        if peers.is_empty() {
-            "'' --single-node".to_string()
-        } else {
-            peers.join(",")
-        }
+        Ok(())
     }
 }
 
@@ -286,7 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn flags_that_disagree_with_the_identity_are_refused_naming_both_values() {
+    fn another_cluster_or_node_id_is_refused_naming_both_values_and_peers_are_not_checked() {
         let dir = Path::new("d");
         let m = members(&[1, 2, 3]);
         let identity = Identity::bootstrap(&StartFlags { cluster_id: "a", node_id: 1, members: &m });
@@ -295,17 +252,11 @@ mod tests {
         let m2 = members(&[2, 1, 3]);
         let e = identity.check(&StartFlags { cluster_id: "a", node_id: 2, members: &m2 }, dir).unwrap_err();
         assert!(e.contains("belongs to node 1") && e.contains("--id 2"), "{e}");
-        let alone = members(&[1]);
-        let e =
-            identity.check(&StartFlags { cluster_id: "a", node_id: 1, members: &alone }, dir).unwrap_err();
-        assert!(e.contains("names nodes none") && e.contains("peers 2, 3"), "{e}");
-        assert!(e.contains("--peers 2=127.0.0.1:8002,3=127.0.0.1:8003"), "{e}");
-        let mut moved = m.clone();
-        moved.insert(3, "10.0.0.3:7000".into());
-        let warnings =
-            identity.check(&StartFlags { cluster_id: "a", node_id: 1, members: &moved }, dir).unwrap();
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("node 3's address"), "{warnings:?}");
+        // The membership lives in the log: other peers, or none, are the
+        // node's to report, not a refusal.
+        for others in [members(&[1]), members(&[1, 2, 4, 5])] {
+            identity.check(&StartFlags { cluster_id: "a", node_id: 1, members: &others }, dir).unwrap();
+        }
     }
 
     #[test]

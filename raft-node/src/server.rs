@@ -207,8 +207,8 @@ fn connection_limits_within_fd_limit(node: NodeId, limits: &ConnectionLimits) ->
     ConnectionLimits { connections_max: fit, ..limits.clone() }
 }
 
-/// How long a removed node lets the answers it queued go out before it
-/// stops.
+/// How long a removed node goes on before it stops, so that the answers it
+/// owes (to the change that removed it, among others) are made and go out.
 const REMOVED_ANSWERS_GRACE: Duration = Duration::from_millis(500);
 
 /// A tick this late means the event loop was held up: worth a warning.
@@ -378,17 +378,16 @@ struct Server {
 
 /// Checks the data directory against the flags, or bootstraps a new one:
 /// refused in one sentence when it belongs to another node or cluster, when
-/// `--peers` disagrees with the stored membership, when a new directory has
-/// no peers and no `--single-node`, and when the peers say this member had
-/// data before (it lost it: a wiped voter must not vote as its old self).
+/// a new directory has no peers and no `--single-node`, and when the peers
+/// say this member had data before (it lost it: a wiped voter must not vote
+/// as its old self). A `--peers` that disagrees with the membership stored
+/// is not refused: the stored one wins (see [`peers_disagreement`]).
 async fn prepare_identity(config: &NodeConfig) -> anyhow::Result<Identity> {
     let dir = &config.data_dir;
     let members = config.members();
     let flags = StartFlags { cluster_id: &config.cluster_id, node_id: config.id, members: &members };
     if let Some(identity) = Identity::load(dir).map_err(anyhow::Error::msg)? {
-        for warning in identity.check(&flags, dir).map_err(anyhow::Error::msg)? {
-            warn!(node = config.id, "{warning}");
-        }
+        identity.check(&flags, dir).map_err(anyhow::Error::msg)?;
         return Ok(identity);
     }
     if datadir::holds_raft_data(dir).with_context(|| format!("cannot read {}", dir.display()))? {
@@ -472,6 +471,52 @@ fn start_core(config: Config, mut durable: DurableState, identity: &Identity) ->
     RaftNode::restart(config, durable).context("the durable state cannot be restarted from")
 }
 
+/// The one sentence a node logs when the members named by its flags (this
+/// node at `--advertise`, and `--peers`) are not the membership in force in
+/// its data directory (after membership changes, or a `--peers` left empty
+/// or out of date): the data directory's wins, since `--peers` only founds
+/// a new cluster. `None` when they agree, and for a node that learns its
+/// membership from the cluster (`--join`, or a joined node restarted with
+/// no `--peers`) or has none yet.
+fn peers_disagreement(config: &NodeConfig, identity: &Identity, node: &RaftNode) -> Option<String> {
+    if config.join || (identity.join && config.peers.is_empty()) {
+        return None;
+    }
+    let (membership, index) = node.membership();
+    let given = config.members();
+    let stored: BTreeMap<NodeId, String> = membership
+        .member_ids()
+        .map(|id| {
+            let context = membership.context(id).and_then(|c| std::str::from_utf8(c).ok());
+            // A member with no address in the configuration is reached at the
+            // one the flags give.
+            let address = context.filter(|a| !a.is_empty()).map(str::to_string);
+            (id, address.or_else(|| given.get(&id).cloned()).unwrap_or_default())
+        })
+        .collect();
+    if stored.is_empty() || stored == given {
+        return None;
+    }
+    let show = |members: &BTreeMap<NodeId, String>, roles: bool| -> String {
+        let all: Vec<String> = members
+            .iter()
+            .map(|(id, addr)| {
+                let learner = roles && membership.learners().contains(id);
+                format!("{id}={addr}{}", if learner { " (learner)" } else { "" })
+            })
+            .collect();
+        all.join(",")
+    };
+    Some(format!(
+        "the flags name the members {} (this node and --peers) but the membership in the data directory \
+         {} is {} (configuration entry {index}); using the data directory's: --peers only founds a new \
+         cluster, and members change through raft-client member",
+        show(&given, false),
+        config.data_dir.display(),
+        show(&stored, true)
+    ))
+}
+
 /// Asks every peer, as etcd does before bootstrapping a member, whether the
 /// cluster already knows this member as one holding data. Peers that do not
 /// answer within [`BOOTSTRAP_PROBE_TIMEOUT`] (a cluster starting for the
@@ -552,6 +597,9 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         config.data_dir.display()
     );
     let node = start_core(core_config, durable, &identity)?;
+    if let Some(disagreement) = peers_disagreement(&config, &identity, &node) {
+        warn!(node = config.id, "{disagreement}");
+    }
 
     // The peers whose hellos are taken follow the membership (any peer of
     // the cluster while this node waits to be added).
@@ -576,7 +624,6 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         address: config.advertise.clone(),
         removed: Some(removed_tx),
     };
-    let links = transport::spawn_peer_links(config.id, &config.peers, &link_identity, 8192, counters.clone());
     info!(
         node = config.id, listen = %config.listen, peers = ?config.peers,
         cluster_token = %describe_token(token.get()), "node started"
@@ -594,8 +641,10 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     let mut server = Server {
         replica: Replica::new(replica_config, node, kv),
         wal: wal_tx,
-        link_addresses: config.peers.clone(),
-        links,
+        // Links follow the membership in force (from the data directory,
+        // reported by the replica's first effects), never `--peers`.
+        link_addresses: BTreeMap::new(),
+        links: BTreeMap::new(),
         peers,
         link_identity,
         counters,
@@ -611,13 +660,19 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         sending_snapshot: None,
         config,
     };
+    server.execute_effects()?;
     let mut ticker = tokio::time::interval(server.config.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    // Set once this node is removed: it stops then.
+    let mut stop_at: Option<tokio::time::Instant> = None;
     let result = loop {
         tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
+            _ = tokio::time::sleep_until(stop_at.unwrap_or_else(tokio::time::Instant::now)), if stop_at.is_some() => {
+                break Ok(());
+            }
             scheduled = ticker.tick() => {
                 server.warn_if_late(scheduled.into_std());
                 server.replica.tick();
@@ -663,13 +718,15 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         if let Err(e) = server.execute_effects() {
             break Err(e);
         }
-        if server.removed {
+        if server.removed && stop_at.is_none() {
             // (A supervisor that restarts it gets the same answer.) The
-            // answers already queued, the one to the change that removed
-            // this leader among them, get a moment to go out.
+            // node goes on for a moment, so that the answers it owes go
+            // out: the one to the change that removed this leader among
+            // them, which it gives once it has applied the entry, and that
+            // may wait for its own fsync of it (the entry committed
+            // without this node's vote).
             info!(node = server.config.id, "this node was removed from the cluster; stopping");
-            tokio::time::sleep(REMOVED_ANSWERS_GRACE).await;
-            break Ok(());
+            stop_at = Some(tokio::time::Instant::now() + REMOVED_ANSWERS_GRACE);
         }
     };
     accept_task.abort();
@@ -691,7 +748,12 @@ impl Server {
                 // A link back to a peer this node cannot reach yet (it waits
                 // to be added, and the leader is calling); members' links
                 // follow the configuration.
-                if !address.is_empty() && !self.links.contains_key(&id) && id != self.config.id {
+                let member_or_unknown = self.members_known.is_empty() || self.members_known.contains(&id);
+                if !address.is_empty()
+                    && !self.links.contains_key(&id)
+                    && id != self.config.id
+                    && member_or_unknown
+                {
                     self.link_to(id, address);
                 }
             }
@@ -784,9 +846,11 @@ impl Server {
     }
 
     /// The membership in force changed: hellos are taken from its members,
-    /// and links go to each at the address in the configuration (links to
-    /// members that left stay: a departing member still hears from the
-    /// leader until its removal commits).
+    /// and links go to each at the address in the configuration. Links to
+    /// members that left stay until the configuration without them is
+    /// committed (a departing member still hears from the leader until its
+    /// removal commits, and a new leader may replace an uncommitted
+    /// configuration): see [`Server::close_departed_links`].
     fn members_changed(&mut self, members: BTreeMap<NodeId, String>) {
         let id = self.config.id;
         if members.is_empty() {
@@ -798,15 +862,53 @@ impl Server {
         self.peers.note_removed(self.members_known.difference(&now).copied().filter(|&m| m != id));
         self.peers.forget_removed(now.iter().copied());
         self.members_known = now;
-        let mut admitted: Vec<NodeId> = members.keys().copied().filter(|&m| m != id).collect();
-        admitted.extend(self.links.keys().copied());
-        self.peers.set(admitted);
+        self.admit_members_and_links();
         for (member, address) in members {
             if member == id || address.is_empty() || self.link_addresses.get(&member) == Some(&address) {
                 continue;
             }
             self.link_to(member, address);
         }
+    }
+
+    /// Hellos are taken from the members in force and from the peers this
+    /// node has a link to.
+    fn admit_members_and_links(&self) {
+        let id = self.config.id;
+        let mut admitted: Vec<NodeId> = self.members_known.iter().copied().filter(|&m| m != id).collect();
+        admitted.extend(self.links.keys().copied());
+        self.peers.set(admitted);
+    }
+
+    /// Closes the links to peers that are not members once the
+    /// configuration in force is committed: a member that left hears
+    /// nothing more from this node, and is dialed no more. (A link opened
+    /// to a peer that called while this node had no configuration yet, a
+    /// joining node's link to its leader, goes the same way once a
+    /// committed configuration leaves that peer out.)
+    fn close_departed_links(&mut self) {
+        if self.members_known.is_empty() || self.links.keys().all(|p| self.members_known.contains(p)) {
+            return;
+        }
+        let (_, index) = self.replica.node().membership();
+        let commit = self.replica.node().commit_index();
+        if index > commit {
+            return; // the configuration may yet be replaced
+        }
+        let departed: Vec<NodeId> =
+            self.links.keys().copied().filter(|p| !self.members_known.contains(p)).collect();
+        for peer in departed {
+            self.links.remove(&peer);
+            let address = self.link_addresses.remove(&peer).unwrap_or_default();
+            info!(
+                node = self.config.id,
+                peer,
+                %address,
+                index,
+                "closed the link to node {peer}: the configuration committed at index {index} leaves it out"
+            );
+        }
+        self.admit_members_and_links();
     }
 
     /// Opens (or reopens, at a new address) the link to `peer`.
@@ -827,6 +929,8 @@ impl Server {
             let (mut chunks, mut check_failed) = (Vec::new(), None);
             let mut effects = self.replica.take_effects()?.peekable();
             if effects.peek().is_none() {
+                drop(effects);
+                self.close_departed_links();
                 return Ok(());
             }
             for effect in effects {

@@ -427,11 +427,12 @@ fn a_data_directory_of_another_cluster_is_refused_at_the_handshake_and_no_write_
     });
 }
 
-/// Mistakes 1 and 2 at start-up: another --id, another --cluster-id, or a
-/// --peers that disagrees with the stored membership (empty: a missing
-/// environment variable; or missing a member) is refused in one sentence
-/// naming both values; the right flags restart the node, which catches up
-/// with one leader in the cluster and every acknowledged write.
+/// Mistakes 1 and 2 at start-up: another --id or another --cluster-id is
+/// refused in one sentence naming both values; the right flags restart the
+/// node, which catches up with one leader in the cluster and every
+/// acknowledged write. (A --peers that disagrees with the stored membership
+/// is reported and the stored one used: membership.rs,
+/// a_restart_with_peers_that_disagree_with_the_stored_membership_...)
 #[test]
 fn start_flags_that_disagree_with_the_data_directory_are_refused() {
     let rt = runtime();
@@ -449,11 +450,6 @@ fn start_flags_that_disagree_with_the_data_directory_are_refused() {
     other_cluster.extend(["--cluster-id".to_string(), "other".to_string()]);
     let e = refused_start(&other_cluster, &[]);
     assert!(e.contains("belongs to cluster `raft-lite`") && e.contains("`other`"), "{e}");
-    let e = refused_start(&with_flag(args.clone(), "--peers", ""), &[]);
-    assert!(e.contains("--peers names nodes none") && e.contains("bootstrapped with peers 2, 3"), "{e}");
-    let only_two = format!("2={}", c.addrs[&2]);
-    let e = refused_start(&with_flag(args.clone(), "--peers", &only_two), &[]);
-    assert!(e.contains("--peers names nodes 2 but") && e.contains(&format!("--peers {only_two},3=")), "{e}");
     rt.block_on(async {
         write_keys(&c, "while-down", 5).await;
     });

@@ -364,3 +364,74 @@ impl Drop for SmallDisk {
         let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
     }
 }
+
+/// The `raft-client` binary of this workspace, built once per test process
+/// with the tests' profile (a no-op after `cargo test --workspace`, which
+/// built it; `cargo test -p raft-node` builds it here), so that tests run
+/// the command line a user runs.
+pub fn client_bin() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let out = Command::new(cargo)
+            .args(["build", "--profile", "test", "-p", "raft-client", "--bin", "raft-client"])
+            .arg("--message-format=json-render-diagnostics")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo to build raft-client");
+        assert!(out.status.success(), "cannot build raft-client for the command-line tests");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "raft-client")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo named no raft-client executable")
+    })
+    .clone()
+}
+
+/// What one `raft-client` run said.
+#[derive(Debug)]
+pub struct CliRun {
+    pub success: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+impl std::fmt::Display for CliRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?} after {:?}\nstdout:\n{}stderr:\n{}",
+            self.code, self.took, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `raft-client --cluster CLUSTER ARGS...` (without blocking the
+/// runtime: writers on it go on meanwhile); it must end within `deadline`.
+pub async fn raft_client(cluster: &str, args: &[&str], deadline: Duration) -> CliRun {
+    let started = Instant::now();
+    let run = tokio::process::Command::new(client_bin())
+        .args(["--cluster", cluster, "--cluster-id", CLUSTER_ID])
+        .args(args)
+        .env_remove("RAFT_TIMEOUT_MS")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(deadline, run)
+        .await
+        .unwrap_or_else(|_| panic!("raft-client {args:?} still runs after {deadline:?}"))
+        .expect("run raft-client");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    CliRun {
+        success: out.status.success(),
+        code: out.status.code(),
+        stdout: text(&out.stdout),
+        stderr: text(&out.stderr),
+        took: started.elapsed(),
+    }
+}
