@@ -126,6 +126,29 @@ pub enum Effect<C> {
     },
 }
 
+/// What the store went through, one record per applied entry or restored
+/// snapshot, for a checker that compares replicas (the simulator's State
+/// Machine Safety). Kept only once [`Replica::record_applied`] turned it
+/// on; off (as in `raft-node`), nothing is recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// This entry was applied, leaving the store with this
+    /// [`KvStore::digest`].
+    Entry {
+        /// The entry.
+        entry: Entry,
+        /// The store's digest after it.
+        digest: u64,
+    },
+    /// The store was replaced by a snapshot from the leader.
+    Snapshot {
+        /// The snapshot's metadata.
+        meta: SnapshotMeta,
+        /// The store's digest after it.
+        digest: u64,
+    },
+}
+
 /// A replica that cannot go on; the node must stop.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
@@ -218,6 +241,9 @@ pub struct Replica<C> {
     transfer: Option<PendingTransfer<C>>,
     /// The index of the membership last reported in [`Effect::MembersChanged`].
     membership_reported: Option<Index>,
+    /// What the store went through since the last
+    /// [`Replica::take_applied`], if recorded ([`Replica::record_applied`]).
+    applied_log: Option<Vec<Applied>>,
     /// This node has been a member (so a membership without it means it was
     /// removed, not that it waits to be added)...
     was_member: bool,
@@ -275,6 +301,7 @@ impl<C> Replica<C> {
             changes: BTreeMap::new(),
             transfer: None,
             membership_reported: None,
+            applied_log: None,
             was_member,
             removed_reported: false,
         }
@@ -302,6 +329,28 @@ impl<C> Replica<C> {
             + self.ready_reads.len()
             + self.changes.len()
             + usize::from(self.transfer.is_some())
+    }
+
+    /// Records every entry applied and snapshot restored from now on, with
+    /// the store's digest after it, for [`Replica::take_applied`] (`false`
+    /// stops and forgets). For a checker that compares replicas: it costs a
+    /// pass over the store per entry.
+    pub fn record_applied(&mut self, on: bool) {
+        self.applied_log = on.then(Vec::new);
+    }
+
+    /// What the store went through since the last call, in order (empty
+    /// unless [`Replica::record_applied`] is on).
+    pub fn take_applied(&mut self) -> Vec<Applied> {
+        self.applied_log.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Starts an election now, as [`RaftNode::campaign`] (PreVote first, if
+    /// on). No client request does this (an operator hands leadership over
+    /// with [`RequestKind::TransferLeader`]): it is for tests and the
+    /// simulator's faults, which make a node campaign out of turn.
+    pub fn campaign(&mut self) {
+        self.node.campaign();
     }
 
     /// One logical clock tick.
@@ -638,6 +687,11 @@ impl<C> Replica<C> {
                     }
                 }
                 self.last_snapshot_index = snapshot.meta.index;
+                self.log_bytes_since_snapshot = 0;
+                if let Some(log) = &mut self.applied_log {
+                    log.push(Applied::Snapshot { meta: snapshot.meta.clone(), digest: self.kv.digest() });
+                }
+                self.snapshot_covers_requests(snapshot.meta.index);
                 info!(
                     node = self.config.id,
                     index = snapshot.meta.index,
@@ -874,6 +928,9 @@ impl<C> Replica<C> {
                     }
                 },
             };
+            if let Some(log) = &mut self.applied_log {
+                log.push(Applied::Entry { entry: entry.clone(), digest: self.kv.digest() });
+            }
             if let Some(change) = self.changes.remove(&entry.index) {
                 let response = match entry.payload {
                     EntryPayload::Membership(_) if change.term == entry.term => {
@@ -910,6 +967,26 @@ impl<C> Replica<C> {
             }
         }
         self.node.applied(last);
+    }
+
+    /// A snapshot from the leader replaced the store up to `index`: the
+    /// writes and membership changes waiting for an entry it covers will
+    /// never see their entry applied here. Their clients learn the outcome
+    /// by retrying (a write applies once; `member list` shows a change).
+    /// (Rare: a former leader with committed entries not yet applied.)
+    fn snapshot_covers_requests(&mut self, index: Index) {
+        let after = self.writes.split_off(&(index + 1));
+        let covered = std::mem::replace(&mut self.writes, after);
+        for (_, write) in covered {
+            let reason = "a snapshot from the leader covered the entry; retry (it applies once)".to_string();
+            self.answer(write.handle, ResponseKind::Unknown { reason });
+        }
+        let after = self.changes.split_off(&(index + 1));
+        let covered = std::mem::replace(&mut self.changes, after);
+        for (_, change) in covered {
+            let reason = "a snapshot from the leader covered the change; check `member list`".to_string();
+            self.answer(change.handle, ResponseKind::Unknown { reason });
+        }
     }
 
     /// Whether a released read can be answered now.
@@ -994,7 +1071,7 @@ impl<C> Replica<C> {
     /// threshold.
     fn maybe_snapshot(&mut self) {
         let applied = self.kv.applied();
-        let by_entries = applied >= self.last_snapshot_index + self.config.snapshot_entries;
+        let by_entries = applied >= self.last_snapshot_index.saturating_add(self.config.snapshot_entries);
         let by_bytes = self.log_bytes_since_snapshot >= self.config.snapshot_log_bytes
             && applied > self.last_snapshot_index;
         if self.snapshot_taking || !(by_entries || by_bytes) {

@@ -4,9 +4,9 @@
 //! configurations included) and every run ends with the linearizability
 //! check of the client history.
 
-use raft_core::{ChangeOp, Membership, MembershipChange, NodeId, ProposeError};
+use raft_core::{ChangeOp, Membership, MembershipChange, NodeId};
 use raft_tests::linearizability::{Op, OpResult, Outcome};
-use raft_tests::sim::{SimConfig, Simulation};
+use raft_tests::sim::{Refusal, SimConfig, Simulation};
 
 /// Generous deadlines, in steps (one tick is 10 steps; elections take 15–30 ticks).
 const ELECTION_DEADLINE: u64 = 3_000;
@@ -62,8 +62,8 @@ fn change(sim: &mut Simulation, ops: Vec<ChangeOp>) -> Membership {
         let before = sim.node(leader).unwrap().membership().0.clone();
         match sim.propose_membership_on(leader, &change) {
             Ok(p) => break (p, before.apply(&change).expect("the leader accepted it")),
-            Err(ProposeError::NoCommitInTerm | ProposeError::MembershipChangePending { .. }) => {}
-            Err(ProposeError::NotLeader { .. }) => {}
+            // No commit in the term yet, a change pending, no leader: later.
+            Err(Refusal::Later(_) | Refusal::NotLeader) => {}
             Err(e) => panic!("{change:?} refused: {e}"),
         }
         sim.run_for(50);
@@ -130,7 +130,7 @@ fn a_cluster_grows_from_three_to_five_through_learners() {
     // The learners receive the log (the state machine included) but do not vote.
     wait_caught_up(&mut sim, a);
     wait_caught_up(&mut sim, b);
-    assert_eq!(sim.kv(a).get(10), Some(10));
+    assert_eq!(sim.value(a, 10), Some(10));
     let m = change(&mut sim, vec![ChangeOp::PromoteLearner { id: a }]);
     assert_eq!(voters(&m), vec![1, 2, 3, 4]);
     let m = change(&mut sim, vec![ChangeOp::PromoteLearner { id: b }]);
@@ -202,7 +202,7 @@ fn a_crashed_node_is_replaced_by_a_new_one() {
         assert_eq!(get(&mut sim, k), Some(100 + k));
     }
     wait_caught_up(&mut sim, new);
-    assert_eq!(sim.kv(new).get(21), Some(121));
+    assert_eq!(sim.value(new, 21), Some(121));
     finish(sim);
 }
 

@@ -82,7 +82,7 @@ fn leader_crash_re_election_writes_continue_and_the_old_leader_catches_up() {
     // The old leader holds every acknowledged write, as do the others.
     for id in sim.ids() {
         for k in 1..=30 {
-            assert_eq!(sim.kv(id).get(k), Some(100 + k), "node {id} key {k}");
+            assert_eq!(sim.value(id, k), Some(100 + k), "node {id} key {k}");
         }
     }
     assert_eq!(sim.node(old).unwrap().role(), Role::Follower);
@@ -112,7 +112,7 @@ fn follower_crash_writes_continue_and_the_follower_catches_up_through_a_snapshot
     wait_caught_up(&mut sim, follower);
     assert!(sim.report().snapshots_installed >= 1, "the follower caught up through a snapshot");
     for k in 1..=40 {
-        assert_eq!(sim.kv(follower).get(k), Some(k), "key {k} on the restarted follower");
+        assert_eq!(sim.value(follower, k), Some(k), "key {k} on the restarted follower");
     }
     finish(sim);
 }
@@ -128,9 +128,8 @@ fn an_isolated_leader_commits_nothing_and_its_entries_are_replaced_after_healing
     // Writes that reach the old leader cannot commit: it is alone.
     let mut stranded = Vec::new();
     for v in 0..3u64 {
-        let p =
-            sim.propose_on(old, format!("stranded {v}").into_bytes()).expect("it still believes it leads");
-        stranded.push(p.index);
+        let index = sim.write_on(old, 1, 1_000 + v).expect("it still believes it leads");
+        stranded.push(index);
     }
     assert!(
         sim.run_until(|s| s.stable_leader().is_some_and(|l| l != old), ELECTION_DEADLINE),
@@ -153,7 +152,7 @@ fn an_isolated_leader_commits_nothing_and_its_entries_are_replaced_after_healing
         assert_ne!(entry, Some(old_term), "the stranded entry at {index} was replaced");
     }
     for k in 1..=10 {
-        assert_eq!(sim.kv(old).get(k), Some(k), "key {k} on the healed old leader");
+        assert_eq!(sim.value(old, k), Some(k), "key {k} on the healed old leader");
     }
     finish(sim);
 }

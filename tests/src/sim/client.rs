@@ -2,43 +2,52 @@
 //! to the node it believes is the leader, follows hints, times out and
 //! retries with the same `(client, seq)` (exactly-once makes that safe).
 //! The interaction with nodes lives in the simulation; this module holds the
-//! clients' state and their random workload.
+//! clients' state, their random workload, and how an operation is spelled
+//! in the node's client protocol (`raft_kv`: byte keys and values, here the
+//! 8 big-endian bytes of the checker's `u64`s).
 
 use std::collections::{BTreeMap, VecDeque};
 
-use raft_core::{NodeId, Proposed};
+use raft_core::NodeId;
+use raft_kv::{Command, RequestKind, WriteOp};
 
 use crate::linearizability::{ClientId, Op, OpId, OpResult, Outcome};
-use crate::sim::kv::{Command, WriteOp};
 use crate::sim::rng::SimRng;
 
 /// Put/CAS values are `client * VALUE_STRIDE + counter`: unique across the
 /// run, so every read names exactly one write.
 pub const VALUE_STRIDE: u64 = 1_000_000;
 
-/// One attempt at an operation, on one node incarnation.
+/// The handle a replica hands back with each answer
+/// ([`raft_kv::Effect::Answer`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Attempt {
-    /// A proposal accepted by `node` at `proposed`.
-    Write { node: NodeId, incarnation: u64, proposed: Proposed, sent: u64 },
-    /// A ReadIndex request `ctx` accepted by `node`.
-    Read { node: NodeId, incarnation: u64, ctx: u64, sent: u64 },
+pub(crate) enum Handle {
+    /// Attempt `attempt` of the client at `clients[ci]`; an answer to any
+    /// attempt but its current one is void.
+    Client { ci: usize, attempt: u64 },
+    /// A request of the nemesis or a script (membership change, leadership
+    /// transfer, a write outside the history): its answer is only traced.
+    Admin(u64),
 }
 
-impl Attempt {
-    pub(crate) fn node(&self) -> (NodeId, u64) {
-        match *self {
-            Attempt::Write { node, incarnation, .. } | Attempt::Read { node, incarnation, .. } => {
-                (node, incarnation)
-            }
-        }
-    }
+/// One attempt at an operation: a request sent to one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Attempt {
+    pub(crate) node: NodeId,
+    /// Unique in the run: the answer names it ([`Handle::Client`]).
+    pub(crate) number: u64,
+    /// The step it was sent at.
+    pub(crate) sent: u64,
+}
 
-    pub(crate) fn sent(&self) -> u64 {
-        match *self {
-            Attempt::Write { sent, .. } | Attempt::Read { sent, .. } => sent,
-        }
-    }
+/// A key or value of the checker as the store's bytes.
+pub(crate) fn encode_u64(v: u64) -> Vec<u8> {
+    v.to_be_bytes().to_vec()
+}
+
+/// The store's bytes back as the checker's `u64` (`None`: not 8 bytes).
+pub(crate) fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
 /// The operation a client is working on.
@@ -62,15 +71,20 @@ pub(crate) struct PendingOp {
 }
 
 impl PendingOp {
-    /// The command this write carries, or `None` for a read.
-    pub(crate) fn command(&self, client: ClientId) -> Option<Command> {
+    /// The operation as a request of the client protocol: a write with its
+    /// session, or a linearizable read.
+    pub(crate) fn request(&self, client: ClientId) -> RequestKind {
         let op = match self.op {
-            Op::Put { key, value } => WriteOp::Put { key, value },
-            Op::Cas { key, expected, new } => WriteOp::Cas { key, expected, new },
-            Op::Delete { key } => WriteOp::Delete { key },
-            Op::Get { .. } => return None,
+            Op::Put { key, value } => WriteOp::Put { key: encode_u64(key), value: encode_u64(value) },
+            Op::Cas { key, expected, new } => WriteOp::Cas {
+                key: encode_u64(key),
+                expected: expected.map(encode_u64),
+                new: encode_u64(new),
+            },
+            Op::Delete { key } => WriteOp::Delete { key: encode_u64(key) },
+            Op::Get { key } => return RequestKind::Get { key: encode_u64(key), stale: false },
         };
-        Some(Command { client, seq: self.seq, op })
+        RequestKind::Write(Command { client_id: client, seq: self.seq, op })
     }
 }
 
@@ -163,6 +177,32 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operations_become_requests_with_8_byte_keys_and_values() {
+        let pending = |op| PendingOp {
+            history_id: crate::linearizability::History::new().invoke(9, op, 1),
+            op,
+            seq: 4,
+            invoked: 0,
+            in_liveness_phase: false,
+            attempt: None,
+            next_attempt: 0,
+            maybe_applied: false,
+            handle: None,
+        };
+        let put = pending(Op::Cas { key: 2, expected: Some(7), new: 258 }).request(9);
+        let RequestKind::Write(Command { client_id: 9, seq: 4, op: WriteOp::Cas { key, expected, new } }) =
+            put
+        else {
+            panic!("{put:?}")
+        };
+        assert_eq!(key, vec![0, 0, 0, 0, 0, 0, 0, 2]);
+        assert_eq!(expected.as_deref().and_then(decode_u64), Some(7));
+        assert_eq!(decode_u64(&new), Some(258));
+        assert!(matches!(pending(Op::Get { key: 1 }).request(9), RequestKind::Get { stale: false, .. }));
+        assert_eq!(decode_u64(b"short"), None);
+    }
 
     #[test]
     fn random_ops_use_unique_values_and_stay_within_the_keys() {

@@ -78,16 +78,31 @@ impl Disk {
         Ok(last)
     }
 
-    /// The driver's own snapshot (log compaction): its file written and
-    /// fsynced at once, replacing the durable snapshot and the entries it
-    /// covers.
-    pub fn store_snapshot(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
-        let index = meta.index;
-        let data_bytes = data.len() as u64;
+    /// The snapshot worker's file: written and fsynced at once (the
+    /// replica's own snapshot, or one from the leader that checked good),
+    /// before anything refers to it.
+    pub fn write_snapshot_file(&mut self, index: Index, data: Vec<u8>) {
         self.files.insert(index, data);
+    }
+
+    /// The WAL's compaction record ([`raft_kv::Effect::Compact`]), durable
+    /// at once: the snapshot `meta`, whose file was written, replaces the
+    /// durable snapshot and the entries it covers. A stale one (the durable
+    /// snapshot is as new: a leader's was installed meanwhile) is ignored:
+    /// `Ok(false)`. One without its file is an error.
+    pub fn compact(&mut self, meta: SnapshotMeta) -> Result<bool, String> {
+        let index = meta.index;
+        if self.durable.snapshot.as_ref().is_some_and(|s| s.meta.index >= index) {
+            return Ok(false);
+        }
+        let Some(data) = self.files.get(&index) else {
+            return Err(format!("the log is compacted to a snapshot at {index} without its file"));
+        };
+        let data_bytes = data.len() as u64;
         self.durable.entries.retain(|e| e.index > index);
         self.durable.snapshot = Some(Snapshot { meta, data_bytes });
         self.prune_files();
+        Ok(true)
     }
 
     /// The data of the snapshot file at `index`, if there is one.
@@ -122,12 +137,6 @@ impl Disk {
     /// (`None` if no such snapshot was received).
     pub fn finish_snapshot(&mut self, meta: &SnapshotMeta) -> Option<Vec<u8>> {
         self.incoming.take_if(|(m, _)| m == meta).map(|(_, bytes)| bytes)
-    }
-
-    /// A received snapshot checked good becomes a file (durably, before
-    /// the core installs it and a persist batch refers to it).
-    pub fn keep_snapshot_file(&mut self, index: Index, data: Vec<u8>) {
-        self.files.insert(index, data);
     }
 
     /// Deletes the snapshot files older than the durable snapshot's.
@@ -267,12 +276,18 @@ mod tests {
             term: 1,
             membership: raft_core::Membership::with_voters([1]).unwrap().into(),
         };
-        disk.store_snapshot(meta(3), vec![1]);
+        assert!(disk.compact(meta(3)).is_err(), "a compaction without its file");
+        disk.write_snapshot_file(3, vec![1]);
+        assert_eq!(disk.compact(meta(3)), Ok(true));
         assert_eq!(disk.durable().entries, entries(4..=5, 1));
         assert_eq!(disk.snapshot_file(3), Some(&[1][..]));
-        disk.store_snapshot(meta(5), vec![2, 2]);
+        disk.write_snapshot_file(5, vec![2, 2]);
+        disk.write_snapshot_file(2, vec![9]);
+        assert_eq!(disk.compact(meta(5)), Ok(true));
         assert_eq!(disk.snapshot_file(3), None, "an older snapshot's file is deleted");
         assert_eq!(disk.read_snapshot_range(5, 1, 1), Some(vec![2]));
         assert_eq!(disk.durable().snapshot.as_ref().map(|s| s.data_bytes), Some(2));
+        assert_eq!(disk.compact(meta(3)), Ok(false), "a stale compaction is ignored");
+        assert_eq!(disk.durable().snapshot.as_ref().map(|s| s.meta.index), Some(5));
     }
 }

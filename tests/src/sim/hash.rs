@@ -1,8 +1,11 @@
-//! A stable hash (64-bit FNV-1a) and a manual encoding of the core's actions
-//! into it. Unlike `std`'s `RandomState`, the result is the same in every run
+//! A stable hash (64-bit FNV-1a) and a manual encoding of the replicas'
+//! effects into it. Unlike `std`'s `RandomState`, the result is the same in every run
 //! and on every platform, so it can fingerprint a whole simulation trace.
 
-use raft_core::{Action, AppendResponse, Entry, EntryPayload, Message, MessageBody, Snapshot};
+use raft_core::{AppendResponse, Entry, EntryPayload, Message, MessageBody, Snapshot, SnapshotMeta};
+use raft_kv::{Effect, ResponseKind, WriteResult};
+
+use crate::sim::client::Handle;
 
 const FNV_OFFSET: u64 = 0xCBF2_9CE4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01B3;
@@ -206,12 +209,13 @@ fn write_message(h: &mut StableHasher, m: &Message) {
     }
 }
 
-/// Mixes one action, emitted by `node` at simulation step `step`, into `h`.
-pub fn hash_action(h: &mut StableHasher, step: u64, node: u64, action: &Action) {
+/// Mixes one effect, handed out by `node`'s replica at simulation step
+/// `step`, into `h`.
+pub(crate) fn hash_effect(h: &mut StableHasher, step: u64, node: u64, effect: &Effect<Handle>) {
     h.write_u64(step);
     h.write_u64(node);
-    match action {
-        Action::Persist(batch) => {
+    match effect {
+        Effect::Persist(batch) => {
             h.write_u8(1);
             h.write_u64(batch.id);
             match &batch.snapshot {
@@ -232,51 +236,138 @@ pub fn hash_action(h: &mut StableHasher, step: u64, node: u64, action: &Action) 
                 }
             }
         }
-        Action::Send(m) => {
+        Effect::Send(m) => {
             h.write_u8(2);
             write_message(h, m);
         }
-        Action::SendSnapshotChunk { message, len } => {
-            h.write_u8(11);
+        Effect::SendSnapshotChunk { message, len } => {
+            h.write_u8(3);
             write_message(h, message);
             h.write_u64(*len);
         }
-        Action::SaveSnapshotChunk { meta, offset, data } => {
-            h.write_u8(12);
-            h.write_u64(meta.index);
-            h.write_u64(meta.term);
-            write_membership(h, &meta.membership);
+        Effect::SaveSnapshotChunk { meta, offset, data } => {
+            h.write_u8(4);
+            write_meta(h, meta);
             h.write_u64(*offset);
             h.write_len_bytes(data);
         }
-        Action::Apply(entries) => {
-            h.write_u8(3);
-            write_entries(h, entries);
+        Effect::Compact(meta) => {
+            h.write_u8(5);
+            write_meta(h, meta);
         }
-        Action::ApplySnapshot(s) => {
-            h.write_u8(4);
-            write_snapshot(h, s);
+        Effect::Answer(handle, answer) => {
+            h.write_u8(6);
+            match *handle {
+                Handle::Client { ci, attempt } => {
+                    h.write_u8(0);
+                    h.write_u64(ci as u64);
+                    h.write_u64(attempt);
+                }
+                Handle::Admin(n) => {
+                    h.write_u8(1);
+                    h.write_u64(n);
+                }
+            }
+            write_response(h, answer);
         }
-        Action::CheckSnapshot(s) => {
+        Effect::TakeSnapshot { kv, meta } => {
+            h.write_u8(7);
+            write_meta(h, meta);
+            h.write_u64(kv.digest());
+        }
+        Effect::CheckSnapshot(s) => {
             h.write_u8(8);
             write_snapshot(h, s);
         }
-        Action::ReadReady { ctx, index } => {
-            h.write_u8(5);
-            h.write_u64(*ctx);
+        Effect::TokenLearned(token) => {
+            h.write_u8(9);
+            h.write_u64(*token);
+        }
+        Effect::MembersChanged(members) => {
+            h.write_u8(10);
+            h.write_u64(members.len() as u64);
+            for (id, address) in members {
+                h.write_u64(*id);
+                h.write_len_bytes(address.as_bytes());
+            }
+        }
+        Effect::Removed { index } => {
+            h.write_u8(11);
             h.write_u64(*index);
         }
-        Action::ReadFailed { ctx, leader } => {
+        Effect::SnapshotRejected { index, bytes, rejected, problem } => {
+            h.write_u8(12);
+            h.write_u64(*index);
+            h.write_u64(*bytes);
+            h.write_u64(*rejected);
+            h.write_len_bytes(problem.as_bytes());
+        }
+    }
+}
+
+fn write_meta(h: &mut StableHasher, meta: &SnapshotMeta) {
+    h.write_u64(meta.index);
+    h.write_u64(meta.term);
+    write_membership(h, &meta.membership);
+}
+
+fn write_opt_bytes(h: &mut StableHasher, bytes: Option<&[u8]>) {
+    match bytes {
+        None => h.write_u8(0),
+        Some(b) => {
+            h.write_u8(1);
+            h.write_len_bytes(b);
+        }
+    }
+}
+
+/// The parts of an answer the simulator acts on, and its kind.
+fn write_response(h: &mut StableHasher, answer: &ResponseKind) {
+    match answer {
+        ResponseKind::Written(WriteResult::Done { existed }) => {
+            h.write_u8(1);
+            h.write_u8(u8::from(*existed));
+        }
+        ResponseKind::Written(WriteResult::Cas { swapped, current }) => {
+            h.write_u8(2);
+            h.write_u8(u8::from(*swapped));
+            write_opt_bytes(h, current.as_deref());
+        }
+        ResponseKind::Written(WriteResult::StaleSequence { last_seq }) => {
+            h.write_u8(3);
+            h.write_u64(*last_seq);
+        }
+        ResponseKind::Value(v) => {
+            h.write_u8(4);
+            write_opt_bytes(h, v.as_deref());
+        }
+        ResponseKind::NotLeader { leader } => {
+            h.write_u8(5);
+            h.write_opt(leader.as_ref().map(|(id, _)| *id));
+        }
+        ResponseKind::Unknown { reason } => {
             h.write_u8(6);
-            h.write_u64(*ctx);
-            h.write_opt(*leader);
+            h.write_len_bytes(reason.as_bytes());
         }
-        Action::RoleChanged { role, term, leader } => {
+        ResponseKind::Error { message } => {
             h.write_u8(7);
-            h.write_u8(*role as u8);
-            h.write_u64(*term);
-            h.write_opt(*leader);
+            h.write_len_bytes(message.as_bytes());
         }
+        ResponseKind::Invalid { message } => {
+            h.write_u8(8);
+            h.write_len_bytes(message.as_bytes());
+        }
+        ResponseKind::MembersChanged { index } => {
+            h.write_u8(9);
+            h.write_u64(*index);
+        }
+        ResponseKind::LeaderTransferred { leader } => {
+            h.write_u8(10);
+            h.write_u64(*leader);
+        }
+        ResponseKind::Status(_) => h.write_u8(11),
+        ResponseKind::Log(_) => h.write_u8(12),
+        ResponseKind::Members(_) => h.write_u8(13),
     }
 }
 

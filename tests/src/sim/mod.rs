@@ -1,12 +1,18 @@
 //! A deterministic simulator for Raft Lite.
 //!
-//! N [`RaftNode`]s are wired through a simulated network (delays, drops,
-//! duplicates, reordering, partitions of any shape), simulated disks (fsyncs
-//! that complete later and in order; a crash loses what was not durable) and
-//! a key-value state machine with exactly-once sessions, driven by concurrent
-//! clients whose history is checked for linearizability. Everything runs in
-//! discrete steps, one thread, and every random choice comes from one `u64`
-//! seed, so a failing seed replays exactly.
+//! N nodes, each the very [`Replica`] that `raft-node` runs (the consensus
+//! core, the real [`KvStore`] with its exactly-once sessions, the client
+//! answers by (index, term), ReadIndex reads, the snapshot policy), are
+//! wired through a simulated network (delays, drops, duplicates, reordering,
+//! partitions of any shape) and simulated disks (fsyncs that complete later
+//! and in order, a crash loses what was not durable; snapshot files written
+//! and checked by a simulated snapshot worker, after a delay), driven by
+//! concurrent clients that speak the node's client protocol and whose
+//! history is checked for linearizability. What `raft-node`'s tokio glue
+//! does with each [`Effect`], the simulator does here in simulated time;
+//! nothing of the node's logic is copied. Everything runs in discrete steps,
+//! one thread, and every random choice comes from one `u64` seed, so a
+//! failing seed replays exactly.
 //!
 //! After every step the safety checkers of [`invariants`] run (Election
 //! Safety, Log Matching, Leader Completeness, State Machine Safety, commit
@@ -36,7 +42,6 @@ pub mod config;
 pub mod disk;
 pub mod hash;
 pub mod invariants;
-pub mod kv;
 mod nemesis;
 pub mod network;
 pub mod report;
@@ -48,26 +53,77 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use raft_core::quorum::MajorityConfig;
 use raft_core::{
-    Action, Config, Entry, EntryPayload, Index, Membership, MembershipChange, Message, MessageBody, NodeId,
-    ProposeError, Proposed, RaftNode, Role, Snapshot, SnapshotError, Term, TransferError,
+    Config, Index, Membership, MembershipChange, Message, MessageBody, NodeId, Proposed, RaftNode, Role,
+    Snapshot, SnapshotMeta, Term,
+};
+use raft_kv::{
+    Applied, Command, Effect, KvStore, Replica, ReplicaConfig, RequestKind, ResponseKind, WriteLimits,
+    WriteOp, WriteResult, SESSIONS_MAX_DEFAULT,
 };
 
 use crate::linearizability::{self, ClientId, History, Op, OpResult, Outcome};
 pub use client::VALUE_STRIDE;
-use client::{Attempt, Client, PendingOp};
+use client::{decode_u64, encode_u64, Attempt, Client, Handle, PendingOp};
 pub use config::{FaultConfig, SimConfig};
 use disk::Disk;
-use hash::{digest_entry, digest_payload, hash_action, StableHasher};
+use hash::{digest_entry, digest_payload, hash_effect, StableHasher};
 use invariants::{
     CommitMonotonic, ConfigHistory, ElectionSafety, LeaderCompleteness, LogMatching, StateMachineSafety,
 };
-use kv::{ApplyOutcome, Command, KvStore};
 use network::Network;
 pub use report::{Failure, Property, Report};
 use rng::SimRng;
 
 /// The client id of operations submitted with [`Simulation::submit`].
 pub const SCRIPT_CLIENT: ClientId = 999;
+
+/// The client session of writes sent with [`Simulation::write_on`]
+/// (outside the checked history).
+pub const DIRECT_CLIENT: ClientId = 998;
+
+/// Why a node refused a request of the nemesis or a script at once, as its
+/// answer in the client protocol says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The node is down or does not lead.
+    NotLeader,
+    /// Not now (no commit in the term yet, a change pending, a transfer
+    /// under way): retrying later may succeed.
+    Later(String),
+    /// Refused for good (a change the membership rules forbid).
+    Invalid(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NotLeader => f.write_str("not the leader"),
+            Refusal::Later(why) => write!(f, "not now: {why}"),
+            Refusal::Invalid(why) => write!(f, "invalid: {why}"),
+        }
+    }
+}
+
+impl Refusal {
+    fn of(answer: Option<ResponseKind>) -> Refusal {
+        match answer {
+            Some(ResponseKind::NotLeader { .. }) => Refusal::NotLeader,
+            Some(ResponseKind::Invalid { message }) => Refusal::Invalid(message),
+            Some(ResponseKind::Error { message }) => Refusal::Later(message),
+            other => Refusal::Later(format!("answered {other:?}")),
+        }
+    }
+}
+
+/// A job of a node's snapshot worker, done in the background: it finishes
+/// at `due` (lost if the node crashes first).
+enum Job {
+    /// Write the snapshot file of the replica's store, then report it taken.
+    Take { meta: SnapshotMeta, data: Vec<u8> },
+    /// A snapshot from the leader was decoded (or not): keep its file if
+    /// good, then report the check.
+    Check { snapshot: Snapshot, checked: Result<(KvStore, Vec<u8>), String> },
+}
 
 /// A fault to inject at a given moment (scripted runs and proptest schedules).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,8 +169,8 @@ enum Phase {
     Liveness,
 }
 
-/// One node as the simulated machine sees it: the core, its state machine,
-/// its disk.
+/// One node as the simulated machine sees it: the replica (core, store,
+/// pending answers) and what outlives it, its disk.
 struct NodeSlot {
     id: NodeId,
     config: Config,
@@ -125,19 +181,19 @@ struct NodeSlot {
     /// replaced): it never restarts.
     retired: bool,
     /// `None` while crashed.
-    raft: Option<RaftNode>,
-    kv: KvStore,
-    /// The last index the state machine reflects.
-    applied: Index,
+    replica: Option<Replica<Handle>>,
     disk: Disk,
-    /// Bumped on every restart: answers from an earlier incarnation are void.
+    /// The cluster token its "data directory" recorded
+    /// ([`Effect::TokenLearned`]), given back on restart.
+    token: u64,
+    /// The snapshot worker's jobs (lost in a crash).
+    jobs: Vec<(u64, Job)>,
+    /// Bumped on every restart.
     incarnation: u64,
     /// The node ticks when `(step + tick_phase) % tick_steps == 0`.
     tick_phase: u64,
-    /// Reads released by ReadIndex, waiting for `applied >= index`.
-    ready_reads: Vec<(u64, Index)>,
-    /// Compact the log once `applied` reaches this.
-    next_compaction: Index,
+    /// The role and term last observed (elections are counted from it).
+    seen_role: (Role, Term),
     /// Random fault injection: restart at this step.
     restart_at: Option<u64>,
     /// The commit index last recorded for this incarnation.
@@ -168,6 +224,8 @@ struct Counters {
     snapshots_sent: u64,
     snapshots_installed: u64,
     compactions: u64,
+    snapshots_rejected: u64,
+    removed: u64,
     crashes: u64,
     partitions: u64,
     transfers: u64,
@@ -207,7 +265,15 @@ pub struct Simulation {
     clients: Vec<Client>,
     history: History,
     script_outcomes: Vec<Option<Outcome>>,
-    next_ctx: u64,
+    /// Numbers the next client attempt, and the next admin request.
+    next_attempt: u64,
+    next_admin: u64,
+    /// The answer to an admin request that came at once.
+    admin_answer: Option<(u64, ResponseKind)>,
+    /// The session sequence of [`Simulation::write_on`].
+    direct_seq: u64,
+    /// Effects of one replica being carried out (kept for its allocation).
+    effects: Vec<Effect<Handle>>,
     rng: Rngs,
     checkers: Checkers,
     phase: Phase,
@@ -250,8 +316,9 @@ impl Simulation {
             let raft = RaftNode::bootstrap(config.clone(), founders.clone())
                 .unwrap_or_else(|e| panic!("node {id} does not start: {e}"));
             let tick_phase = tuning.below(cfg.tick_steps);
-            let next_compaction = next_compaction(&cfg, &mut rng.compaction, 0);
-            nodes.push(NodeSlot::new(id, config, Some(founders.clone()), raft, tick_phase, next_compaction));
+            let mut slot = NodeSlot::new(id, config, Some(founders.clone()), tick_phase);
+            slot.replica = Some(new_replica(&cfg, &mut rng.compaction, &slot, raft, empty_store()));
+            nodes.push(slot);
         }
         let mut clients: Vec<Client> =
             (1..=cfg.clients as ClientId).map(|id| Client::new(id, true)).collect();
@@ -265,7 +332,7 @@ impl Simulation {
             configs: ConfigHistory::new(founders),
         };
         for &id in &voters {
-            checkers.state_machine.restart(id, 0, KvStore::new().digest()).expect("fresh nodes agree");
+            checkers.state_machine.restart(id, 0, empty_store().digest()).expect("fresh nodes agree");
         }
         let mut sim = Simulation {
             faults: cfg.faults.clone(),
@@ -280,7 +347,11 @@ impl Simulation {
             clients,
             history: History::new(),
             script_outcomes: Vec::new(),
-            next_ctx: 1,
+            next_attempt: 1,
+            next_admin: 1,
+            admin_answer: None,
+            direct_seq: 0,
+            effects: Vec::new(),
             rng,
             checkers,
             phase: Phase::Faults,
@@ -447,7 +518,7 @@ impl Simulation {
             // (After a snapshot, a node gives the snapshot's index as that of
             // its membership: the entry's own index is gone.)
             slot.retired
-                || slot.raft.as_ref().is_some_and(|r| {
+                || slot.raft().is_some_and(|r| {
                     let (m, at) = r.membership();
                     at >= index && m == last
                 })
@@ -480,7 +551,7 @@ impl Simulation {
     fn describe_nodes(&self) -> String {
         let mut out = String::from("nodes:");
         for slot in &self.nodes {
-            match &slot.raft {
+            match slot.raft() {
                 None if slot.retired => {
                     let _ = write!(out, " n{}=retired", slot.id);
                 }
@@ -554,9 +625,10 @@ impl Simulation {
         }
     }
 
+    /// Fsyncs due now complete, then the snapshot worker's jobs due now.
     fn complete_fsyncs(&mut self) {
         for i in 0..self.nodes.len() {
-            if self.nodes[i].raft.is_none() {
+            if self.nodes[i].replica.is_none() {
                 continue;
             }
             let id = self.nodes[i].id;
@@ -564,12 +636,48 @@ impl Simulation {
                 Ok(None) => {}
                 Ok(Some(batch)) => {
                     self.trace_event(id, || format!("fsync done up to batch {batch}"));
-                    self.raft_mut(id).persisted(batch);
+                    self.replica_mut(id).persisted(batch);
                     self.drain(id);
                 }
                 Err(e) => self.fail(Property::Durability, format!("node {id}: {e}")),
             }
+            while let Some(at) = self.nodes[i].jobs.iter().position(|(due, _)| *due <= self.now) {
+                if self.failure.is_some() {
+                    return;
+                }
+                let (_, job) = self.nodes[i].jobs.remove(at);
+                self.finish_job(id, job);
+            }
         }
+    }
+
+    /// What `raft-node`'s snapshot worker reports, once its job is done.
+    fn finish_job(&mut self, id: NodeId, job: Job) {
+        match job {
+            Job::Take { meta, data } => {
+                let snapshot = Snapshot { meta, data_bytes: data.len() as u64 };
+                let index = snapshot.meta.index;
+                self.trace_event(id, || format!("snapshot@{index} written ({} bytes)", snapshot.data_bytes));
+                self.slot_mut(id).disk.write_snapshot_file(index, data);
+                self.replica_mut(id).snapshot_taken(snapshot);
+            }
+            Job::Check { snapshot, checked } => {
+                let index = snapshot.meta.index;
+                let result = match checked {
+                    Ok((kv, bytes)) => {
+                        // Kept as this node's file before the core may
+                        // refer to it (as the worker writes it while
+                        // decoding, and keeps it only if it decodes).
+                        self.slot_mut(id).disk.write_snapshot_file(index, bytes);
+                        Ok(kv)
+                    }
+                    Err(problem) => Err(problem),
+                };
+                self.trace_event(id, || format!("snapshot@{index} checked: ok {}", result.is_ok()));
+                self.replica_mut(id).snapshot_checked(snapshot, result);
+            }
+        }
+        self.drain(id);
     }
 
     fn deliver_messages(&mut self) {
@@ -584,7 +692,7 @@ impl Simulation {
             }
             self.network.count_delivered();
             self.trace_event(to, || format!("recv {}", describe_message(&msg)));
-            self.raft_mut(to).step(msg);
+            self.replica_mut(to).step(msg);
             self.drain(to);
         }
     }
@@ -592,9 +700,9 @@ impl Simulation {
     fn tick_nodes(&mut self) {
         for i in 0..self.nodes.len() {
             let slot = &self.nodes[i];
-            if slot.raft.is_some() && (self.now + slot.tick_phase) % self.cfg.tick_steps == 0 {
+            if slot.replica.is_some() && (self.now + slot.tick_phase) % self.cfg.tick_steps == 0 {
                 let id = slot.id;
-                self.raft_mut(id).tick();
+                self.replica_mut(id).tick();
                 self.drain(id);
             }
         }
@@ -602,40 +710,56 @@ impl Simulation {
 
     // ------------------------------------------------------------ the driver
 
-    /// Executes everything node `id` asks for, in order, until it asks for
-    /// nothing more; records what the checkers need on the way.
+    /// Carries out everything node `id`'s replica asks, in order, until it
+    /// asks for nothing more (as `raft-node`'s `execute_effects` does);
+    /// records what the checkers need on the way.
     fn drain(&mut self, id: NodeId) {
         self.touched.insert(id);
+        let i = self.index_of(id);
         loop {
             if self.failure.is_some() {
                 return;
             }
-            let Some(raft) = self.slot_mut(id).raft.as_mut() else {
+            let Some(replica) = self.nodes[i].replica.as_mut() else {
                 return;
             };
-            let actions = raft.take_actions();
-            // Observe before executing: applying may compact the log, and the
-            // entries newly committed must still be there to be recorded.
+            let mut effects = std::mem::take(&mut self.effects);
+            let stopped = match replica.take_effects() {
+                Ok(drained) => {
+                    effects.extend(drained);
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(e) = stopped {
+                return self.fail(Property::NodeInvariants, format!("node {id} must stop: {e}"));
+            }
+            // Observed before the effects are carried out: they may compact
+            // the log, and the entries newly applied and committed must
+            // still be there to be recorded.
+            self.observe_applied(id);
             self.observe_node(id);
-            if actions.is_empty() {
+            if effects.is_empty() {
+                self.effects = effects;
                 return;
             }
-            for action in actions {
-                self.execute(id, action);
+            for effect in effects.drain(..) {
                 if self.failure.is_some() {
-                    return;
+                    break;
                 }
+                self.execute(id, effect);
             }
+            self.effects = effects;
         }
     }
 
-    fn execute(&mut self, id: NodeId, action: Action) {
-        hash_action(&mut self.hasher, self.now, id, &action);
+    fn execute(&mut self, id: NodeId, effect: Effect<Handle>) {
+        hash_effect(&mut self.hasher, self.now, id, &effect);
         if self.cfg.trace {
-            self.trace_line(id, describe_action(&action));
+            self.trace_line(id, describe_effect(&effect));
         }
-        match action {
-            Action::Persist(batch) => {
+        match effect {
+            Effect::Persist(batch) => {
                 let slot = self.slot_mut(id);
                 if batch.snapshot.is_some() {
                     slot.log_dirty_from = Some(0);
@@ -646,14 +770,8 @@ impl Simulation {
                 let due = self.now + self.rng.disk.range(1, self.faults.max_fsync_delay.max(1));
                 self.slot_mut(id).disk.write(batch, due);
             }
-            Action::Send(msg) => {
-                if let MessageBody::Snapshot { offset: 0, .. } = msg.body {
-                    self.counters.snapshots_sent += 1;
-                }
-                self.network.send(msg, self.now, &mut self.rng.network, &self.faults);
-            }
-            Action::Apply(entries) => self.apply_entries(id, entries),
-            Action::SendSnapshotChunk { mut message, len } => {
+            Effect::Send(msg) => self.send(msg),
+            Effect::SendSnapshotChunk { mut message, len } => {
                 let MessageBody::Snapshot { meta, offset, data, .. } = &mut message.body else {
                     return self.fail(
                         Property::NodeInvariants,
@@ -665,36 +783,96 @@ impl Simulation {
                     return;
                 };
                 *data = bytes;
-                self.execute(id, Action::Send(message));
+                self.send(message);
             }
-            Action::SaveSnapshotChunk { meta, offset, data } => {
+            Effect::SaveSnapshotChunk { meta, offset, data } => {
                 self.slot_mut(id).disk.save_snapshot_chunk(meta, offset, &data)
             }
-            Action::ApplySnapshot(snapshot) => self.apply_snapshot(id, snapshot),
-            Action::CheckSnapshot(snapshot) => {
-                let index = snapshot.meta.index;
-                let bytes = self.slot_mut(id).disk.finish_snapshot(&snapshot.meta);
-                match bytes {
-                    Some(bytes)
-                        if bytes.len() as u64 == snapshot.data_bytes && KvStore::decode(&bytes).is_ok() =>
-                    {
-                        self.slot_mut(id).disk.keep_snapshot_file(index, bytes);
-                        self.raft_mut(id).install_snapshot(snapshot);
+            Effect::Compact(meta) => {
+                let index = meta.index;
+                match self.slot_mut(id).disk.compact(meta) {
+                    Ok(true) => {
+                        self.counters.compactions += 1;
+                        self.trace_event(id, || format!("compacted up to {index}"));
                     }
-                    _ => self.raft_mut(id).reject_snapshot(index),
+                    Ok(false) => {}
+                    Err(e) => self.fail(Property::Durability, format!("node {id}: {e}")),
                 }
             }
-            Action::ReadReady { ctx, index } => {
-                self.slot_mut(id).ready_reads.push((ctx, index));
-                self.serve_reads(id);
+            Effect::Answer(handle, answer) => self.answer(id, handle, answer),
+            Effect::TakeSnapshot { kv, meta } => {
+                // Serialized now, from the copy handed out (the replica goes
+                // on applying); the file is written when the job is done.
+                let data = match kv.snapshot() {
+                    Ok(data) => data,
+                    Err(e) => {
+                        return self.fail(
+                            Property::NodeInvariants,
+                            format!("node {id} cannot serialize its store at {}: {e}", meta.index),
+                        )
+                    }
+                };
+                let due = self.now + self.rng.compaction.range(0, self.faults.max_fsync_delay);
+                self.slot_mut(id).jobs.push((due, Job::Take { meta, data }));
             }
-            Action::ReadFailed { ctx, leader } => self.read_failed(ctx, leader),
-            Action::RoleChanged { role, term, .. } => {
-                if role == Role::Candidate {
-                    self.counters.elections += 1;
+            Effect::CheckSnapshot(snapshot) => {
+                let bytes = self.slot_mut(id).disk.finish_snapshot(&snapshot.meta);
+                let checked = check_received(&snapshot, bytes);
+                let due = self.now + self.rng.compaction.range(0, self.faults.max_fsync_delay);
+                self.slot_mut(id).jobs.push((due, Job::Check { snapshot, checked }));
+            }
+            Effect::TokenLearned(token) => self.slot_mut(id).token = token,
+            Effect::MembersChanged(_) => {}
+            Effect::Removed { .. } => self.counters.removed += 1,
+            Effect::SnapshotRejected { .. } => self.counters.snapshots_rejected += 1,
+        }
+    }
+
+    fn send(&mut self, msg: Message) {
+        if let MessageBody::Snapshot { offset: 0, .. } = msg.body {
+            self.counters.snapshots_sent += 1;
+        }
+        self.network.send(msg, self.now, &mut self.rng.network, &self.faults);
+    }
+
+    /// Feeds State Machine Safety what node `id`'s store went through: each
+    /// entry applied and the store's digest after it, each snapshot
+    /// restored (whose configuration must be the one committed there).
+    fn observe_applied(&mut self, id: NodeId) {
+        let i = self.index_of(id);
+        let Some(replica) = self.nodes[i].replica.as_mut() else {
+            return;
+        };
+        for applied in replica.take_applied() {
+            match applied {
+                Applied::Entry { entry, digest } => {
+                    let result =
+                        self.checkers.state_machine.apply(id, entry.index, digest_entry(&entry), digest);
+                    if let Err(e) = result {
+                        return self.fail(Property::StateMachineSafety, e);
+                    }
                 }
-                if let Err(e) = self.checkers.election.observe(id, role, term) {
-                    self.fail(Property::ElectionSafety, e);
+                Applied::Snapshot { meta, digest } => {
+                    let index = meta.index;
+                    match self.checkers.configs.at(index) {
+                        Some((_, m)) if *m == *meta.membership => {}
+                        committed => {
+                            let committed =
+                                committed.map(|(at, m)| format!("{} (index {at})", invariants::describe(m)));
+                            let carried = invariants::describe(&meta.membership);
+                            return self.fail(
+                                Property::Membership,
+                                format!(
+                                    "node {id} installed a snapshot at index {index} with configuration {carried}, \
+                                     but the one committed there is {committed:?}"
+                                ),
+                            );
+                        }
+                    }
+                    if let Err(e) = self.checkers.state_machine.restore(id, index, digest) {
+                        return self.fail(Property::StateMachineSafety, e);
+                    }
+                    self.counters.snapshots_installed += 1;
                 }
             }
         }
@@ -705,12 +883,22 @@ impl Simulation {
     /// Completeness).
     fn observe_node(&mut self, id: NodeId) {
         let i = self.index_of(id);
-        let Some(raft) = self.nodes[i].raft.as_ref() else {
+        let Some(raft) = self.nodes[i].raft() else {
             return;
         };
-        if let Err(e) = self.checkers.election.observe(id, raft.role(), raft.term()) {
+        let (role, term) = (raft.role(), raft.term());
+        if let Err(e) = self.checkers.election.observe(id, role, term) {
             return self.fail(Property::ElectionSafety, e);
         }
+        if self.nodes[i].seen_role != (role, term) {
+            if role == Role::Candidate {
+                self.counters.elections += 1;
+            }
+            self.nodes[i].seen_role = (role, term);
+        }
+        let Some(raft) = self.nodes[i].raft() else {
+            return;
+        };
         let commit = raft.commit_index();
         if let Err(e) = self.checkers.commit.observe(id, commit) {
             return self.fail(Property::CommitMonotonic, e);
@@ -719,7 +907,6 @@ impl Simulation {
         if commit <= seen {
             return;
         }
-        let term = raft.term();
         for index in (seen + 1).max(raft.first_index())..=commit {
             let Some(entry) = raft.entry(index) else {
                 continue;
@@ -740,115 +927,6 @@ impl Simulation {
             }
         }
         self.nodes[i].seen_commit = commit;
-    }
-
-    fn apply_entries(&mut self, id: NodeId, entries: Vec<Entry>) {
-        let Some(last) = entries.last().map(|e| e.index) else {
-            return;
-        };
-        for entry in &entries {
-            let applied = match &entry.payload {
-                EntryPayload::Blank | EntryPayload::Membership(_) => None,
-                EntryPayload::Command(bytes) => match Command::decode(bytes) {
-                    Ok(cmd) => {
-                        let outcome = self.slot_mut(id).kv.apply(&cmd);
-                        Some((cmd, outcome))
-                    }
-                    Err(e) => {
-                        return self.fail(
-                            Property::StateMachineSafety,
-                            format!("node {id} applied an undecodable command at index {}: {e}", entry.index),
-                        )
-                    }
-                },
-            };
-            let slot = self.slot_mut(id);
-            slot.applied = entry.index;
-            let state = slot.kv.digest();
-            if let Err(e) = self.checkers.state_machine.apply(id, entry.index, digest_entry(entry), state) {
-                return self.fail(Property::StateMachineSafety, e);
-            }
-            self.write_applied(id, entry.index, applied);
-        }
-        self.raft_mut(id).applied(last);
-        self.serve_reads(id);
-        self.maybe_compact(id);
-    }
-
-    fn apply_snapshot(&mut self, id: NodeId, snapshot: Snapshot) {
-        let index = snapshot.meta.index;
-        let data = self.slot(id).disk.snapshot_file(index).unwrap_or_default();
-        let kv = match KvStore::decode(data) {
-            Ok(kv) => kv,
-            Err(e) => {
-                return self.fail(
-                    Property::StateMachineSafety,
-                    format!("node {id} got a snapshot at index {index} that does not decode: {e}"),
-                )
-            }
-        };
-        match self.checkers.configs.at(index) {
-            Some((_, m)) if *m == *snapshot.meta.membership => {}
-            committed => {
-                let committed = committed.map(|(at, m)| format!("{} (index {at})", invariants::describe(m)));
-                let carried = invariants::describe(&snapshot.meta.membership);
-                return self.fail(
-                    Property::Membership,
-                    format!(
-                        "node {id} installed a snapshot at index {index} with configuration {carried}, \
-                         but the one committed there is {committed:?}"
-                    ),
-                );
-            }
-        }
-        let state = kv.digest();
-        let slot = self.slot_mut(id);
-        slot.kv = kv;
-        slot.applied = index;
-        if let Err(e) = self.checkers.state_machine.restore(id, index, state) {
-            return self.fail(Property::StateMachineSafety, e);
-        }
-        self.counters.snapshots_installed += 1;
-        self.snapshot_resolves_writes(id, index);
-        self.raft_mut(id).applied(index);
-        self.serve_reads(id);
-        let next = next_compaction(&self.cfg, &mut self.rng.compaction, index);
-        self.slot_mut(id).next_compaction = next;
-    }
-
-    /// Log compaction: after `K` more applied entries, serialize the state
-    /// machine, hand it to the core, and store it durably.
-    fn maybe_compact(&mut self, id: NodeId) {
-        let i = self.index_of(id);
-        let applied = self.nodes[i].applied;
-        if self.cfg.compaction.is_none() || applied < self.nodes[i].next_compaction {
-            return;
-        }
-        let data = self.nodes[i].kv.encode();
-        let raft = self.nodes[i].raft.as_mut().expect("compacting a live node");
-        match raft.snapshot_taken(applied, data.len() as u64) {
-            Ok(()) => {
-                let meta = raft.snapshot_meta();
-                if meta.index != applied {
-                    return self.fail(
-                        Property::NodeInvariants,
-                        format!("node {id} took a snapshot at {applied} but reports one at {}", meta.index),
-                    );
-                }
-                self.nodes[i].disk.store_snapshot(meta, data);
-                self.counters.compactions += 1;
-                self.trace_event(id, || format!("compacted up to {applied}"));
-            }
-            Err(SnapshotError::Stale { .. }) => {}
-            Err(e) => {
-                return self.fail(
-                    Property::NodeInvariants,
-                    format!("node {id} refused a snapshot at its applied index {applied}: {e}"),
-                )
-            }
-        }
-        let next = next_compaction(&self.cfg, &mut self.rng.compaction, applied);
-        self.nodes[i].next_compaction = next;
     }
 
     // ------------------------------------------------------------ clients
@@ -872,7 +950,7 @@ impl Simulation {
         let phase = self.phase;
         let client = &mut self.clients[ci];
         let pending = client.current.as_mut().expect("started above");
-        if pending.attempt.is_some_and(|a| now.saturating_sub(a.sent()) >= timeout) {
+        if pending.attempt.is_some_and(|a| now.saturating_sub(a.sent) >= timeout) {
             // No answer: the node may be partitioned away. Try elsewhere.
             pending.attempt = None;
             pending.next_attempt = now;
@@ -940,7 +1018,8 @@ impl Simulation {
         true
     }
 
-    /// Sends the client's operation to the node it believes leads.
+    /// Sends the client's operation to the node it believes leads, as a
+    /// request of the client protocol.
     fn attempt(&mut self, ci: usize) {
         let now = self.now;
         let tick = self.cfg.tick_steps;
@@ -960,122 +1039,93 @@ impl Simulation {
             client.current.as_mut().expect("pending").next_attempt = now + wait;
             return;
         }
-        let incarnation = self.slot(target).incarnation;
+        let number = self.next_attempt;
+        self.next_attempt += 1;
         let client_id = self.clients[ci].id;
-        let pending = self.clients[ci].current.as_ref().expect("pending");
-        let command = pending.command(client_id);
-        let op = pending.op;
-        let result = match command {
-            Some(cmd) => match self.raft_mut(target).propose(cmd.encode()) {
-                Ok(proposed) => {
-                    let pending = self.clients[ci].current.as_mut().expect("pending");
-                    pending.attempt = Some(Attempt::Write { node: target, incarnation, proposed, sent: now });
-                    pending.maybe_applied = true;
-                    self.trace_event(target, || {
-                        format!(
-                            "client {client_id} proposed {op} seq {} at index {} term {}",
-                            cmd.seq, proposed.index, proposed.term
-                        )
-                    });
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            },
-            None => {
-                let ctx = self.next_ctx;
-                self.next_ctx += 1;
-                // Registered first: the answer may come in this very drain.
-                self.clients[ci].current.as_mut().expect("pending").attempt =
-                    Some(Attempt::Read { node: target, incarnation, ctx, sent: now });
-                match self.raft_mut(target).read_index(ctx) {
-                    Ok(()) => {
-                        self.trace_event(target, || format!("client {client_id} read {op} ctx {ctx}"));
-                        Ok(())
-                    }
-                    Err(e) => {
-                        self.clients[ci].current.as_mut().expect("pending").attempt = None;
-                        Err(e)
-                    }
-                }
+        let pending = self.clients[ci].current.as_mut().expect("pending");
+        let request = pending.request(client_id);
+        let (op, seq) = (pending.op, pending.seq);
+        // Registered first: the answer may come in the drain below.
+        pending.attempt = Some(Attempt { node: target, number, sent: now });
+        let replica = self.replica_mut(target);
+        let before = replica.pending_requests();
+        replica.client(request, Handle::Client { ci, attempt: number });
+        // Taken (a proposal or a ReadIndex under way) unless answered at once.
+        if replica.pending_requests() > before {
+            let client = &mut self.clients[ci];
+            client.leader_hint = Some(target);
+            client.current.as_mut().expect("pending").maybe_applied |= !op.is_read_only();
+            self.trace_event(target, || format!("client {client_id} sent {op} seq {seq} (attempt {number})"));
+        }
+        self.drain(target);
+    }
+
+    /// A replica's answer to a client request (or to one of the nemesis or
+    /// a script), as a client of `raft-node` takes it.
+    fn answer(&mut self, node: NodeId, handle: Handle, answer: ResponseKind) {
+        let (ci, number) = match handle {
+            Handle::Admin(n) => {
+                self.trace_event(node, || format!("answer to request {n}: {answer:?}"));
+                self.admin_answer = Some((n, answer));
+                return;
             }
+            Handle::Client { ci, attempt } => (ci, attempt),
         };
-        match result {
-            Ok(()) => {
-                self.clients[ci].leader_hint = Some(target);
-                self.drain(target);
+        let Some(pending) = self.clients[ci].current.as_ref() else {
+            return;
+        };
+        if pending.attempt.map(|a| a.number) != Some(number) {
+            return; // an earlier attempt's: the client moved on
+        }
+        let (op, now, tick) = (pending.op, self.now, self.cfg.tick_steps);
+        let result = match (op, answer) {
+            (Op::Put { .. }, ResponseKind::Written(WriteResult::Done { .. })) => OpResult::Put,
+            (Op::Delete { .. }, ResponseKind::Written(WriteResult::Done { .. })) => OpResult::Delete,
+            (Op::Cas { .. }, ResponseKind::Written(WriteResult::Cas { swapped, .. })) => {
+                OpResult::Cas { succeeded: swapped }
             }
-            Err(ProposeError::NotLeader { leader }) => {
-                let hint = leader.filter(|&l| l != target);
+            (Op::Get { .. }, ResponseKind::Value(value)) => match value.as_deref().map(decode_u64) {
+                None => OpResult::Get(None),
+                Some(Some(v)) => OpResult::Get(Some(v)),
+                Some(None) => {
+                    return self.fail(
+                        Property::Linearizability,
+                        format!("node {node} answered {op} with a value that is not 8 bytes: {value:?}"),
+                    )
+                }
+            },
+            (_, ResponseKind::NotLeader { leader }) => {
+                let hint = leader.map(|(id, _)| id).filter(|&l| l != node);
                 let wait = if hint.is_some() { 1 } else { self.rng.clients.range(1, 2 * tick) };
                 let client = &mut self.clients[ci];
                 client.leader_hint = hint;
-                client.current.as_mut().expect("pending").next_attempt = now + wait;
+                let pending = client.current.as_mut().expect("checked above");
+                pending.attempt = None;
+                pending.next_attempt = now + wait;
+                return;
             }
-            // (Membership errors come only from propose_membership; a retry
-            // later is right for any refusal.)
-            Err(_) => {
+            // Lost to a leader change, or covered by a snapshot: retry at
+            // once, same sequence number (it applies once).
+            (_, ResponseKind::Unknown { .. }) => return self.lose_attempt(ci),
+            // Not now (the uncommitted limit, a full disk): later.
+            (_, ResponseKind::Error { .. }) => {
                 let wait = self.rng.clients.range(tick, 3 * tick);
-                self.clients[ci].current.as_mut().expect("pending").next_attempt = now + wait;
+                let pending = self.clients[ci].current.as_mut().expect("checked above");
+                pending.attempt = None;
+                pending.next_attempt = now + wait;
+                return;
             }
-        }
-    }
-
-    /// Node `id` applied `index`; `applied` is the command there and how the
-    /// session table took it. Answers the client waiting on this node, or
-    /// tells it its attempt was lost (another entry took the index).
-    fn write_applied(&mut self, id: NodeId, index: Index, applied: Option<(Command, ApplyOutcome)>) {
-        let incarnation = self.slot(id).incarnation;
-        for ci in 0..self.clients.len() {
-            let client = &self.clients[ci];
-            let Some(pending) = &client.current else {
-                continue;
-            };
-            let Some(Attempt::Write { node, proposed, .. }) = pending.attempt else {
-                continue;
-            };
-            if pending.attempt.map(|a| a.node()) != Some((id, incarnation)) {
-                continue;
+            (op, answer) => {
+                // A stale sequence number among them: a client has one write
+                // outstanding, so its current one is never older than the
+                // session's last.
+                return self.fail(
+                    Property::Linearizability,
+                    format!("node {node} answered {op} (attempt {number}) with {answer:?}"),
+                );
             }
-            debug_assert_eq!(node, id);
-            if let Some((cmd, outcome)) = applied {
-                if cmd.client == client.id && cmd.seq == pending.seq {
-                    if let Some(result) = outcome.result() {
-                        self.complete_op(ci, Outcome::Ok(result.to_op_result()));
-                        continue;
-                    }
-                }
-            }
-            if proposed.index == index {
-                // Another entry took our index: the proposal was lost to a
-                // leader change. Retry (same seq) at once.
-                self.lose_attempt(ci);
-            }
-        }
-    }
-
-    /// Node `id` jumped to a snapshot at `index`: attempts waiting there for
-    /// an index it covers learn their fate from the restored session table.
-    fn snapshot_resolves_writes(&mut self, id: NodeId, index: Index) {
-        let incarnation = self.slot(id).incarnation;
-        for ci in 0..self.clients.len() {
-            let client = &self.clients[ci];
-            let Some(pending) = &client.current else {
-                continue;
-            };
-            let Some(Attempt::Write { proposed, .. }) = pending.attempt else {
-                continue;
-            };
-            if pending.attempt.map(|a| a.node()) != Some((id, incarnation)) || proposed.index > index {
-                continue;
-            }
-            match self.slot(id).kv.session(client.id) {
-                Some(s) if s.seq == pending.seq => {
-                    let result = s.result.to_op_result();
-                    self.complete_op(ci, Outcome::Ok(result));
-                }
-                _ => self.lose_attempt(ci),
-            }
-        }
+        };
+        self.complete_op(ci, Outcome::Ok(result));
     }
 
     fn lose_attempt(&mut self, ci: usize) {
@@ -1084,45 +1134,6 @@ impl Simulation {
             p.attempt = None;
             p.next_attempt = now;
         }
-    }
-
-    /// Serves the released reads of node `id` that its state machine has caught up with.
-    fn serve_reads(&mut self, id: NodeId) {
-        let i = self.index_of(id);
-        let applied = self.nodes[i].applied;
-        if !self.nodes[i].ready_reads.iter().any(|&(_, at)| at <= applied) {
-            return;
-        }
-        let incarnation = self.nodes[i].incarnation;
-        let (ready, waiting): (Vec<_>, Vec<_>) =
-            self.nodes[i].ready_reads.iter().partition(|&&(_, at)| at <= applied);
-        self.nodes[i].ready_reads = waiting;
-        for (ctx, _) in ready {
-            let Some(ci) = self.client_with_read(ctx) else {
-                continue;
-            };
-            let pending = self.clients[ci].current.as_ref().expect("found above");
-            if pending.attempt.map(|a| a.node()) != Some((id, incarnation)) {
-                continue;
-            }
-            let value = self.nodes[i].kv.get(pending.op.key());
-            self.complete_op(ci, Outcome::Ok(OpResult::Get(value)));
-        }
-    }
-
-    fn read_failed(&mut self, ctx: u64, leader: Option<NodeId>) {
-        if let Some(ci) = self.client_with_read(ctx) {
-            self.clients[ci].leader_hint = leader;
-            self.lose_attempt(ci);
-        }
-    }
-
-    fn client_with_read(&self, ctx: u64) -> Option<usize> {
-        self.clients.iter().position(|c| {
-            c.current
-                .as_ref()
-                .is_some_and(|p| matches!(p.attempt, Some(Attempt::Read { ctx: c, .. }) if c == ctx))
-        })
     }
 
     fn complete_op(&mut self, ci: usize, outcome: Outcome) {
@@ -1179,7 +1190,7 @@ impl Simulation {
     fn check_node(&mut self, id: NodeId) {
         let i = self.index_of(id);
         let slot = &mut self.nodes[i];
-        let Some(raft) = slot.raft.as_ref() else {
+        let Some(raft) = slot.replica.as_ref().map(Replica::node) else {
             return;
         };
         if let Err(e) = raft.check_invariants() {
@@ -1207,7 +1218,7 @@ impl Simulation {
     }
 
     fn check_leader_completeness(&mut self, id: NodeId) {
-        let Some(raft) = self.slot(id).raft.as_ref() else {
+        let Some(raft) = self.slot(id).raft() else {
             return;
         };
         if !raft.is_leader() {
@@ -1403,10 +1414,8 @@ impl Simulation {
         }
         let drop_inflight = self.rng.faults.chance(self.cfg.faults.crash_drops_inflight);
         let slot = self.slot_mut(id);
-        slot.raft = None;
-        slot.kv = KvStore::new();
-        slot.applied = 0;
-        slot.ready_reads.clear();
+        slot.replica = None;
+        slot.jobs.clear();
         let lost = slot.disk.crash();
         if drop_inflight {
             self.network.drop_involving(id);
@@ -1414,7 +1423,7 @@ impl Simulation {
         // Clients connected to it see the connection reset.
         for ci in 0..self.clients.len() {
             let on_it =
-                self.clients[ci].current.as_ref().and_then(|p| p.attempt).is_some_and(|a| a.node().0 == id);
+                self.clients[ci].current.as_ref().and_then(|p| p.attempt).is_some_and(|a| a.node == id);
             if on_it {
                 self.clients[ci].leader_hint = None;
                 self.lose_attempt(ci);
@@ -1426,9 +1435,9 @@ impl Simulation {
         });
     }
 
-    /// Restarts node `id` from its durable state: the state machine is
-    /// rebuilt from the durable snapshot and the core from
-    /// [`RaftNode::restart`]. No-op if it is up.
+    /// Restarts node `id` from its durable state, as `raft-node` starts:
+    /// the store restored from the durable snapshot's file, the core from
+    /// [`RaftNode::restart`], the replica from both. No-op if it is up.
     pub fn restart(&mut self, id: NodeId) {
         if self.is_up(id) || self.slot(id).retired || self.failure.is_some() {
             return;
@@ -1436,81 +1445,65 @@ impl Simulation {
         let seed = self.rng.faults.next_u64();
         let slot = self.slot_mut(id);
         slot.restart_at = None;
+        let mut config = slot.config.clone();
+        config.seed = seed;
         let durable = slot.disk.durable().clone();
-        if durable.entries.is_empty() && durable.snapshot.is_none() {
-            if let Some(founders) = slot.founders.clone() {
+        let (raft, kv, snapshot_index, how) = match (&slot.founders, &durable.snapshot) {
+            (Some(founders), None) if durable.entries.is_empty() => {
                 // Nothing of the founding was durable: found again (the core
                 // made no promise that a disk did not keep).
-                let mut config = slot.config.clone();
-                config.seed = seed;
-                let raft = match RaftNode::bootstrap(config, founders) {
-                    Ok(raft) => raft,
+                match RaftNode::bootstrap(config, founders.clone()) {
+                    Ok(raft) => (raft, empty_store(), 0, "with nothing durable: founded again".to_string()),
                     Err(e) => {
                         return self.fail(Property::Durability, format!("node {id} cannot found again: {e}"))
                     }
-                };
-                let slot = self.slot_mut(id);
-                slot.raft = Some(raft);
-                slot.kv = KvStore::new();
-                slot.applied = 0;
-                slot.incarnation += 1;
-                slot.ready_reads.clear();
-                slot.seen_commit = 0;
-                slot.log_dirty_from = Some(0);
-                let next = next_compaction(&self.cfg, &mut self.rng.compaction, 0);
-                self.slot_mut(id).next_compaction = next;
-                if let Err(e) = self.checkers.state_machine.restart(id, 0, KvStore::new().digest()) {
-                    return self.fail(Property::StateMachineSafety, e);
                 }
-                if let Err(e) = self.checkers.commit.restart(id, 0, 0) {
-                    return self.fail(Property::CommitMonotonic, e);
+            }
+            (_, snapshot) => {
+                let mut kv = empty_store();
+                let index = snapshot.as_ref().map_or(0, |s| s.meta.index);
+                if snapshot.is_some() {
+                    let restored = match slot.disk.snapshot_file(index) {
+                        Some(bytes) => kv.restore(bytes).map_err(|e| e.to_string()),
+                        None => Err("its file is missing".to_string()),
+                    };
+                    if let Err(e) = restored {
+                        return self.fail(
+                            Property::Durability,
+                            format!("node {id}'s durable snapshot at {index}: {e}"),
+                        );
+                    }
                 }
-                self.trace_event(id, || "RESTART with nothing durable: founded again".to_string());
-                return self.drain(id);
-            }
-        }
-        let (snapshot_index, kv) = match &durable.snapshot {
-            None => (0, Ok(KvStore::new())),
-            Some(s) => {
-                (s.meta.index, KvStore::decode(slot.disk.snapshot_file(s.meta.index).unwrap_or_default()))
-            }
-        };
-        let kv = match kv {
-            Ok(kv) => kv,
-            Err(e) => {
-                return self
-                    .fail(Property::Durability, format!("node {id}'s durable snapshot does not decode: {e}"))
-            }
-        };
-        let mut config = slot.config.clone();
-        config.seed = seed;
-        let raft = match RaftNode::restart(config, durable) {
-            Ok(raft) => raft,
-            Err(e) => {
-                return self.fail(
-                    Property::Durability,
-                    format!("node {id} cannot restart from its durable state: {e}"),
-                )
+                match RaftNode::restart(config, durable) {
+                    Ok(raft) => {
+                        let how = format!("from snapshot {index}, commit {}", raft.commit_index());
+                        (raft, kv, index, how)
+                    }
+                    Err(e) => {
+                        return self.fail(
+                            Property::Durability,
+                            format!("node {id} cannot restart from its durable state: {e}"),
+                        )
+                    }
+                }
             }
         };
         let commit = raft.commit_index();
         let state = kv.digest();
-        slot.raft = Some(raft);
-        slot.kv = kv;
-        slot.applied = snapshot_index;
+        let i = self.index_of(id);
+        let replica = new_replica(&self.cfg, &mut self.rng.compaction, &self.nodes[i], raft, kv);
+        let slot = &mut self.nodes[i];
+        slot.replica = Some(replica);
         slot.incarnation += 1;
-        slot.ready_reads.clear();
         slot.seen_commit = snapshot_index;
         slot.log_dirty_from = Some(0);
-        let next = next_compaction(&self.cfg, &mut self.rng.compaction, snapshot_index);
-        self.slot_mut(id).next_compaction = next;
         if let Err(e) = self.checkers.state_machine.restart(id, snapshot_index, state) {
             return self.fail(Property::StateMachineSafety, e);
         }
         if let Err(e) = self.checkers.commit.restart(id, commit, snapshot_index) {
             return self.fail(Property::CommitMonotonic, e);
         }
-        self.trace_event(id, || format!("RESTART from snapshot {snapshot_index}, commit {commit}"));
+        self.trace_event(id, || format!("RESTART {how}"));
         self.drain(id);
     }
 
@@ -1536,10 +1529,11 @@ impl Simulation {
         let config = core_config(&self.cfg, &self.limits, id, seed);
         let raft = RaftNode::new(config.clone()).unwrap_or_else(|e| panic!("node {id} does not start: {e}"));
         let tick_phase = self.rng.nemesis.below(self.cfg.tick_steps);
-        let next = next_compaction(&self.cfg, &mut self.rng.compaction, 0);
-        self.nodes.push(NodeSlot::new(id, config, None, raft, tick_phase, next));
-        self.slot_mut(id).log_dirty_from = Some(0);
-        if let Err(e) = self.checkers.state_machine.restart(id, 0, KvStore::new().digest()) {
+        let mut slot = NodeSlot::new(id, config, None, tick_phase);
+        slot.replica = Some(new_replica(&self.cfg, &mut self.rng.compaction, &slot, raft, empty_store()));
+        slot.log_dirty_from = Some(0);
+        self.nodes.push(slot);
+        if let Err(e) = self.checkers.state_machine.restart(id, 0, empty_store().digest()) {
             self.fail(Property::StateMachineSafety, e);
         }
         self.counters.nodes_added += 1;
@@ -1548,32 +1542,62 @@ impl Simulation {
         id
     }
 
-    /// Proposes `change` on node `id` (as an operator would on the leader);
-    /// an accepted change is recorded for the membership check.
+    /// Sends an admin request to node `id`'s replica: `Ok` if the replica
+    /// took it (its answer comes later, traced), else what it answered at
+    /// once.
+    fn admin_request(&mut self, id: NodeId, request: RequestKind) -> Result<(), Refusal> {
+        let n = self.next_admin;
+        self.next_admin += 1;
+        let Some(replica) = self.slot_mut(id).replica.as_mut() else {
+            return Err(Refusal::NotLeader);
+        };
+        let before = replica.pending_requests();
+        replica.client(request, Handle::Admin(n));
+        let taken = replica.pending_requests() > before;
+        self.admin_answer = None;
+        self.drain(id);
+        let answer = self.admin_answer.take().filter(|(m, _)| *m == n).map(|(_, a)| a);
+        match (taken, answer) {
+            (true, _) => Ok(()),
+            (false, Some(ResponseKind::LeaderTransferred { .. })) => Ok(()),
+            (false, answer) => Err(Refusal::of(answer)),
+        }
+    }
+
+    /// Proposes `change` on node `id` through the client protocol
+    /// ([`RequestKind::ChangeMembers`], as `raft-client member` does); an
+    /// accepted change is recorded for the membership check. Its entry is
+    /// the leader's last one.
     pub fn propose_membership_on(
         &mut self,
         id: NodeId,
         change: &MembershipChange,
-    ) -> Result<Proposed, ProposeError> {
-        let Some(raft) = self.slot_mut(id).raft.as_mut() else {
-            return Err(ProposeError::NotLeader { leader: None });
-        };
-        let result = raft.propose_membership(change);
+    ) -> Result<Proposed, Refusal> {
+        // Recorded before the drain, in case it is refused: the checker
+        // only needs to know of every change that may commit.
+        let result = self.admin_request(id, RequestKind::ChangeMembers(change.clone()));
         match &result {
-            Ok(p) => {
+            Ok(()) => {
                 self.checkers.configs.propose(change);
                 self.counters.membership_proposed += 1;
+            }
+            Err(_) => self.counters.membership_refused += 1,
+        }
+        let raft = self.node(id);
+        let proposed = raft.map(|r| Proposed { index: r.last_index(), term: r.term() });
+        match (&result, proposed) {
+            (Ok(()), Some(p)) => {
                 self.trace_event(id, || {
                     format!("MEMBERSHIP {:?} proposed at index {} term {}", change.ops, p.index, p.term)
                 });
+                Ok(p)
             }
-            Err(e) => {
-                self.counters.membership_refused += 1;
+            (Ok(()), None) => Err(Refusal::NotLeader),
+            (Err(e), _) => {
                 self.trace_event(id, || format!("MEMBERSHIP {:?} refused: {e}", change.ops));
+                result.map(|()| unreachable!())
             }
         }
-        self.drain(id);
-        result
     }
 
     /// The configuration committed at the highest index, and that index.
@@ -1620,34 +1644,32 @@ impl Simulation {
 
     // ------------------------------------------------------------ direct access
 
-    /// Proposes `data` directly on node `id` (as if a client reached it).
-    pub fn propose_on(&mut self, id: NodeId, data: Vec<u8>) -> Result<Proposed, ProposeError> {
-        let Some(raft) = self.slot_mut(id).raft.as_mut() else {
-            return Err(ProposeError::NotLeader { leader: None });
-        };
-        let result = raft.propose(data);
-        self.drain(id);
-        result
+    /// Sends a put of `key = value` straight to node `id`, outside the
+    /// checked history (session [`DIRECT_CLIENT`]): the index of its entry
+    /// if the node took it, else why not.
+    pub fn write_on(&mut self, id: NodeId, key: u64, value: u64) -> Result<Index, Refusal> {
+        self.direct_seq += 1;
+        let op = WriteOp::Put { key: encode_u64(key), value: encode_u64(value) };
+        let command = Command { client_id: DIRECT_CLIENT, seq: self.direct_seq, op };
+        self.admin_request(id, RequestKind::Write(command))?;
+        Ok(self.node(id).map_or(0, RaftNode::last_index))
     }
 
-    /// Asks node `from` to hand leadership to `to`.
-    pub fn transfer_leadership(&mut self, from: NodeId, to: NodeId) -> Result<(), TransferError> {
-        let Some(raft) = self.slot_mut(from).raft.as_mut() else {
-            return Err(TransferError::NotLeader { leader: None });
-        };
-        let result = raft.transfer_leadership(to);
+    /// Asks node `from` to hand leadership to `to`
+    /// ([`RequestKind::TransferLeader`], as `raft-client transfer-leader`).
+    pub fn transfer_leadership(&mut self, from: NodeId, to: NodeId) -> Result<(), Refusal> {
+        let result = self.admin_request(from, RequestKind::TransferLeader { to });
         if result.is_ok() {
             self.counters.transfers += 1;
             self.trace_event(from, || format!("TRANSFER leadership to n{to}"));
         }
-        self.drain(from);
         result
     }
 
     /// Makes node `id` start an election now (PreVote still applies).
     pub fn campaign(&mut self, id: NodeId) {
-        if let Some(raft) = self.slot_mut(id).raft.as_mut() {
-            raft.campaign();
+        if let Some(replica) = self.slot_mut(id).replica.as_mut() {
+            replica.campaign();
             self.drain(id);
         }
     }
@@ -1675,24 +1697,30 @@ impl Simulation {
         self.workload = on;
     }
 
-    /// The node, if it is up.
+    /// The node's core, if it is up.
     pub fn node(&self, id: NodeId) -> Option<&RaftNode> {
-        self.slot(id).raft.as_ref()
+        self.slot(id).raft()
     }
 
     /// Whether node `id` is up.
     pub fn is_up(&self, id: NodeId) -> bool {
-        self.slot(id).raft.is_some()
+        self.slot(id).replica.is_some()
     }
 
-    /// Node `id`'s state machine (empty while it is down).
-    pub fn kv(&self, id: NodeId) -> &KvStore {
-        &self.slot(id).kv
+    /// Node `id`'s store, if it is up.
+    pub fn kv(&self, id: NodeId) -> Option<&KvStore> {
+        self.slot(id).replica.as_ref().map(Replica::kv)
     }
 
-    /// The last index node `id`'s state machine reflects.
+    /// The value of `key` in node `id`'s store (`None`: absent, or the node
+    /// is down).
+    pub fn value(&self, id: NodeId, key: u64) -> Option<u64> {
+        self.kv(id)?.get(&encode_u64(key)).and_then(decode_u64)
+    }
+
+    /// The last index node `id`'s store reflects (0 while it is down).
     pub fn applied_index(&self, id: NodeId) -> Index {
-        self.slot(id).applied
+        self.kv(id).map_or(0, KvStore::applied)
     }
 
     /// Node `id`'s durable state.
@@ -1714,7 +1742,7 @@ impl Simulation {
     pub fn leader(&self) -> Option<NodeId> {
         self.nodes
             .iter()
-            .filter_map(|s| s.raft.as_ref())
+            .filter_map(NodeSlot::raft)
             .filter(|r| r.is_leader())
             .max_by_key(|r| r.term())
             .map(|r| r.id())
@@ -1729,7 +1757,7 @@ impl Simulation {
         let follows = |id: NodeId| {
             self.nodes
                 .get(id as usize - 1)
-                .and_then(|s| s.raft.as_ref())
+                .and_then(NodeSlot::raft)
                 .is_some_and(|r| r.term() == term && r.leader() == Some(leader))
         };
         live_majority(node.membership().0, |id| !follows(id)).then_some(leader)
@@ -1819,8 +1847,8 @@ impl Simulation {
         &mut self.nodes[i]
     }
 
-    fn raft_mut(&mut self, id: NodeId) -> &mut RaftNode {
-        self.slot_mut(id).raft.as_mut().unwrap_or_else(|| panic!("node {id} is down"))
+    fn replica_mut(&mut self, id: NodeId) -> &mut Replica<Handle> {
+        self.slot_mut(id).replica.as_mut().unwrap_or_else(|| panic!("node {id} is down"))
     }
 
     fn trace_event(&mut self, node: NodeId, event: impl FnOnce() -> String) {
@@ -1866,33 +1894,95 @@ impl Limits {
 }
 
 impl NodeSlot {
-    fn new(
-        id: NodeId,
-        config: Config,
-        founders: Option<Membership>,
-        raft: RaftNode,
-        tick_phase: u64,
-        next_compaction: Index,
-    ) -> NodeSlot {
+    /// A slot with an empty disk and no replica yet.
+    fn new(id: NodeId, config: Config, founders: Option<Membership>, tick_phase: u64) -> NodeSlot {
         NodeSlot {
             id,
             config,
             founders,
             retired: false,
-            raft: Some(raft),
-            kv: KvStore::new(),
-            applied: 0,
+            replica: None,
             disk: Disk::new(),
+            token: 0,
+            jobs: Vec::new(),
             incarnation: 0,
             tick_phase,
-            ready_reads: Vec::new(),
-            next_compaction,
+            seen_role: (Role::Follower, 0),
             restart_at: None,
             seen_commit: 0,
             log_dirty_from: None,
             log_shape: (1, 0, Some(0)),
         }
     }
+
+    /// The core, if the node is up (read-only: inputs go through the replica).
+    fn raft(&self) -> Option<&RaftNode> {
+        self.replica.as_ref().map(Replica::node)
+    }
+}
+
+/// A store as a node starts one, before any snapshot.
+fn empty_store() -> KvStore {
+    KvStore::new(SESSIONS_MAX_DEFAULT)
+}
+
+/// The replica of the node in `slot` over `raft` and `kv`, as `raft-node`
+/// builds it, with this incarnation's snapshot thresholds: after a number
+/// of entries drawn from [`SimConfig::compaction`], or now and then after a
+/// few hundred bytes of commands (never, without compaction).
+fn new_replica(
+    cfg: &SimConfig,
+    rng: &mut SimRng,
+    slot: &NodeSlot,
+    raft: RaftNode,
+    kv: KvStore,
+) -> Replica<Handle> {
+    let (snapshot_entries, snapshot_log_bytes) = match cfg.compaction {
+        Some((lo, hi)) => {
+            let entries = rng.range(lo.max(1), hi.max(lo.max(1)));
+            let bytes = if rng.chance(0.25) { rng.range(100, 2_000) } else { u64::MAX };
+            (entries, bytes)
+        }
+        None => (u64::MAX, u64::MAX),
+    };
+    let address = |id: NodeId| (id, format!("sim:n{id}"));
+    let members = match &slot.founders {
+        Some(founders) => founders.member_ids().map(address).collect(),
+        None => [address(slot.id)].into_iter().collect(),
+    };
+    let config = ReplicaConfig {
+        id: slot.id,
+        members,
+        cluster_id: "sim".to_string(),
+        pid: 0,
+        limits: WriteLimits::default(),
+        snapshot_entries,
+        snapshot_log_bytes,
+        token: slot.token,
+        new_token: rng.next_u64().max(1),
+    };
+    let mut replica = Replica::new(config, raft, kv);
+    replica.record_applied(true);
+    replica
+}
+
+/// What `raft-node`'s snapshot worker makes of a snapshot received from the
+/// leader: the store it decodes to, at the index its metadata says, with
+/// the bytes to keep as the file; or why it is refused.
+fn check_received(snapshot: &Snapshot, bytes: Option<Vec<u8>>) -> Result<(KvStore, Vec<u8>), String> {
+    let index = snapshot.meta.index;
+    let Some(bytes) = bytes else {
+        return Err(format!("no snapshot at {index} was received"));
+    };
+    if bytes.len() as u64 != snapshot.data_bytes {
+        return Err(format!("{} bytes were stored of a snapshot of {}", bytes.len(), snapshot.data_bytes));
+    }
+    let mut kv = empty_store();
+    kv.restore(&bytes).map_err(|e| e.to_string())?;
+    if kv.applied() != index {
+        return Err(format!("its state is at index {} but its metadata says {index}", kv.applied()));
+    }
+    Ok((kv, bytes))
 }
 
 /// The core's configuration of node `id`.
@@ -1922,17 +2012,10 @@ fn live_majority(m: &Membership, dead: impl Fn(NodeId) -> bool) -> bool {
     half_ok(&m.voters().incoming) && half_ok(&m.voters().outgoing)
 }
 
-fn next_compaction(cfg: &SimConfig, rng: &mut SimRng, applied: Index) -> Index {
-    match cfg.compaction {
-        Some((lo, hi)) => applied + rng.range(lo.max(1), hi.max(lo.max(1))),
-        None => Index::MAX,
-    }
-}
-
 /// One line for a trace.
-fn describe_action(action: &Action) -> String {
-    match action {
-        Action::Persist(b) => {
+fn describe_effect(effect: &Effect<Handle>) -> String {
+    match effect {
+        Effect::Persist(b) => {
             let mut s = format!("persist #{}", b.id);
             if let Some(snap) = &b.snapshot {
                 let _ = write!(s, " snapshot@{}/t{}", snap.meta.index, snap.meta.term);
@@ -1945,26 +2028,21 @@ fn describe_action(action: &Action) -> String {
             }
             s
         }
-        Action::Send(m) => format!("send {}", describe_message(m)),
-        Action::SendSnapshotChunk { message, len } => {
+        Effect::Send(m) => format!("send {}", describe_message(m)),
+        Effect::SendSnapshotChunk { message, len } => {
             format!("send {} (+{len} bytes from the file)", describe_message(message))
         }
-        Action::SaveSnapshotChunk { meta, offset, data } => {
+        Effect::SaveSnapshotChunk { meta, offset, data } => {
             format!("save snapshot@{}/t{} chunk at {offset}, {} bytes", meta.index, meta.term, data.len())
         }
-        Action::Apply(entries) => match (entries.first(), entries.last()) {
-            (Some(f), Some(l)) => format!("apply {}..={}", f.index, l.index),
-            _ => "apply nothing".to_string(),
-        },
-        Action::ApplySnapshot(s) => {
-            format!("apply snapshot@{}/t{}", s.meta.index, s.meta.term)
-        }
-        Action::CheckSnapshot(s) => format!("check snapshot@{}/t{}", s.meta.index, s.meta.term),
-        Action::ReadReady { ctx, index } => format!("read ready ctx {ctx} at {index}"),
-        Action::ReadFailed { ctx, leader } => format!("read failed ctx {ctx} leader {leader:?}"),
-        Action::RoleChanged { role, term, leader } => {
-            format!("becomes {role} in term {term} (leader {leader:?})")
-        }
+        Effect::Compact(meta) => format!("compact to snapshot@{}/t{}", meta.index, meta.term),
+        Effect::Answer(handle, answer) => format!("answer {handle:?}: {answer:?}"),
+        Effect::TakeSnapshot { meta, .. } => format!("take snapshot@{}/t{}", meta.index, meta.term),
+        Effect::CheckSnapshot(s) => format!("check snapshot@{}/t{}", s.meta.index, s.meta.term),
+        Effect::TokenLearned(token) => format!("learned cluster token {token:#x}"),
+        Effect::MembersChanged(members) => format!("members now {:?}", members.keys().collect::<Vec<_>>()),
+        Effect::Removed { index } => format!("REMOVED by the configuration entry at {index}"),
+        Effect::SnapshotRejected { index, problem, .. } => format!("rejected snapshot@{index}: {problem}"),
     }
 }
 

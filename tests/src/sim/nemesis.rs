@@ -24,9 +24,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use raft_core::{ChangeOp, Index, Membership, MembershipChange, NodeId, ProposeError};
+use raft_core::{ChangeOp, Index, Membership, MembershipChange, NodeId};
 
-use super::{live_majority, Simulation};
+use super::{live_majority, Refusal, Simulation};
 
 /// The most voters the nemesis lets a cluster have.
 const VOTERS_MAX: usize = 7;
@@ -411,7 +411,7 @@ impl Simulation {
                     Ok(_) => {
                         self.nemesis.plan.pop_front();
                     }
-                    Err(ProposeError::Membership(e)) => {
+                    Err(Refusal::Invalid(e)) => {
                         let why = format!("refused: {e}");
                         self.drop_plan(&why);
                     }
@@ -443,7 +443,7 @@ impl Simulation {
         };
         let slot = self.slot(gone);
         let bound = self.now + self.faults.max_fsync_delay;
-        gone != leader && slot.raft.is_none() && slot.restart_at.is_some_and(|at| at > bound)
+        gone != leader && slot.replica.is_none() && slot.restart_at.is_some_and(|at| at > bound)
     }
 
     /// Crashes voter `d` for good, if every configuration that may still
@@ -466,9 +466,7 @@ impl Simulation {
             return;
         }
         let quiet = self.nodes.iter().filter(|s| !s.retired).all(|s| {
-            s.raft
-                .as_ref()
-                .is_some_and(|r| r.term() <= term && (r.membership().0 == m || r.membership().1 <= index))
+            s.raft().is_some_and(|r| r.term() <= term && (r.membership().0 == m || r.membership().1 <= index))
         });
         if !quiet {
             return;
