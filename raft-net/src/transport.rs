@@ -628,6 +628,54 @@ pub struct ListenerConfig {
     pub cluster_token: SharedToken,
     /// What connections may take.
     pub limits: ConnectionLimits,
+    /// Where a connection that speaks HTTP goes (told apart from the binary
+    /// protocol by its first bytes); `None`: such a connection is closed.
+    pub http: Option<HttpHandoff>,
+}
+
+/// Serves one HTTP connection to its end (the listener has only peeked at
+/// its first bytes; the connection counts against the limits until the
+/// returned future ends).
+#[derive(Clone)]
+pub struct HttpHandoff(pub Arc<HttpServeFn>);
+
+/// The function behind an [`HttpHandoff`].
+pub type HttpServeFn = dyn Fn(TcpStream, SocketAddr) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    + Send
+    + Sync;
+
+impl std::fmt::Debug for HttpHandoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpHandoff")
+    }
+}
+
+/// The methods an HTTP request may start with. As the 4-byte big-endian
+/// length that starts every frame, each of them is above 1 GB, far past the
+/// frame limit: no connection of the binary protocol starts like this.
+const HTTP_METHODS: [&[u8]; 9] =
+    [b"GET ", b"POST", b"PUT ", b"DELE", b"HEAD", b"OPTI", b"PATC", b"CONN", b"TRAC"];
+
+/// Whether a connection that starts with `first` speaks HTTP.
+pub fn looks_like_http(first: &[u8]) -> bool {
+    first.len() >= 4 && HTTP_METHODS.iter().any(|m| first[..4] == **m)
+}
+
+/// Waits (at most [`HELLO_TIMEOUT`]) for the first 4 bytes of a connection
+/// without taking them; `None` if it closed or stayed silent.
+async fn peek_first_bytes(stream: &TcpStream) -> Option<[u8; 4]> {
+    let mut first = [0u8; 4];
+    let peek = async {
+        loop {
+            match stream.peek(&mut first).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n >= 4 => return true,
+                // Fewer bytes so far: wait for more to arrive.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    };
+    matches!(tokio::time::timeout(HELLO_TIMEOUT, peek).await, Ok(true)).then_some(first)
 }
 
 /// Accepts connections until the listener fails; each connection runs in its
@@ -664,6 +712,17 @@ pub async fn serve<P: ClientProtocol>(
                 let (config, inbound, counters) = (config.clone(), inbound.clone(), counters.clone());
                 let (state, warnings) = (state.clone(), warnings.clone());
                 tokio::spawn(async move {
+                    if let Some(http) = &config.http {
+                        match peek_first_bytes(&stream).await {
+                            Some(first) if looks_like_http(&first) => {
+                                (http.0)(stream, addr).await;
+                                drop(admitted);
+                                return;
+                            }
+                            Some(_) => {}
+                            None => return, // closed, or silent past the hello's deadline
+                        }
+                    }
                     let result = handle_connection(stream, addr, &config, state, inbound).await;
                     drop(admitted);
                     if let Err(reason) = result {
@@ -1139,6 +1198,26 @@ pub fn spawn_peer_links(
 
 #[cfg(test)]
 mod tests {
+    /// No frame of the binary protocol starts like an HTTP request: each
+    /// method's first four bytes, read as a frame's length, are past the
+    /// frame limit (whichever byte order the codec uses).
+    #[test]
+    fn http_methods_can_never_start_a_frame() {
+        for method in super::HTTP_METHODS {
+            let bytes: [u8; 4] = method[..4].try_into().unwrap();
+            assert!(u32::from_be_bytes(bytes) as usize > super::MAX_FRAME_BYTES, "{method:?}");
+            assert!(u32::from_le_bytes(bytes) as usize > super::MAX_FRAME_BYTES, "{method:?}");
+            assert!(super::looks_like_http(method));
+        }
+        let hello_frame = {
+            let mut f = 100u32.to_be_bytes().to_vec();
+            f.extend_from_slice(b"hello");
+            f
+        };
+        assert!(!super::looks_like_http(&hello_frame));
+        assert!(!super::looks_like_http(b"GE"));
+    }
+
     use super::*;
 
     /// A client protocol of the tests' own: a request names a key, the
@@ -1180,6 +1259,7 @@ mod tests {
             peers: SharedPeers::new([2]),
             cluster_token: SharedToken::new(0xa),
             limits: ConnectionLimits::default(),
+            http: None,
         };
         let hello = |token| Hello { cluster_token: token, ..Hello::new("c", Sender::Peer(2)) };
         let e = check_hello(&hello(0xb), &config).unwrap_err();
@@ -1243,6 +1323,7 @@ mod tests {
             peers: SharedPeers::new([]),
             cluster_token: SharedToken::default(),
             limits,
+            http: None,
         });
         let (inbound_tx, inbound_rx) = mpsc::channel(65_536);
         let counters = Arc::new(NetCounters::default());
@@ -1469,6 +1550,7 @@ mod tests {
             peers: peers.clone(),
             cluster_token: SharedToken::default(),
             limits: ConnectionLimits::default(),
+            http: None,
         });
         let (inbound_tx, _inbound_rx) = mpsc::channel::<Inbound<Gets>>(64);
         tokio::spawn(serve(listener, config, inbound_tx, Arc::new(NetCounters::default())));

@@ -4,6 +4,7 @@
 //! that drives `raft-core` and the key-value store of `raft-kv`.
 
 pub mod datadir;
+mod http;
 pub mod server;
 mod snapshots;
 pub mod storage;

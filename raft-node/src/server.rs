@@ -65,6 +65,24 @@ impl ClientProtocol for KvClients {
 type Inbound = transport::Inbound<KvClients>;
 type Reply = transport::Reply<KvClients>;
 
+/// Where the answer to a client request goes: its binary connection's
+/// queue, or the HTTP request waiting for it.
+#[derive(Debug)]
+enum Answerer {
+    Binary(Reply),
+    Http(tokio::sync::oneshot::Sender<ResponseKind>),
+}
+
+impl Answerer {
+    fn send(self, answer: ResponseKind) {
+        match self {
+            Answerer::Binary(reply) => reply.send(answer),
+            // (A request that gave up waiting no longer listens.)
+            Answerer::Http(reply) => drop(reply.send(answer)),
+        }
+    }
+}
+
 /// Everything a node needs to run.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -343,7 +361,7 @@ fn wal_thread(
 /// and turns time into ticks.
 struct Server {
     config: NodeConfig,
-    replica: Replica<Reply>,
+    replica: Replica<Answerer>,
     wal: std::sync::mpsc::Sender<WalCmd>,
     links: BTreeMap<NodeId, PeerLink>,
     /// The address each link in `links` goes to.
@@ -609,12 +627,19 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         .with_context(|| format!("cannot listen on {}; is the port in use?", config.listen))?;
     let counters = Arc::new(NetCounters::default());
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(65_536);
+    let (http_tx, mut http_rx) = mpsc::channel::<crate::http::HttpCall>(crate::http::HTTP_CALLS_MAX);
     let listener_config = Arc::new(ListenerConfig {
         node_id: config.id,
         cluster_id: config.cluster_id.clone(),
         peers: peers.clone(),
         cluster_token: token.clone(),
         limits: connection_limits_within_fd_limit(config.id, &config.connection_limits),
+        http: Some(crate::http::handoff(
+            config.id,
+            config.cluster_id.clone(),
+            http_tx,
+            random_token(config.id) >> 1,
+        )),
     });
     let accept_task = tokio::spawn(transport::serve(listener, listener_config, inbound_tx, counters.clone()));
     let (removed_tx, mut removed_rx) = mpsc::unbounded_channel();
@@ -703,6 +728,12 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                 warn!(node = server.config.id, "a peer says: {reason}; stopping");
                 break Ok(());
             }
+            Some(call) = http_rx.recv() => {
+                server.replica.client(call.kind, Answerer::Http(call.reply));
+                while let Ok(call) = http_rx.try_recv() {
+                    server.replica.client(call.kind, Answerer::Http(call.reply));
+                }
+            }
             event = inbound_rx.recv() => {
                 let Some(event) = event else { break Ok(()) };
                 server.handle(event);
@@ -757,7 +788,7 @@ impl Server {
                     self.link_to(id, address);
                 }
             }
-            Inbound::Client { request, reply } => self.replica.client(request.kind, reply),
+            Inbound::Client { request, reply } => self.replica.client(request.kind, Answerer::Binary(reply)),
         }
     }
 
