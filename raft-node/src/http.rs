@@ -1,6 +1,7 @@
 //! The HTTP face of a node, on its own port: the course labs' curl
 //! commands (`GET /status`, `POST /command`), a key-value API (`/kv/KEY`)
-//! and health probes (`/livez`, `/readyz`, `/health`).
+//! health probes (`/livez`, `/readyz`, `/health`) and Prometheus metrics
+//! (`/metrics`, see [`crate::metrics`]).
 //!
 //! The listener tells an HTTP connection from the binary protocol by its
 //! first bytes ([`raft_net::transport::looks_like_http`]) and hands it here.
@@ -33,6 +34,8 @@ use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
+
+use crate::metrics::Metrics;
 
 /// A request from the HTTP side for the node's event loop.
 #[derive(Debug)]
@@ -72,6 +75,7 @@ struct Ctx {
     calls: mpsc::Sender<HttpCall>,
     /// Client sessions for HTTP writes: one per request (a fresh id, seq 1).
     next_client: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 /// A failed request: its status and one sentence.
@@ -92,8 +96,10 @@ pub(crate) fn handoff(
     cluster_id: String,
     calls: mpsc::Sender<HttpCall>,
     first_client_id: u64,
+    metrics: Arc<Metrics>,
 ) -> transport::HttpHandoff {
-    let ctx = Arc::new(Ctx { node_id, cluster_id, calls, next_client: AtomicU64::new(first_client_id) });
+    let next_client = AtomicU64::new(first_client_id);
+    let ctx = Arc::new(Ctx { node_id, cluster_id, calls, next_client, metrics });
     let app = router(ctx);
     transport::HttpHandoff(Arc::new(move |stream: TcpStream, addr: SocketAddr| {
         let app = app.clone();
@@ -118,6 +124,7 @@ fn router(ctx: Arc<Ctx>) -> Router {
         .route("/command", post(command))
         .route("/kv/{key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/livez", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .route("/health", get(health))
         .fallback(not_found)
@@ -130,8 +137,8 @@ async fn not_found(uri: Uri) -> Problem {
     Problem(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint {}: use GET /status, POST /command, GET|PUT|DELETE /kv/KEY, GET /livez, /readyz \
-             or /health",
+            "no such endpoint {}: use GET /status, POST /command, GET|PUT|DELETE /kv/KEY, GET /metrics, /livez, \
+             /readyz or /health",
             uri.path()
         ),
     )
@@ -435,4 +442,14 @@ async fn health(State(ctx): State<Arc<Ctx>>) -> Response {
             (code, Json(json!({ "health": "false", "reason": reason }))).into_response()
         }
     }
+}
+
+async fn metrics(State(ctx): State<Arc<Ctx>>) -> Answer<Response> {
+    let status = ctx.status().await?;
+    let text = ctx.metrics.render(&status);
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        text,
+    )
+        .into_response())
 }

@@ -5,6 +5,7 @@
 
 pub mod datadir;
 mod http;
+mod metrics;
 pub mod server;
 mod snapshots;
 pub mod storage;

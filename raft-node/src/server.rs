@@ -38,6 +38,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::datadir::{self, Identity, StartFlags};
+use crate::metrics::Metrics;
 use crate::snapshots::{SnapshotDone, SnapshotJob, SnapshotWorker};
 use crate::storage::{IncomingSnapshot, SnapshotFile, Storage, StorageError, StorageOptions};
 use raft_net::ratelimit::WarnLimiter;
@@ -248,6 +249,7 @@ fn wal_thread(
     mut storage: Storage,
     commands: std::sync::mpsc::Receiver<WalCmd>,
     events: mpsc::UnboundedSender<WalEvent>,
+    metrics: Arc<Metrics>,
 ) {
     let fail = |e: anyhow::Error| {
         let _ = events.send(WalEvent::Failed(e));
@@ -288,7 +290,11 @@ fn wal_thread(
         while let Some(command) = queue.pop_front() {
             match command {
                 WalCmd::Persist(batch) => match storage.append(&batch) {
-                    Ok(()) => last_persist = Some(batch.id),
+                    Ok(()) => {
+                        last_persist = Some(batch.id);
+                        let bytes: usize = batch.entries.iter().map(|e| e.size_bytes()).sum();
+                        metrics.wal_write_bytes.inc_by(bytes as u64);
+                    }
                     Err(e) if e.is_no_space() => {
                         no_space = Some(e.to_string());
                         queue.push_front(WalCmd::Persist(batch));
@@ -322,6 +328,7 @@ fn wal_thread(
                 return fail(anyhow::Error::new(e).context("WAL fsync failed; stopping this node"));
             }
             let took = started.elapsed();
+            metrics.wal_fsync_duration.observe(took.as_secs_f64());
             if took > SLOW_FSYNC {
                 if let Some(held_back) = slow_fsyncs.allow(std::time::Instant::now()) {
                     warn!(
@@ -385,6 +392,10 @@ struct Server {
     snapshot_warnings: WarnLimiter,
     /// Snapshots dropped for their size that a warning has named.
     snapshots_too_large_warned: u64,
+    /// What `/metrics` shows.
+    metrics: Arc<Metrics>,
+    /// The leader last seen, for `leader_changes_seen`.
+    leader_seen: Option<NodeId>,
     /// Warnings of a late tick (the event loop was held up).
     late_warnings: WarnLimiter,
     /// The snapshot a leader is sending this node, stored as it comes.
@@ -627,6 +638,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         .with_context(|| format!("cannot listen on {}; is the port in use?", config.listen))?;
     let counters = Arc::new(NetCounters::default());
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(65_536);
+    let metrics = Arc::new(Metrics::new());
     let (http_tx, mut http_rx) = mpsc::channel::<crate::http::HttpCall>(crate::http::HTTP_CALLS_MAX);
     let listener_config = Arc::new(ListenerConfig {
         node_id: config.id,
@@ -639,6 +651,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
             config.cluster_id.clone(),
             http_tx,
             random_token(config.id) >> 1,
+            metrics.clone(),
         )),
     });
     let accept_task = tokio::spawn(transport::serve(listener, listener_config, inbound_tx, counters.clone()));
@@ -658,7 +671,10 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     let (wal_events_tx, mut wal_events) = mpsc::unbounded_channel();
     let wal = std::thread::Builder::new()
         .name(format!("wal-{}", config.id))
-        .spawn(move || wal_thread(storage, wal_rx, wal_events_tx))
+        .spawn({
+            let metrics = metrics.clone();
+            move || wal_thread(storage, wal_rx, wal_events_tx, metrics)
+        })
         .context("cannot start the WAL thread")?;
     let (snapshots, mut snapshots_done) =
         SnapshotWorker::spawn(config.id, config.data_dir.clone(), config.sync, config.sessions_max)
@@ -680,6 +696,8 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         snapshots,
         snapshot_warnings: WarnLimiter::new(Duration::from_secs(60)),
         snapshots_too_large_warned: 0,
+        metrics: metrics.clone(),
+        leader_seen: None,
         late_warnings: WarnLimiter::new(Duration::from_secs(10)),
         incoming_snapshot: None,
         sending_snapshot: None,
@@ -745,6 +763,13 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                     }
                 }
             }
+        }
+        let leader = server.replica.node().leader();
+        if leader.is_some() && leader != server.leader_seen {
+            server.metrics.leader_changes_seen.inc();
+        }
+        if leader.is_some() {
+            server.leader_seen = leader;
         }
         if let Err(e) = server.execute_effects() {
             break Err(e);
@@ -836,10 +861,17 @@ impl Server {
             SnapshotDone::Taken { snapshot, write_ms } => {
                 let (index, bytes) = (snapshot.meta.index, snapshot.data_bytes);
                 info!(node = self.config.id, index, bytes, write_ms, "took snapshot; log compacted");
+                self.metrics.snapshots_saved.inc();
+                self.metrics.snapshot_save_duration.observe(write_ms as f64 / 1000.0);
                 self.replica.snapshot_taken(snapshot);
             }
             SnapshotDone::TakeFailed { index, error } => self.replica.snapshot_take_failed(index, &error),
-            SnapshotDone::Checked { snapshot, result } => self.replica.snapshot_checked(snapshot, result),
+            SnapshotDone::Checked { snapshot, result } => {
+                if result.is_ok() {
+                    self.metrics.snapshots_installed.inc();
+                }
+                self.replica.snapshot_checked(snapshot, result)
+            }
         }
         Ok(())
     }
@@ -1022,6 +1054,7 @@ impl Server {
                         self.removed = true;
                     }
                     Effect::SnapshotRejected { index, bytes, rejected, problem } => {
+                        self.metrics.snapshots_rejected.inc();
                         if let Some(held_back) = self.snapshot_warnings.allow(std::time::Instant::now()) {
                             warn!(
                                 node = self.config.id,

@@ -250,3 +250,78 @@ fn the_labs_curl_commands_work_as_written() {
         assert_eq!(client.get(b"x", false).await.unwrap().as_deref(), Some(&b"5"[..]));
     });
 }
+
+/// One scrape of `/metrics`, parsed by a Prometheus text parser: each
+/// sample's value by name.
+fn scrape(addr: &str) -> BTreeMap<String, f64> {
+    let (code, body) = http(addr, "GET", "/metrics", None, b"");
+    assert_eq!(code, 200, "{body}");
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let parsed =
+        prometheus_parse::Scrape::parse(lines).unwrap_or_else(|e| panic!("does not parse ({e}): {body}"));
+    let mut values = BTreeMap::new();
+    for sample in parsed.samples {
+        let value = match sample.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Summary(_) => continue,
+        };
+        values.insert(sample.metric, value);
+    }
+    values
+}
+
+#[test]
+fn metrics_parse_and_move_with_the_load_and_the_leader_changes() {
+    let (mut c, leader, follower) = cluster();
+    let before = scrape(&c.addrs[&follower]);
+    for name in [
+        "raftlite_has_leader",
+        "raftlite_is_leader",
+        "raftlite_term",
+        "raftlite_commit_index",
+        "raftlite_applied_index",
+        "raftlite_leader_changes_seen_total",
+        "raftlite_wal_fsync_duration_seconds",
+        "raftlite_wal_write_bytes_total",
+        "raftlite_snapshot_save_total",
+        "raftlite_process_resident_memory_bytes",
+        "raftlite_process_open_fds",
+    ] {
+        assert!(before.contains_key(name), "no {name} in {before:?}");
+    }
+    assert_eq!(before["raftlite_has_leader"], 1.0);
+    assert_eq!(before["raftlite_is_leader"], 0.0);
+    assert_eq!(scrape(&c.addrs[&leader])["raftlite_is_leader"], 1.0);
+    assert!(before["raftlite_process_resident_memory_bytes"] > 1e6, "{before:?}");
+    let writes = 50;
+    runtime().block_on(async {
+        let mut client = c.client(Duration::from_secs(5));
+        for i in 0..writes {
+            client.put(format!("m{i}").as_bytes(), &[7u8; 1000]).await.unwrap();
+        }
+    });
+    let after = runtime().block_on(async {
+        wait_until("the follower to apply the writes", Duration::from_secs(10), async || {
+            let after = scrape(&c.addrs[&follower]);
+            (after["raftlite_applied_index"] >= before["raftlite_applied_index"] + writes as f64)
+                .then_some(after)
+        })
+        .await
+    });
+    let grown = after["raftlite_wal_write_bytes_total"] - before["raftlite_wal_write_bytes_total"];
+    assert!(grown >= (writes * 1000) as f64, "the WAL wrote {grown} bytes for {writes} writes of 1000 bytes");
+    assert!(after["raftlite_wal_fsync_duration_seconds"] > before["raftlite_wal_fsync_duration_seconds"]);
+    // The leader dies: a survivor sees another leader.
+    c.kill(leader);
+    runtime().block_on(async {
+        wait_until("the follower to see a leader change", Duration::from_secs(20), async || {
+            let now = scrape(&c.addrs[&follower]);
+            (now["raftlite_leader_changes_seen_total"] > after["raftlite_leader_changes_seen_total"]
+                && now["raftlite_has_leader"] == 1.0)
+                .then_some(())
+        })
+        .await
+    });
+}

@@ -1,0 +1,131 @@
+//! The node's Prometheus metrics, served at `GET /metrics` in the text
+//! format (through `prometheus-client`), under the `raftlite_` prefix and
+//! modeled on etcd's names. Labels stay bounded: none carries a key.
+//!
+//! Counters the event loop or the WAL thread bump are atomics (no lock on
+//! the write path); the gauges of the node's state are set from its status
+//! when a scrape comes, so that a node nobody scrapes pays nothing for them.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use raft_kv::NodeStatus;
+
+/// Every metric of one node.
+pub(crate) struct Metrics {
+    registry: Registry,
+    has_leader: Gauge,
+    is_leader: Gauge,
+    term: Gauge,
+    commit_index: Gauge,
+    applied_index: Gauge,
+    last_index: Gauge,
+    snapshot_index: Gauge,
+    keys: Gauge,
+    /// Times this node saw the leader change (to another, or to none and
+    /// back), as etcd's `etcd_server_leader_changes_seen_total`.
+    pub(crate) leader_changes_seen: Counter,
+    /// Durations of the WAL's fsyncs, in seconds.
+    pub(crate) wal_fsync_duration: Histogram,
+    /// Bytes of entries appended to the WAL.
+    pub(crate) wal_write_bytes: Counter,
+    /// Snapshots this node took and wrote.
+    pub(crate) snapshots_saved: Counter,
+    /// How long taking one took (serializing and writing), in seconds.
+    pub(crate) snapshot_save_duration: Histogram,
+    /// Snapshots from a leader that this node installed.
+    pub(crate) snapshots_installed: Counter,
+    /// Snapshots from a leader that did not check and were dropped.
+    pub(crate) snapshots_rejected: Counter,
+    resident_memory_bytes: Gauge,
+    open_fds: Gauge,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("raftlite");
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let seconds = |registry: &mut Registry, name: &str, help: &str, start: f64| {
+            let h = Histogram::new(exponential_buckets(start, 2.0, 16));
+            registry.register(name, help, h.clone());
+            h
+        };
+        let r = &mut registry;
+        Metrics {
+            has_leader: gauge(r, "has_leader", "Whether this node knows a leader (1) or not (0)"),
+            is_leader: gauge(r, "is_leader", "Whether this node is the leader (1) or not (0)"),
+            term: gauge(r, "term", "The node's current term"),
+            commit_index: gauge(r, "commit_index", "The highest log index known committed"),
+            applied_index: gauge(r, "applied_index", "The highest log index applied to the state machine"),
+            last_index: gauge(r, "last_index", "The last index in the node's log"),
+            snapshot_index: gauge(r, "snapshot_index", "The index of the node's latest snapshot"),
+            keys: gauge(r, "keys", "Keys in the key-value store"),
+            leader_changes_seen: counter(r, "leader_changes_seen", "Leader changes this node has seen"),
+            wal_fsync_duration: seconds(r, "wal_fsync_duration_seconds", "WAL fsync durations", 0.000_1),
+            wal_write_bytes: counter(r, "wal_write_bytes", "Bytes of entries appended to the WAL"),
+            snapshots_saved: counter(r, "snapshot_save", "Snapshots taken and written by this node"),
+            snapshot_save_duration: seconds(
+                r,
+                "snapshot_save_duration_seconds",
+                "Time to serialize and write a snapshot",
+                0.001,
+            ),
+            snapshots_installed: counter(r, "snapshot_install", "Snapshots from a leader installed"),
+            snapshots_rejected: counter(r, "snapshot_rejected", "Snapshots from a leader that did not check"),
+            resident_memory_bytes: gauge(
+                r,
+                "process_resident_memory_bytes",
+                "Resident memory of the process",
+            ),
+            open_fds: gauge(r, "process_open_fds", "Open file descriptors of the process"),
+            registry,
+        }
+    }
+
+    /// The exposition, with the state gauges taken from `status`.
+    pub(crate) fn render(&self, status: &NodeStatus) -> String {
+        let set = |g: &Gauge, v: u64| {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        set(&self.has_leader, u64::from(status.leader.is_some()));
+        set(&self.is_leader, u64::from(status.leader == Some(status.id)));
+        set(&self.term, status.term);
+        set(&self.commit_index, status.commit);
+        set(&self.applied_index, status.applied);
+        set(&self.last_index, status.last_index);
+        set(&self.snapshot_index, status.snapshot_index);
+        set(&self.keys, status.keys);
+        set(&self.resident_memory_bytes, resident_memory_bytes());
+        set(&self.open_fds, open_fds());
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// The process's resident memory (Linux: `/proc/self/statm`; 0 elsewhere).
+fn resident_memory_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .unwrap_or(0);
+    // SAFETY: sysconf takes no pointers.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
+}
+
+/// The process's open file descriptors (Linux: `/proc/self/fd`; 0 elsewhere).
+fn open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}
