@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== the repository stands on its own"
 ./scripts/check-standalone.sh
+echo "== kubernetes manifests"
+./scripts/check-kubernetes.sh
 if ! command -v curl >/dev/null; then
   echo "== installing curl (the HTTP tests run the labs' curl commands)"
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq curl >/dev/null; else sudo apt-get install -y -qq curl >/dev/null; fi
