@@ -20,5 +20,22 @@ for lib in $(ldd target/release/raft-node target/release/raft-client |
   mkdir -p "$root$(dirname "$lib")"
   cp -L "$lib" "$root$lib"
 done
+# A static busybox, so that the image has a probe for its own HTTP face
+# (docker-compose's healthcheck: `busybox wget .../readyz`) and a shell
+# (/bin/sh).
+busybox=$(command -v busybox || true)
+if [ -z "$busybox" ] || ! file -L "$busybox" 2>/dev/null | grep -q "statically linked"; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -qq busybox-static >/dev/null || { apt-get update -qq && apt-get install -y -qq busybox-static >/dev/null; }
+  fi
+  busybox=/bin/busybox
+fi
+if ! [ -x "$busybox" ]; then
+  echo "docker-image.sh: the image needs a static busybox (apt-get install busybox-static)" >&2
+  exit 1
+fi
+mkdir -p "$root/bin"
+cp -L "$busybox" "$root/bin/busybox"
+ln -s busybox "$root/bin/sh"   # (a healthcheck in the shell form runs /bin/sh -c)
 docker build -q -f docker/Dockerfile -t "$TAG" . >/dev/null
 echo "built $TAG ($(docker image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.1f MB", $1/1e6}'))"

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 const PORT: u16 = 7000;
 
+/// docker-compose.yml's healthcheck command: ready once the node knows a
+/// leader and has applied to near its commit index.
+const HEALTH_CMD: &str = "/bin/busybox wget -q -O /dev/null http://127.0.0.1:7000/readyz";
+
 fn enabled(test: &str) -> bool {
     let on = std::env::var("RAFT_DOCKER_TESTS").is_ok_and(|v| v == "1");
     if !on {
@@ -93,12 +97,21 @@ impl DockerCluster {
         let container = self.container(id);
         let mut args = vec!["run", "-d", "--name", &container, "--network", &self.network];
         args.extend(["--network-alias", &alias, "-e", &env_id, "-e", &env_adv]);
+        // docker-compose.yml's healthcheck (GET /readyz with the image's
+        // busybox), checked every second here.
+        args.extend(["--health-cmd", HEALTH_CMD, "--health-interval", "1s", "--health-retries", "1"]);
         for e in env {
             args.extend(["-e", e]);
         }
         let image = image();
         args.push(&image);
         docker(&args).unwrap();
+    }
+
+    /// The container's health as docker's healthcheck last found it.
+    fn health(&self, id: u64) -> Option<String> {
+        docker_stdout(&["inspect", "-f", "{{.State.Health.Status}}", &self.container(id)])
+            .map(|s| s.trim().to_string())
     }
 
     fn container(&self, id: u64) -> String {
@@ -201,6 +214,11 @@ fn a_partitioned_leader_is_replaced_and_catches_up_after_reconnecting() {
     let c = DockerCluster::start("partition", 3);
     let all = [1, 2, 3];
     let old = wait_for("a leader", Duration::from_secs(30), || c.leader(&all));
+    for id in all {
+        wait_for("every container to be healthy (/readyz)", Duration::from_secs(30), || {
+            (c.health(id).as_deref() == Some("healthy")).then_some(())
+        });
+    }
     assert_eq!(c.client(1, &["set", "x", "1"]).unwrap(), "OK");
     assert_eq!(c.client(2, &["get", "x"]).unwrap(), "1");
 
@@ -218,6 +236,9 @@ fn a_partitioned_leader_is_replaced_and_catches_up_after_reconnecting() {
         c.status(old.id).filter(|s| s.role != "leader")
     });
     assert!(cut.commit < c.status(new.id).unwrap().commit);
+    wait_for("the cut-off node's container to turn unhealthy", Duration::from_secs(30), || {
+        (c.health(old.id).as_deref() == Some("unhealthy")).then_some(())
+    });
 
     // Heal: it rejoins as a follower and catches up.
     c.connect(old.id);
@@ -226,6 +247,9 @@ fn a_partitioned_leader_is_replaced_and_catches_up_after_reconnecting() {
         c.status(old.id).filter(|s| s.applied >= target && s.role == "follower")
     });
     assert_eq!(c.local_get(old.id, "y").unwrap(), "2");
+    wait_for("the healed node's container to be healthy again", Duration::from_secs(30), || {
+        (c.health(old.id).as_deref() == Some("healthy")).then_some(())
+    });
 }
 
 #[test]
