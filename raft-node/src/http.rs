@@ -446,7 +446,11 @@ async fn health(State(ctx): State<Arc<Ctx>>) -> Response {
 
 async fn metrics(State(ctx): State<Arc<Ctx>>) -> Answer<Response> {
     let status = ctx.status().await?;
-    let text = ctx.metrics.render(&status);
+    let members = match ctx.ask(RequestKind::Members).await? {
+        ResponseKind::Members(members) => Some(members),
+        _ => None,
+    };
+    let text = ctx.metrics.render(&status, members.as_deref());
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         text,

@@ -8,10 +8,42 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use raft_kv::NodeStatus;
+use raft_kv::{MemberView, NodeStatus, RequestKind, ResponseKind};
+
+/// The operations `client_requests_total` counts, by label.
+pub(crate) const OPS: [&str; 7] =
+    ["write", "get", "status", "log", "members", "change_members", "transfer_leader"];
+
+/// The results it counts them by.
+const RESULTS: [&str; 5] = ["ok", "not_leader", "unknown", "retry", "invalid"];
+
+/// The label index of a request's operation in [`OPS`].
+pub(crate) fn op_of(kind: &RequestKind) -> u8 {
+    match kind {
+        RequestKind::Write(_) => 0,
+        RequestKind::Get { .. } => 1,
+        RequestKind::Status => 2,
+        RequestKind::Log { .. } => 3,
+        RequestKind::Members => 4,
+        RequestKind::ChangeMembers(_) => 5,
+        RequestKind::TransferLeader { .. } => 6,
+    }
+}
+
+/// The label index of an answer's result in [`RESULTS`].
+fn result_of(answer: &ResponseKind) -> usize {
+    match answer {
+        ResponseKind::NotLeader { .. } => 1,
+        ResponseKind::Unknown { .. } => 2,
+        ResponseKind::Error { .. } => 3,
+        ResponseKind::Invalid { .. } => 4,
+        _ => 0,
+    }
+}
 
 /// Every metric of one node.
 pub(crate) struct Metrics {
@@ -41,6 +73,13 @@ pub(crate) struct Metrics {
     pub(crate) snapshots_rejected: Counter,
     resident_memory_bytes: Gauge,
     open_fds: Gauge,
+    /// Client requests answered, by operation and result: one counter per
+    /// pair, made up front (no label lookup per request).
+    client_requests: Vec<Counter>,
+    /// Client requests waiting for their answers (set by the event loop).
+    pub(crate) proposals_pending: Gauge,
+    /// On the leader, how many entries each follower is behind.
+    follower_lag: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl Metrics {
@@ -61,8 +100,39 @@ impl Metrics {
             registry.register(name, help, h.clone());
             h
         };
+        let requests = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "client_requests",
+            "Client requests answered (binary protocol and HTTP), by operation and result",
+            requests.clone(),
+        );
+        let client_requests = OPS
+            .iter()
+            .flat_map(|op| RESULTS.iter().map(move |result| (op, result)))
+            .map(|(op, result)| {
+                requests
+                    .get_or_create(&vec![
+                        ("op".into(), op.to_string()),
+                        ("result".into(), result.to_string()),
+                    ])
+                    .clone()
+            })
+            .collect();
+        let follower_lag = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "follower_lag_entries",
+            "On the leader: entries each follower is behind the leader's last index",
+            follower_lag.clone(),
+        );
         let r = &mut registry;
         Metrics {
+            client_requests,
+            follower_lag,
+            proposals_pending: gauge(
+                r,
+                "proposals_pending",
+                "Client requests waiting for their answers (writes, reads, changes)",
+            ),
             has_leader: gauge(r, "has_leader", "Whether this node knows a leader (1) or not (0)"),
             is_leader: gauge(r, "is_leader", "Whether this node is the leader (1) or not (0)"),
             term: gauge(r, "term", "The node's current term"),
@@ -93,8 +163,21 @@ impl Metrics {
         }
     }
 
-    /// The exposition, with the state gauges taken from `status`.
-    pub(crate) fn render(&self, status: &NodeStatus) -> String {
+    /// Counts the answer to a request of operation `op` ([`op_of`]).
+    pub(crate) fn answered(&self, op: u8, answer: &ResponseKind) {
+        if let Some(counter) = self.client_requests.get(op as usize * RESULTS.len() + result_of(answer)) {
+            counter.inc();
+        }
+    }
+
+    /// The exposition, with the state gauges taken from `status` and, on
+    /// the leader, the lag of each follower from `members`.
+    pub(crate) fn render(&self, status: &NodeStatus, members: Option<&[MemberView]>) -> String {
+        self.follower_lag.clear();
+        for m in members.unwrap_or_default().iter().filter(|m| m.id != status.id) {
+            let labels = vec![("peer".to_string(), m.id.to_string())];
+            self.follower_lag.get_or_create(&labels).set(i64::try_from(m.lag_entries).unwrap_or(i64::MAX));
+        }
         let set = |g: &Gauge, v: u64| {
             g.set(i64::try_from(v).unwrap_or(i64::MAX));
         };

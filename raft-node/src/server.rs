@@ -70,16 +70,32 @@ type Reply = transport::Reply<KvClients>;
 /// queue, or the HTTP request waiting for it.
 #[derive(Debug)]
 enum Answerer {
-    Binary(Reply),
-    Http(tokio::sync::oneshot::Sender<ResponseKind>),
+    /// A binary connection's, for a request of operation `op` (as
+    /// [`crate::metrics::op_of`] numbers them).
+    Binary(Reply, u8),
+    Http(tokio::sync::oneshot::Sender<ResponseKind>, u8),
 }
 
 impl Answerer {
-    fn send(self, answer: ResponseKind) {
+    fn binary(reply: Reply, kind: &RequestKind) -> Answerer {
+        Answerer::Binary(reply, crate::metrics::op_of(kind))
+    }
+
+    fn http(reply: tokio::sync::oneshot::Sender<ResponseKind>, kind: &RequestKind) -> Answerer {
+        Answerer::Http(reply, crate::metrics::op_of(kind))
+    }
+
+    fn send(self, answer: ResponseKind, metrics: &Metrics) {
         match self {
-            Answerer::Binary(reply) => reply.send(answer),
+            Answerer::Binary(reply, op) => {
+                metrics.answered(op, &answer);
+                reply.send(answer)
+            }
             // (A request that gave up waiting no longer listens.)
-            Answerer::Http(reply) => drop(reply.send(answer)),
+            Answerer::Http(reply, op) => {
+                metrics.answered(op, &answer);
+                drop(reply.send(answer))
+            }
         }
     }
 }
@@ -747,9 +763,11 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                 break Ok(());
             }
             Some(call) = http_rx.recv() => {
-                server.replica.client(call.kind, Answerer::Http(call.reply));
+                let answerer = Answerer::http(call.reply, &call.kind);
+                server.replica.client(call.kind, answerer);
                 while let Ok(call) = http_rx.try_recv() {
-                    server.replica.client(call.kind, Answerer::Http(call.reply));
+                    let answerer = Answerer::http(call.reply, &call.kind);
+                    server.replica.client(call.kind, answerer);
                 }
             }
             event = inbound_rx.recv() => {
@@ -771,6 +789,8 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         if leader.is_some() {
             server.leader_seen = leader;
         }
+        let pending = server.replica.pending_requests();
+        server.metrics.proposals_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
         if let Err(e) = server.execute_effects() {
             break Err(e);
         }
@@ -813,7 +833,10 @@ impl Server {
                     self.link_to(id, address);
                 }
             }
-            Inbound::Client { request, reply } => self.replica.client(request.kind, Answerer::Binary(reply)),
+            Inbound::Client { request, reply } => {
+                let answerer = Answerer::binary(reply, &request.kind);
+                self.replica.client(request.kind, answerer)
+            }
         }
     }
 
@@ -1009,7 +1032,7 @@ impl Server {
                     Effect::Compact(meta) => {
                         self.wal.send(WalCmd::Compact(meta)).context("the WAL thread stopped")?;
                     }
-                    Effect::Answer(reply, answer) => reply.send(answer),
+                    Effect::Answer(reply, answer) => reply.send(answer, &self.metrics),
                     Effect::TakeSnapshot { kv, meta } => {
                         self.snapshots.submit(SnapshotJob::Take { kv: *kv, meta })?
                     }

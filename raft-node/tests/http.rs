@@ -267,7 +267,13 @@ fn scrape(addr: &str) -> BTreeMap<String, f64> {
             prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
             prometheus_parse::Value::Summary(_) => continue,
         };
-        values.insert(sample.metric, value);
+        let mut labels: Vec<String> = sample.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        labels.sort();
+        let key = match labels.is_empty() {
+            true => sample.metric,
+            false => format!("{}{{{}}}", sample.metric, labels.join(",")),
+        };
+        values.insert(key, value);
     }
     values
 }
@@ -313,6 +319,23 @@ fn metrics_parse_and_move_with_the_load_and_the_leader_changes() {
     let grown = after["raftlite_wal_write_bytes_total"] - before["raftlite_wal_write_bytes_total"];
     assert!(grown >= (writes * 1000) as f64, "the WAL wrote {grown} bytes for {writes} writes of 1000 bytes");
     assert!(after["raftlite_wal_fsync_duration_seconds"] > before["raftlite_wal_fsync_duration_seconds"]);
+    let on_leader = scrape(&c.addrs[&leader]);
+    let ok_writes = r#"raftlite_client_requests_total{op="write",result="ok"}"#;
+    assert!(
+        on_leader[ok_writes] >= writes as f64,
+        "{ok_writes} is {} after {writes} writes",
+        on_leader[ok_writes]
+    );
+    assert_eq!(
+        on_leader.get(r#"raftlite_client_requests_total{op="write",result="not_leader"}"#),
+        Some(&0.0)
+    );
+    assert!(
+        on_leader.contains_key(&format!("raftlite_follower_lag_entries{{peer=\"{follower}\"}}")),
+        "{on_leader:?}"
+    );
+    assert!(!after.keys().any(|k| k.starts_with("raftlite_follower_lag")), "a follower shows follower lag");
+    assert!(on_leader.contains_key("raftlite_proposals_pending"));
     // The leader dies: a survivor sees another leader.
     c.kill(leader);
     runtime().block_on(async {
