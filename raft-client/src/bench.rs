@@ -182,8 +182,8 @@ fn error_kind(answer: &ResponseKind) -> String {
 
 fn variant_name(answer: &ResponseKind) -> &'static str {
     match answer {
-        ResponseKind::Written(_) => "written",
-        ResponseKind::Value(_) => "value",
+        ResponseKind::Written { .. } => "written",
+        ResponseKind::Value { .. } => "value",
         ResponseKind::NotLeader { .. } => "not_leader",
         ResponseKind::Unknown { .. } => "unknown",
         ResponseKind::Status(_) => "status",
@@ -414,7 +414,7 @@ async fn drive_connection(
             let sent = client.sent.take().expect("checked");
             in_flight -= 1;
             match response.result {
-                ResponseKind::Written(_) | ResponseKind::Value(_) => {
+                ResponseKind::Written { .. } | ResponseKind::Value { .. } => {
                     if sent >= window.from && done <= window.until {
                         hist.saturating_record(done.duration_since(sent).as_micros().max(1) as u64);
                     }
@@ -482,7 +482,7 @@ async fn prefill(pipes: &[Pipe], spec: &LoadSpec) -> anyhow::Result<()> {
         }
         for answer in futures::future::join_all(calls).await {
             match answer {
-                Ok(ResponseKind::Written(_)) => {}
+                Ok(ResponseKind::Written { .. }) => {}
                 Ok(other) => anyhow::bail!("prefill write failed: {}", error_kind(&other)),
                 Err(e) => anyhow::bail!("prefill write failed: {e}"),
             }

@@ -156,7 +156,7 @@ impl Client {
     /// Reads `key`: linearizably from the leader, or from any node if `stale`.
     pub async fn get(&mut self, key: &[u8], stale: bool) -> Result<Option<Vec<u8>>, ClientError> {
         match self.call(RequestKind::Get { key: key.to_vec(), stale }).await? {
-            ResponseKind::Value(v) => Ok(v),
+            ResponseKind::Value { value, .. } => Ok(value),
             other => Err(ClientError::Server(format!("unexpected answer {other:?}"))),
         }
     }
@@ -168,7 +168,7 @@ impl Client {
         self.seq += 1;
         let command = Command { client_id: self.client_id, seq: self.seq, op };
         match self.call(RequestKind::Write(command)).await? {
-            ResponseKind::Written(result) => Ok(result),
+            ResponseKind::Written { result, .. } => Ok(result),
             other => Err(ClientError::Server(format!("unexpected answer {other:?}"))),
         }
     }

@@ -68,9 +68,22 @@ pub struct ClientResponse {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ResponseKind {
     /// A write was applied (exactly once).
-    Written(WriteResult),
+    Written {
+        /// The log index of the entry that applied it (for a retry that
+        /// found the write applied already, the index of the retry's entry).
+        index: Index,
+        /// What it did.
+        result: WriteResult,
+    },
     /// A read's value.
-    Value(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
+    Value {
+        /// The store's applied index when it was read: the value is as of
+        /// this entry.
+        index: Index,
+        /// The value, or `None` if the key is absent.
+        #[serde(with = "serde_bytes")]
+        value: Option<Vec<u8>>,
+    },
     /// This node is not the leader; try `leader` if known.
     NotLeader {
         /// The leader's id and client address, if known.
@@ -209,8 +222,8 @@ impl ResponseKind {
     /// to its client (the transport bounds what a connection may queue).
     pub fn queued_bytes(&self) -> usize {
         64 + match self {
-            ResponseKind::Value(Some(v)) => v.len(),
-            ResponseKind::Written(WriteResult::Cas { current: Some(v), .. }) => v.len(),
+            ResponseKind::Value { value: Some(v), .. } => v.len(),
+            ResponseKind::Written { result: WriteResult::Cas { current: Some(v), .. }, .. } => v.len(),
             ResponseKind::Status(_) | ResponseKind::Log(_) | ResponseKind::Members(_) => 4096,
             _ => 0,
         }

@@ -474,7 +474,8 @@ impl<C> Replica<C> {
             }
             RequestKind::Get { key, stale: true } => {
                 let value = self.kv.get(&key).map(<[u8]>::to_vec);
-                self.answer(handle, ResponseKind::Value(value));
+                let index = self.kv.applied();
+                self.answer(handle, ResponseKind::Value { index, value });
             }
             RequestKind::Get { key, stale: false } => {
                 let ctx = self.next_read_ctx;
@@ -918,7 +919,7 @@ impl<C> Replica<C> {
                         }
                         commands += 1;
                         last_command = Some(entry);
-                        Some(self.kv.apply(entry.index, command))
+                        Some(self.kv.apply_indexed(entry.index, command))
                     }
                     Err(e) => {
                         // Every replica sees the same bytes and skips them alike.
@@ -945,7 +946,9 @@ impl<C> Replica<C> {
             }
             if let Some(write) = self.writes.remove(&entry.index) {
                 let response = match result {
-                    Some(result) if write.term == entry.term => ResponseKind::Written(result),
+                    Some((index, result)) if write.term == entry.term => {
+                        ResponseKind::Written { index, result }
+                    }
                     _ => ResponseKind::Unknown {
                         reason: "the entry was replaced after a leader change; retry".to_string(),
                     },
@@ -1015,7 +1018,7 @@ impl<C> Replica<C> {
             }
             let (_, read) = self.ready_reads.remove(i);
             let value = self.kv.get(&read.key).map(<[u8]>::to_vec);
-            self.answer(read.handle, ResponseKind::Value(value));
+            self.answer(read.handle, ResponseKind::Value { index: applied, value });
         }
         false
     }

@@ -193,16 +193,24 @@ impl KvStore {
     /// returned (exactly-once). An older sequence number gets `StaleSequence`.
     /// The command is taken by value: its key and value move into the map.
     pub fn apply(&mut self, index: Index, command: Command) -> WriteResult {
+        self.apply_indexed(index, command).1
+    }
+
+    /// As [`KvStore::apply`], with the index of the entry that applied the
+    /// command: `index`, or for a sequence number applied already, the index
+    /// of the entry that applied it first (so that a retried write answers
+    /// exactly what its first attempt would have).
+    pub fn apply_indexed(&mut self, index: Index, command: Command) -> (Index, WriteResult) {
         self.applied = self.applied.max(index);
         if let WriteOp::Identity(op) = command.op {
-            return self.apply_identity(index, op);
+            return (index, self.apply_identity(index, op));
         }
         if let Some(session) = self.sessions.get(&command.client_id) {
             if command.seq == session.last_seq {
-                return session.last_result.clone();
+                return (session.last_index, session.last_result.clone());
             }
             if command.seq < session.last_seq {
-                return WriteResult::StaleSequence { last_seq: session.last_seq };
+                return (index, WriteResult::StaleSequence { last_seq: session.last_seq });
             }
         }
         let Command { client_id, seq, op } = command;
@@ -222,7 +230,7 @@ impl KvStore {
             WriteOp::Identity(_) => unreachable!("identity operations return above"),
         };
         self.record_session(index, client_id, seq, result.clone());
-        result
+        (index, result)
     }
 
     /// Cluster bookkeeping: outside every client session. The first token
@@ -595,10 +603,11 @@ mod tests {
     #[test]
     fn a_retried_write_is_applied_once_and_returns_its_first_result() {
         let mut kv = KvStore::new(10);
-        let first = kv.apply(1, put(7, 1, "x", "5"));
+        let first = kv.apply_indexed(1, put(7, 1, "x", "5"));
         kv.apply(2, put(8, 1, "x", "6"));
-        let retry = kv.apply(3, put(7, 1, "x", "5"));
-        assert_eq!(first, retry);
+        let retry = kv.apply_indexed(3, put(7, 1, "x", "5"));
+        assert_eq!(first, retry, "the retry answers the first attempt's index and result");
+        assert_eq!(retry.0, 1);
         assert_eq!(kv.get(b"x"), Some(&b"6"[..]), "the retry must not overwrite the later write");
     }
 

@@ -96,10 +96,17 @@ fn a_write_is_answered_once_applied_and_reads_see_it() {
     let (mut r, mut out) = leader_of_one();
     r.client(put(1, "x", "5"), 1);
     drive(&mut r, &mut out);
-    assert_eq!(out.answers[&1], ResponseKind::Written(WriteResult::Done { existed: false }));
+    let ResponseKind::Written { index, result: WriteResult::Done { existed: false } } = out.answers[&1]
+    else {
+        panic!("the write answered {:?}", out.answers[&1]);
+    };
+    let entry = r.node().entry(index).map(raft_kv::describe_entry);
+    assert_eq!(entry.as_deref(), Some("SET x=5"), "the answer names the write's entry, {index}");
     r.client(RequestKind::Get { key: b"x".to_vec(), stale: false }, 2);
     drive(&mut r, &mut out);
-    assert_eq!(out.answers[&2], ResponseKind::Value(Some(b"5".to_vec())));
+    let applied = r.kv().applied();
+    assert!(applied >= index, "applied {applied}, the write is at {index}");
+    assert_eq!(out.answers[&2], ResponseKind::Value { index: applied, value: Some(b"5".to_vec()) });
     r.client(put(1, "x", "6"), 3);
     drive(&mut r, &mut out);
     assert_eq!(out.answers[&3], out.answers[&1], "a retried write answers its first result, applied once");
@@ -132,7 +139,11 @@ fn a_follower_names_the_leader_and_its_address() {
     assert_eq!(out.answers[&2], expected);
     r.client(RequestKind::Get { key: b"x".to_vec(), stale: true }, 3);
     drive(&mut r, &mut out);
-    assert_eq!(out.answers[&3], ResponseKind::Value(None), "a stale read is served by anyone");
+    assert_eq!(
+        out.answers[&3],
+        ResponseKind::Value { index: r.kv().applied(), value: None },
+        "a stale read is served by anyone"
+    );
 }
 
 #[test]
@@ -149,7 +160,7 @@ fn writes_are_refused_while_the_disk_is_full_and_taken_again_after() {
     r.set_disk_full(None);
     r.client(put(1, "x", "5"), 2);
     drive(&mut r, &mut out);
-    assert!(matches!(out.answers[&2], ResponseKind::Written(_)));
+    assert!(matches!(out.answers[&2], ResponseKind::Written { .. }));
 }
 
 #[test]

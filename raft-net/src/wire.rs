@@ -14,7 +14,8 @@ pub const MAGIC: u32 = 0x5241_4654;
 /// 5: a snapshot's metadata carries the membership, not a voter list.
 /// 6: membership requests (`Members`, `ChangeMembers`, `TransferLeader`);
 /// a peer's hello carries its address.
-pub const PROTOCOL_VERSION: u32 = 6;
+/// 7: a write's and a read's answers carry their log index.
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Who opens a connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

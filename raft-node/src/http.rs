@@ -323,19 +323,18 @@ async fn command(
     let text = parse_text_command(&body.cmd).map_err(|e| Problem(StatusCode::BAD_REQUEST, e))?;
     match text {
         TextCommand::Get(key) => {
-            let value = read(&ctx, key.as_bytes().to_vec(), false).await?;
-            Ok(Json(
-                json!({ "cmd": body.cmd, "key": key, "value": value.as_deref().map(String::from_utf8_lossy) }),
-            ))
+            let (index, value) = read(&ctx, key.as_bytes().to_vec(), false).await?;
+            let value = value.as_deref().map(String::from_utf8_lossy);
+            Ok(Json(json!({ "cmd": body.cmd, "index": index, "key": key, "value": value })))
         }
         TextCommand::Set(key, value) => {
             let op = WriteOp::Put { key: key.into_bytes(), value: value.into_bytes() };
-            let result = write(&ctx, op).await?;
-            Ok(Json(json!({ "cmd": body.cmd, "result": describe_result(&result) })))
+            let (index, result) = write(&ctx, op).await?;
+            Ok(Json(json!({ "cmd": body.cmd, "index": index, "result": describe_result(&result) })))
         }
         TextCommand::Del(key) => {
-            let result = write(&ctx, WriteOp::Delete { key: key.into_bytes() }).await?;
-            Ok(Json(json!({ "cmd": body.cmd, "result": describe_result(&result) })))
+            let (index, result) = write(&ctx, WriteOp::Delete { key: key.into_bytes() }).await?;
+            Ok(Json(json!({ "cmd": body.cmd, "index": index, "result": describe_result(&result) })))
         }
     }
 }
@@ -348,18 +347,20 @@ fn describe_result(result: &WriteResult) -> serde_json::Value {
     }
 }
 
-async fn write(ctx: &Ctx, op: WriteOp) -> Answer<WriteResult> {
+/// A write, applied: the index of its entry and what it did.
+async fn write(ctx: &Ctx, op: WriteOp) -> Answer<(u64, WriteResult)> {
     match ctx.ask_leader(ctx.write(op)).await? {
-        ResponseKind::Written(result) => Ok(result),
+        ResponseKind::Written { index, result } => Ok((index, result)),
         other => Err(refusal(other)),
     }
 }
 
-async fn read(ctx: &Ctx, key: Vec<u8>, stale: bool) -> Answer<Option<Vec<u8>>> {
+/// A read: the applied index it was served at and the value.
+async fn read(ctx: &Ctx, key: Vec<u8>, stale: bool) -> Answer<(u64, Option<Vec<u8>>)> {
     let kind = RequestKind::Get { key, stale };
     let answer = if stale { ctx.ask(kind).await? } else { ctx.ask_leader(kind).await? };
     match answer {
-        ResponseKind::Value(value) => Ok(value),
+        ResponseKind::Value { index, value } => Ok((index, value)),
         other => Err(refusal(other)),
     }
 }
@@ -379,10 +380,11 @@ async fn kv_get(
     let Query(query) =
         query.map_err(|e| Problem(StatusCode::BAD_REQUEST, format!("bad query: {}", e.body_text())))?;
     match read(&ctx, key.clone().into_bytes(), query.stale).await? {
-        Some(value) => {
-            Ok(Json(json!({ "key": key, "value": String::from_utf8_lossy(&value) })).into_response())
+        (index, Some(value)) => {
+            let value = String::from_utf8_lossy(&value);
+            Ok(Json(json!({ "key": key, "index": index, "value": value })).into_response())
         }
-        None => Err(Problem(StatusCode::NOT_FOUND, format!("no key {key}"))),
+        (_, None) => Err(Problem(StatusCode::NOT_FOUND, format!("no key {key}"))),
     }
 }
 
@@ -391,14 +393,20 @@ async fn kv_put(
     Path(key): Path<String>,
     value: Bytes,
 ) -> Answer<Json<serde_json::Value>> {
-    let result = write(&ctx, WriteOp::Put { key: key.clone().into_bytes(), value: value.to_vec() }).await?;
-    Ok(Json(json!({ "key": key, "result": describe_result(&result) })))
+    let (index, result) =
+        write(&ctx, WriteOp::Put { key: key.clone().into_bytes(), value: value.to_vec() }).await?;
+    Ok(Json(json!({ "key": key, "index": index, "result": describe_result(&result) })))
 }
 
 async fn kv_delete(State(ctx): State<Arc<Ctx>>, Path(key): Path<String>) -> Answer<Response> {
     match write(&ctx, WriteOp::Delete { key: key.clone().into_bytes() }).await? {
-        WriteResult::Done { existed: false } => Err(Problem(StatusCode::NOT_FOUND, format!("no key {key}"))),
-        result => Ok(Json(json!({ "key": key, "result": describe_result(&result) })).into_response()),
+        (_, WriteResult::Done { existed: false }) => {
+            Err(Problem(StatusCode::NOT_FOUND, format!("no key {key}")))
+        }
+        (index, result) => {
+            Ok(Json(json!({ "key": key, "index": index, "result": describe_result(&result) }))
+                .into_response())
+        }
     }
 }
 

@@ -60,8 +60,17 @@ fn every_endpoint_answers_on_the_leader_and_on_a_follower() {
     let (code, answer) = command(&follow, "SET x=5");
     assert_eq!(code, 200, "{answer}");
     assert_eq!(answer["result"]["ok"], true, "{answer}");
+    // The answer's index is the write's entry, committed, in the log.
+    let index = answer["index"].as_u64().unwrap_or_else(|| panic!("no index in {answer}"));
+    let (_, body) = http(&lead, "GET", "/status?log=100", None, b"");
+    let s = json(&body);
+    let entry = s["log"].as_array().unwrap().iter().find(|e| e["index"] == index).cloned();
+    let entry = entry.unwrap_or_else(|| panic!("no entry {index} in {s}"));
+    assert_eq!((entry["cmd"].as_str(), &entry["committed"]), (Some("SET x=5"), &Value::Bool(true)), "{s}");
     let (code, answer) = command(&follow, "GET x");
     assert_eq!((code, answer["value"].as_str()), (200, Some("5")), "{answer}");
+    let read_at = answer["index"].as_u64().unwrap_or_else(|| panic!("no index in {answer}"));
+    assert!(read_at >= index, "the read of x is as of {read_at}, before the write at {index}: {answer}");
     let (code, answer) = command(&follow, "DEL x");
     assert_eq!((code, &answer["result"]["existed"]), (200, &Value::Bool(true)), "{answer}");
     let (_, answer) = command(&lead, "GET x");
@@ -245,6 +254,7 @@ fn the_labs_curl_commands_work_as_written() {
         r#"{"cmd":"SET x=5"}"#,
     ]));
     assert_eq!(answer["result"]["ok"], true, "{answer}");
+    assert!(answer["index"].as_u64().is_some_and(|i| i > 0), "no index in {answer}");
     runtime().block_on(async {
         let mut client = c.client(Duration::from_secs(5));
         assert_eq!(client.get(b"x", false).await.unwrap().as_deref(), Some(&b"5"[..]));

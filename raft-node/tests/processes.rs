@@ -288,9 +288,20 @@ fn a_retried_write_with_the_same_session_and_sequence_is_applied_once() {
             r.result
         };
         let first = send(1, 1001, "1").await;
-        assert_eq!(first, ResponseKind::Written(WriteResult::Done { existed: false }));
+        let ResponseKind::Written { index: first_index, result: WriteResult::Done { existed: false } } =
+            first
+        else {
+            panic!("the first write answered {first:?}");
+        };
         let other = send(2, 2002, "2").await;
-        assert_eq!(other, ResponseKind::Written(WriteResult::Done { existed: true }));
+        let ResponseKind::Written { index: other_index, result: WriteResult::Done { existed: true } } = other
+        else {
+            panic!("the second write answered {other:?}");
+        };
+        assert!(
+            other_index > first_index,
+            "the second write is at {other_index}, the first at {first_index}"
+        );
         // The retry of client 1001's first write: same answer, no effect.
         let retry = send(3, 1001, "1").await;
         assert_eq!(retry, first);

@@ -324,22 +324,26 @@ fn write_opt_bytes(h: &mut StableHasher, bytes: Option<&[u8]>) {
 /// The parts of an answer the simulator acts on, and its kind.
 fn write_response(h: &mut StableHasher, answer: &ResponseKind) {
     match answer {
-        ResponseKind::Written(WriteResult::Done { existed }) => {
+        ResponseKind::Written { index, result: WriteResult::Done { existed } } => {
             h.write_u8(1);
+            h.write_u64(*index);
             h.write_u8(u8::from(*existed));
         }
-        ResponseKind::Written(WriteResult::Cas { swapped, current }) => {
+        ResponseKind::Written { index, result: WriteResult::Cas { swapped, current } } => {
             h.write_u8(2);
+            h.write_u64(*index);
             h.write_u8(u8::from(*swapped));
             write_opt_bytes(h, current.as_deref());
         }
-        ResponseKind::Written(WriteResult::StaleSequence { last_seq }) => {
+        ResponseKind::Written { index, result: WriteResult::StaleSequence { last_seq } } => {
             h.write_u8(3);
+            h.write_u64(*index);
             h.write_u64(*last_seq);
         }
-        ResponseKind::Value(v) => {
+        ResponseKind::Value { index, value } => {
             h.write_u8(4);
-            write_opt_bytes(h, v.as_deref());
+            h.write_u64(*index);
+            write_opt_bytes(h, value.as_deref());
         }
         ResponseKind::NotLeader { leader } => {
             h.write_u8(5);

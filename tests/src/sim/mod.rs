@@ -1079,12 +1079,14 @@ impl Simulation {
         }
         let (op, now, tick) = (pending.op, self.now, self.cfg.tick_steps);
         let result = match (op, answer) {
-            (Op::Put { .. }, ResponseKind::Written(WriteResult::Done { .. })) => OpResult::Put,
-            (Op::Delete { .. }, ResponseKind::Written(WriteResult::Done { .. })) => OpResult::Delete,
-            (Op::Cas { .. }, ResponseKind::Written(WriteResult::Cas { swapped, .. })) => {
+            (Op::Put { .. }, ResponseKind::Written { result: WriteResult::Done { .. }, .. }) => OpResult::Put,
+            (Op::Delete { .. }, ResponseKind::Written { result: WriteResult::Done { .. }, .. }) => {
+                OpResult::Delete
+            }
+            (Op::Cas { .. }, ResponseKind::Written { result: WriteResult::Cas { swapped, .. }, .. }) => {
                 OpResult::Cas { succeeded: swapped }
             }
-            (Op::Get { .. }, ResponseKind::Value(value)) => match value.as_deref().map(decode_u64) {
+            (Op::Get { .. }, ResponseKind::Value { value, .. }) => match value.as_deref().map(decode_u64) {
                 None => OpResult::Get(None),
                 Some(Some(v)) => OpResult::Get(Some(v)),
                 Some(None) => {
