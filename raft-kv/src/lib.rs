@@ -32,5 +32,5 @@ pub use protocol::{
     ClientRequest, ClientResponse, LogEntryView, MemberRole, MemberView, NodeStatus, RequestKind,
     ResponseKind,
 };
-pub use replica::{describe_entry, Applied, Effect, Replica, ReplicaConfig, ReplicaError};
+pub use replica::{describe_entry, Applied, Effect, ProposalCounts, Replica, ReplicaConfig, ReplicaError};
 pub use store::{ClusterIdentity, KvStore, RestoreError, SESSIONS_MAX_DEFAULT};

@@ -197,6 +197,24 @@ const ANSWER_BYTES_PER_BATCH: usize = 8 << 20;
 /// raft-node's 10 ms tick, 3 s: several election timeouts).
 const TRANSFER_TICKS_MAX: u32 = 300;
 
+/// Running totals of what the replica's proposals came to, for metrics
+/// (etcd's `proposals_committed_total` and the rest).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProposalCounts {
+    /// Entries this node learned committed: its commit index's advance
+    /// past the index it had applied when it started (a snapshot's jump
+    /// included).
+    pub committed: u64,
+    /// Entries applied to the store one by one (not those a snapshot
+    /// covered).
+    pub applied: u64,
+    /// Client writes and membership changes this node proposed whose
+    /// outcome it could not report: leadership lost, the entry replaced or
+    /// covered by a snapshot (answered `Unknown`), or the core refused the
+    /// proposal.
+    pub failed: u64,
+}
+
 /// The node's logic: see the module docs.
 pub struct Replica<C> {
     config: ReplicaConfig,
@@ -249,6 +267,9 @@ pub struct Replica<C> {
     was_member: bool,
     /// ...and its removal was reported.
     removed_reported: bool,
+    /// What the proposals came to, and the commit index they were counted to.
+    proposals: ProposalCounts,
+    commit_counted: Index,
 }
 
 impl<C> std::fmt::Debug for Replica<C> {
@@ -268,6 +289,9 @@ impl<C> Replica<C> {
     /// (the store from its snapshot, if any).
     pub fn new(config: ReplicaConfig, node: RaftNode, kv: KvStore) -> Replica<C> {
         let last_snapshot_index = node.snapshot_meta().index;
+        // (Counted from what is applied: the entries a restart applies again
+        // count as committed and applied alike.)
+        let commit_counted = node.applied_index();
         let id = config.id;
         let was_member = node.snapshot_meta().membership.is_member(id)
             || (node.first_index()..=node.last_index()).any(|i| {
@@ -304,6 +328,8 @@ impl<C> Replica<C> {
             applied_log: None,
             was_member,
             removed_reported: false,
+            proposals: ProposalCounts::default(),
+            commit_counted,
         }
     }
 
@@ -329,6 +355,11 @@ impl<C> Replica<C> {
             + self.ready_reads.len()
             + self.changes.len()
             + usize::from(self.transfer.is_some())
+    }
+
+    /// What this node's proposals came to since it started.
+    pub fn proposal_counts(&self) -> ProposalCounts {
+        self.proposals
     }
 
     /// Records every entry applied and snapshot restored from now on, with
@@ -468,6 +499,7 @@ impl<C> Replica<C> {
                         self.answer(handle, answer)
                     }
                     Err(e) => {
+                        self.proposals.failed += 1;
                         self.answer(handle, ResponseKind::Error { message: format!("{e}; retry shortly") })
                     }
                 }
@@ -641,6 +673,9 @@ impl<C> Replica<C> {
     /// What follows a round of the core's actions (each step does nothing
     /// when there is nothing to do).
     fn after_round(&mut self) -> Result<(), ReplicaError> {
+        let commit = self.node.commit_index();
+        self.proposals.committed += commit.saturating_sub(self.commit_counted);
+        self.commit_counted = self.commit_counted.max(commit);
         self.maybe_snapshot();
         self.settle_transfer();
         self.note_membership();
@@ -902,6 +937,7 @@ impl<C> Replica<C> {
         else {
             return;
         };
+        self.proposals.applied += entries.len() as u64;
         let mut last_command = None;
         let mut commands = 0usize;
         for entry in &entries {
@@ -937,10 +973,13 @@ impl<C> Replica<C> {
                     EntryPayload::Membership(_) if change.term == entry.term => {
                         ResponseKind::MembersChanged { index: entry.index }
                     }
-                    _ => ResponseKind::Unknown {
-                        reason: "the change was replaced after a leader change; check `member list`"
-                            .to_string(),
-                    },
+                    _ => {
+                        self.proposals.failed += 1;
+                        ResponseKind::Unknown {
+                            reason: "the change was replaced after a leader change; check `member list`"
+                                .to_string(),
+                        }
+                    }
                 };
                 self.answer(change.handle, response);
             }
@@ -949,9 +988,12 @@ impl<C> Replica<C> {
                     Some((index, result)) if write.term == entry.term => {
                         ResponseKind::Written { index, result }
                     }
-                    _ => ResponseKind::Unknown {
-                        reason: "the entry was replaced after a leader change; retry".to_string(),
-                    },
+                    _ => {
+                        self.proposals.failed += 1;
+                        ResponseKind::Unknown {
+                            reason: "the entry was replaced after a leader change; retry".to_string(),
+                        }
+                    }
                 };
                 self.answer(write.handle, response);
             }
@@ -980,13 +1022,14 @@ impl<C> Replica<C> {
     fn snapshot_covers_requests(&mut self, index: Index) {
         let after = self.writes.split_off(&(index + 1));
         let covered = std::mem::replace(&mut self.writes, after);
+        let after = self.changes.split_off(&(index + 1));
+        let covered_changes = std::mem::replace(&mut self.changes, after);
+        self.proposals.failed += (covered.len() + covered_changes.len()) as u64;
         for (_, write) in covered {
             let reason = "a snapshot from the leader covered the entry; retry (it applies once)".to_string();
             self.answer(write.handle, ResponseKind::Unknown { reason });
         }
-        let after = self.changes.split_off(&(index + 1));
-        let covered = std::mem::replace(&mut self.changes, after);
-        for (_, change) in covered {
+        for (_, change) in covered_changes {
             let reason = "a snapshot from the leader covered the change; check `member list`".to_string();
             self.answer(change.handle, ResponseKind::Unknown { reason });
         }
@@ -1047,6 +1090,7 @@ impl<C> Replica<C> {
             let commit = self.node.commit_index();
             let uncommitted = self.writes.split_off(&(commit + 1));
             let uncommitted_changes = self.changes.split_off(&(commit + 1));
+            self.proposals.failed += (uncommitted.len() + uncommitted_changes.len()) as u64;
             for (_, write) in uncommitted {
                 self.effects.push(Effect::Answer(
                     write.handle,

@@ -111,6 +111,9 @@ fn a_write_is_answered_once_applied_and_reads_see_it() {
     drive(&mut r, &mut out);
     assert_eq!(out.answers[&3], out.answers[&1], "a retried write answers its first result, applied once");
     assert_eq!(r.kv().get(b"x"), Some(&b"5"[..]));
+    let counts = r.proposal_counts();
+    let commit = r.node().commit_index();
+    assert_eq!((counts.committed, counts.applied, counts.failed), (commit, commit, 0), "{counts:?}");
 }
 
 #[test]
@@ -214,6 +217,7 @@ fn writes_in_flight_when_leadership_is_lost_are_answered_unknown() {
     r.client(put(1, "x", "5"), 1);
     drive(&mut r, &mut out);
     assert!(!out.answers.contains_key(&1), "not committed: no follower acknowledged it");
+    assert_eq!(r.proposal_counts().failed, 0);
     // A higher term from a peer: node 1 steps down.
     let term = r.node().term() + 1;
     r.step(Message {
@@ -229,4 +233,5 @@ fn writes_in_flight_when_leadership_is_lost_are_answered_unknown() {
         out.answers.get(&1)
     );
     assert_eq!(r.pending_requests(), 0);
+    assert_eq!(r.proposal_counts().failed, 1, "the write lost with the leadership is a failed proposal");
 }

@@ -286,6 +286,39 @@ pub struct NetCounters {
     /// Peer links whose task runs (connected or not): one per [`PeerLink`]
     /// alive, until a dropped one's task has ended.
     pub peer_links_open: AtomicU64,
+    /// Traffic with each peer this node has had a link or a connection
+    /// with (bounded by the members it has known: peer ids, never more).
+    peers: std::sync::Mutex<BTreeMap<NodeId, Arc<PeerTraffic>>>,
+}
+
+impl NetCounters {
+    /// The traffic counters of peer `id` (made on first use; a link or a
+    /// connection takes them once, not per message).
+    pub fn peer(&self, id: NodeId) -> Arc<PeerTraffic> {
+        self.peers.lock().expect("peer counters poisoned").entry(id).or_default().clone()
+    }
+
+    /// Every peer's traffic counters, by id.
+    pub fn peers(&self) -> Vec<(NodeId, Arc<PeerTraffic>)> {
+        let peers = self.peers.lock().expect("peer counters poisoned");
+        peers.iter().map(|(&id, t)| (id, t.clone())).collect()
+    }
+}
+
+/// What went to and came from one peer (frames counted with their 4-byte
+/// length prefix).
+#[derive(Debug, Default)]
+pub struct PeerTraffic {
+    /// Bytes of frames this node's link wrote to the peer.
+    pub sent_bytes: AtomicU64,
+    /// Times the link failed: a dial or hello that did not succeed, or a
+    /// connection lost.
+    pub sent_failures: AtomicU64,
+    /// Bytes of frames received from the peer on its connections.
+    pub received_bytes: AtomicU64,
+    /// The peer's connections to this node that ended with an error (a bad
+    /// frame or message, a reset).
+    pub received_failures: AtomicU64,
 }
 
 /// The cluster token a node knows, shared by its listener and peer links
@@ -723,7 +756,7 @@ pub async fn serve<P: ClientProtocol>(
                             None => return, // closed, or silent past the hello's deadline
                         }
                     }
-                    let result = handle_connection(stream, addr, &config, state, inbound).await;
+                    let result = handle_connection(stream, addr, &config, state, inbound, &counters).await;
                     drop(admitted);
                     if let Err(reason) = result {
                         match reason {
@@ -750,6 +783,7 @@ async fn handle_connection<P: ClientProtocol>(
     config: &ListenerConfig,
     state: Arc<ListenerState>,
     inbound: mpsc::Sender<Inbound<P>>,
+    counters: &NetCounters,
 ) -> Result<(), NetError> {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
@@ -777,40 +811,12 @@ async fn handle_connection<P: ClientProtocol>(
             if inbound.send(connected).await.is_err() {
                 return Ok(()); // the node is shutting down
             }
-            let budget = Arc::new(tokio::sync::Semaphore::new(PEER_INBOUND_BYTES_MAX));
-            // A peer that leaves the admitted set (its removal committed)
-            // loses its connection: its link notices, calls again, and is
-            // told it was removed (its hello is answered `Removed`), which
-            // is how a removed member that missed the news learns it.
-            let mut peers_changed = config.peers.watch();
-            loop {
-                let frame = tokio::select! {
-                    frame = reader.next(None) => frame?,
-                    _ = peers_changed.changed() => {
-                        if config.peers.admits(peer) {
-                            continue;
-                        }
-                        info!(
-                            node = config.node_id, peer, %addr,
-                            "closed the connection of node {peer}: it is no member any more"
-                        );
-                        return Ok(());
-                    }
-                };
-                let bytes = frame.len().clamp(1, PEER_INBOUND_BYTES_MAX) as u32;
-                let Ok(permit) = budget.clone().acquire_many_owned(bytes).await else { return Ok(()) };
-                let m: Message = codec::decode(&frame)?;
-                drop(frame);
-                if m.from != peer || m.to != config.node_id {
-                    return Err(NetError::Refused(format!(
-                        "peer {peer} sent a message from {} to {}",
-                        m.from, m.to
-                    )));
-                }
-                if inbound.send(Inbound::Peer(m, InboundBytes(permit))).await.is_err() {
-                    return Ok(()); // the node is shutting down
-                }
+            let traffic = counters.peer(peer);
+            let served = serve_peer(peer, addr, reader, config, inbound, &traffic).await;
+            if matches!(served, Err(ref e) if !matches!(e, NetError::Closed)) {
+                traffic.received_failures.fetch_add(1, Ordering::Relaxed);
             }
+            served
         }
         Sender::Client => {
             let conn = Arc::new(ConnAnswers {
@@ -820,6 +826,50 @@ async fn handle_connection<P: ClientProtocol>(
                 limits: config.limits.clone(),
             });
             serve_client(reader, writer, conn, inbound).await
+        }
+    }
+}
+
+/// Receives a welcomed peer's messages until its connection ends (or it is
+/// no member any more).
+async fn serve_peer<P: ClientProtocol>(
+    peer: NodeId,
+    addr: SocketAddr,
+    mut reader: FrameReader,
+    config: &ListenerConfig,
+    inbound: mpsc::Sender<Inbound<P>>,
+    traffic: &PeerTraffic,
+) -> Result<(), NetError> {
+    let budget = Arc::new(tokio::sync::Semaphore::new(PEER_INBOUND_BYTES_MAX));
+    // A peer that leaves the admitted set (its removal committed)
+    // loses its connection: its link notices, calls again, and is
+    // told it was removed (its hello is answered `Removed`), which
+    // is how a removed member that missed the news learns it.
+    let mut peers_changed = config.peers.watch();
+    loop {
+        let frame = tokio::select! {
+            frame = reader.next(None) => frame?,
+            _ = peers_changed.changed() => {
+                if config.peers.admits(peer) {
+                    continue;
+                }
+                info!(
+                    node = config.node_id, peer, %addr,
+                    "closed the connection of node {peer}: it is no member any more"
+                );
+                return Ok(());
+            }
+        };
+        traffic.received_bytes.fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
+        let bytes = frame.len().clamp(1, PEER_INBOUND_BYTES_MAX) as u32;
+        let Ok(permit) = budget.clone().acquire_many_owned(bytes).await else { return Ok(()) };
+        let m: Message = codec::decode(&frame)?;
+        drop(frame);
+        if m.from != peer || m.to != config.node_id {
+            return Err(NetError::Refused(format!("peer {peer} sent a message from {} to {}", m.from, m.to)));
+        }
+        if inbound.send(Inbound::Peer(m, InboundBytes(permit))).await.is_err() {
+            return Ok(()); // the node is shutting down
         }
     }
 }
@@ -1010,9 +1060,10 @@ impl PeerLink {
         let close = tokio_util::sync::CancellationToken::new();
         let closed = close.clone();
         let open = LinkOpen::new(counters.clone());
+        let traffic = counters.peer(peer);
         tokio::spawn(async move {
             let _open = open;
-            run_peer_link(node_id, peer, addr, identity, rx, closed).await
+            run_peer_link(node_id, peer, addr, identity, rx, closed, traffic).await
         });
         PeerLink { peer, queue: tx, counters, _close: close.drop_guard() }
     }
@@ -1065,6 +1116,7 @@ async fn run_peer_link(
     identity: LinkIdentity,
     mut queue: mpsc::Receiver<Message>,
     closing: tokio_util::sync::CancellationToken,
+    traffic: Arc<PeerTraffic>,
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut jitter_state = node_id.wrapping_mul(31).wrapping_add(peer) | 1;
@@ -1096,12 +1148,15 @@ async fn run_peer_link(
                     tokio::time::sleep(LINK_CLOSE_FLUSH_MAX).await;
                 };
                 let pumped = tokio::select! {
-                    pumped = pump(&mut framed, &mut queue) => pumped,
+                    pumped = pump(&mut framed, &mut queue, &traffic) => pumped,
                     _ = flush_deadline => Ok(()),
                 };
                 match pumped {
                     Ok(()) => return debug!(node = node_id, peer, %addr, "peer link closed"),
-                    Err(e) => info!(node = node_id, peer, %addr, reason = %e, "lost peer link; reconnecting"),
+                    Err(e) => {
+                        traffic.sent_failures.fetch_add(1, Ordering::Relaxed);
+                        info!(node = node_id, peer, %addr, reason = %e, "lost peer link; reconnecting")
+                    }
                 }
             }
             Err(NetError::Removed(reason)) => {
@@ -1111,12 +1166,14 @@ async fn run_peer_link(
                 return;
             }
             Err(NetError::Refused(reason)) => {
+                traffic.sent_failures.fetch_add(1, Ordering::Relaxed);
                 if last_refusal.as_deref() != Some(reason.as_str()) {
                     warn!(node = node_id, peer, %addr, "peer refused this node: {reason}");
                     last_refusal = Some(reason);
                 }
             }
             Err(e) => {
+                traffic.sent_failures.fetch_add(1, Ordering::Relaxed);
                 if connected_before {
                     debug!(node = node_id, peer, %addr, reason = %e, "peer unreachable");
                 }
@@ -1144,7 +1201,18 @@ async fn run_peer_link(
 /// because this node is no member any more): noticed at once, not at the
 /// next send, which on an idle link (a follower's to another follower) may
 /// never come.
-async fn pump(framed: &mut FramedStream, queue: &mut mpsc::Receiver<Message>) -> Result<(), NetError> {
+async fn pump(
+    framed: &mut FramedStream,
+    queue: &mut mpsc::Receiver<Message>,
+    traffic: &PeerTraffic,
+) -> Result<(), NetError> {
+    // One frame into the write buffer, counted.
+    async fn feed(framed: &mut FramedStream, m: &Message, traffic: &PeerTraffic) -> Result<(), NetError> {
+        let frame = Bytes::from(codec::encode(m)?);
+        traffic.sent_bytes.fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
+        framed.feed(frame).await?;
+        Ok(())
+    }
     loop {
         let first = tokio::select! {
             first = queue.recv() => match first {
@@ -1157,11 +1225,11 @@ async fn pump(framed: &mut FramedStream, queue: &mut mpsc::Receiver<Message>) ->
                 None => NetError::Closed,
             }),
         };
-        feed_frame(framed, &first).await?;
+        feed(framed, &first, traffic).await?;
         let mut n = 1;
         while n < 512 {
             match queue.try_recv() {
-                Ok(m) => feed_frame(framed, &m).await?,
+                Ok(m) => feed(framed, &m, traffic).await?,
                 Err(_) => break,
             }
             n += 1;

@@ -6,13 +6,20 @@
 //! the write path); the gauges of the node's state are set from its status
 //! when a scrape comes, so that a node nobody scrapes pays nothing for them.
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use raft_kv::{MemberView, NodeStatus, RequestKind, ResponseKind};
+use raft_kv::{MemberView, NodeStatus, ProposalCounts, RequestKind, ResponseKind};
+use raft_net::transport::{NetCounters, PeerTraffic};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// The operations `client_requests_total` counts, by label.
 pub(crate) const OPS: [&str; 7] =
@@ -80,11 +87,17 @@ pub(crate) struct Metrics {
     pub(crate) proposals_pending: Gauge,
     /// On the leader, how many entries each follower is behind.
     follower_lag: Family<Vec<(String, String)>, Gauge>,
+    /// What the proposals came to ([`ProposalCounts`]).
+    proposals_committed: Counter,
+    proposals_applied: Counter,
+    proposals_failed: Counter,
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Metrics {
+    /// The metrics of a node whose transport counts in `net`.
+    pub(crate) fn new(net: Arc<NetCounters>) -> Metrics {
         let mut registry = Registry::with_prefix("raftlite");
+        registry.register_collector(Box::new(NetCollector(net)));
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());
@@ -126,6 +139,18 @@ impl Metrics {
         );
         let r = &mut registry;
         Metrics {
+            proposals_committed: counter(
+                r,
+                "proposals_committed",
+                "Entries this node learned committed since it started (past what it had applied)",
+            ),
+            proposals_applied: counter(r, "proposals_applied", "Entries applied to the store since it started"),
+            proposals_failed: counter(
+                r,
+                "proposals_failed",
+                "Writes and membership changes this node proposed whose outcome is unknown (leadership lost, \
+                 entry replaced) or that the core refused",
+            ),
             client_requests,
             follower_lag,
             proposals_pending: gauge(
@@ -163,6 +188,18 @@ impl Metrics {
         }
     }
 
+    /// Brings the proposal counters up to `counts` (called by the event
+    /// loop, their one writer).
+    pub(crate) fn proposals(&self, counts: ProposalCounts) {
+        for (counter, total) in [
+            (&self.proposals_committed, counts.committed),
+            (&self.proposals_applied, counts.applied),
+            (&self.proposals_failed, counts.failed),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
     /// Counts the answer to a request of operation `op` ([`op_of`]).
     pub(crate) fn answered(&self, op: u8, answer: &ResponseKind) {
         if let Some(counter) = self.client_requests.get(op as usize * RESULTS.len() + result_of(answer)) {
@@ -194,6 +231,59 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// One of a peer's traffic counters.
+type PeerField = fn(&PeerTraffic) -> &AtomicU64;
+
+/// The transport's counters, read at each scrape: per peer, the bytes sent
+/// and received and the failures each way; in all, the connections refused
+/// and the messages dropped at a full peer queue.
+#[derive(Debug)]
+struct NetCollector(Arc<NetCounters>);
+
+impl Collector for NetCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let peers = self.0.peers();
+        let per_peer: [(&str, &str, PeerField); 4] = [
+            ("peer_sent_bytes", "Bytes of frames sent to each peer.", |t| &t.sent_bytes),
+            ("peer_received_bytes", "Bytes of frames received from each peer.", |t| &t.received_bytes),
+            (
+                "peer_sent_failures",
+                "Failures of the link to each peer (dial or hello failed, connection lost).",
+                |t| &t.sent_failures,
+            ),
+            ("peer_received_failures", "Connections from each peer that ended with an error.", |t| {
+                &t.received_failures
+            }),
+        ];
+        for (name, help, field) in per_peer {
+            let counter = ConstCounter::new(0u64);
+            let mut metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            for (id, traffic) in &peers {
+                let labels = [("peer", id.to_string())];
+                let value = ConstCounter::new(field(traffic).load(Ordering::Relaxed));
+                value.encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        let totals = [
+            (
+                "connections_refused",
+                "Connections closed for a bad hello, frame or sender, or past the connection caps.",
+                &self.0.connections_refused,
+            ),
+            (
+                "peer_messages_dropped",
+                "Messages to peers dropped because the peer's queue was full.",
+                &self.0.peer_messages_dropped,
+            ),
+        ];
+        for (name, help, value) in totals {
+            let counter = ConstCounter::new(value.load(Ordering::Relaxed));
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        Ok(())
     }
 }
 

@@ -654,7 +654,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         .with_context(|| format!("cannot listen on {}; is the port in use?", config.listen))?;
     let counters = Arc::new(NetCounters::default());
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(65_536);
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(counters.clone()));
     let (http_tx, mut http_rx) = mpsc::channel::<crate::http::HttpCall>(crate::http::HTTP_CALLS_MAX);
     let listener_config = Arc::new(ListenerConfig {
         node_id: config.id,
@@ -794,6 +794,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         if let Err(e) = server.execute_effects() {
             break Err(e);
         }
+        server.metrics.proposals(server.replica.proposal_counts());
         if server.removed && stop_at.is_none() {
             // (A supervisor that restarts it gets the same answer.) The
             // node goes on for a moment, so that the answers it owes go

@@ -304,6 +304,11 @@ fn metrics_parse_and_move_with_the_load_and_the_leader_changes() {
         "raftlite_snapshot_save_total",
         "raftlite_process_resident_memory_bytes",
         "raftlite_process_open_fds",
+        "raftlite_proposals_committed_total",
+        "raftlite_proposals_applied_total",
+        "raftlite_proposals_failed_total",
+        "raftlite_connections_refused_total",
+        "raftlite_peer_messages_dropped_total",
     ] {
         assert!(before.contains_key(name), "no {name} in {before:?}");
     }
@@ -311,6 +316,7 @@ fn metrics_parse_and_move_with_the_load_and_the_leader_changes() {
     assert_eq!(before["raftlite_is_leader"], 0.0);
     assert_eq!(scrape(&c.addrs[&leader])["raftlite_is_leader"], 1.0);
     assert!(before["raftlite_process_resident_memory_bytes"] > 1e6, "{before:?}");
+    let lead_before = scrape(&c.addrs[&leader]);
     let writes = 50;
     runtime().block_on(async {
         let mut client = c.client(Duration::from_secs(5));
@@ -329,7 +335,22 @@ fn metrics_parse_and_move_with_the_load_and_the_leader_changes() {
     let grown = after["raftlite_wal_write_bytes_total"] - before["raftlite_wal_write_bytes_total"];
     assert!(grown >= (writes * 1000) as f64, "the WAL wrote {grown} bytes for {writes} writes of 1000 bytes");
     assert!(after["raftlite_wal_fsync_duration_seconds"] > before["raftlite_wal_fsync_duration_seconds"]);
+    for name in ["raftlite_proposals_committed_total", "raftlite_proposals_applied_total"] {
+        let grown = after[name] - before[name];
+        assert!(grown >= writes as f64, "{name} grew by {grown} for {writes} writes");
+    }
     let on_leader = scrape(&c.addrs[&leader]);
+    let grown = |now: &BTreeMap<String, f64>, then: &BTreeMap<String, f64>, name: &str| {
+        now.get(name).copied().unwrap_or_else(|| panic!("no {name} in {now:?}"))
+            - then.get(name).copied().unwrap_or(0.0)
+    };
+    let sent =
+        grown(&on_leader, &lead_before, &format!("raftlite_peer_sent_bytes_total{{peer=\"{follower}\"}}"));
+    assert!(sent >= (writes * 1000) as f64, "the leader sent {sent} bytes to {follower} for {writes} writes");
+    let received =
+        grown(&after, &before, &format!("raftlite_peer_received_bytes_total{{peer=\"{leader}\"}}"));
+    assert!(received >= (writes * 1000) as f64, "{follower} received {received} bytes from the leader");
+    assert_eq!(on_leader["raftlite_proposals_failed_total"], 0.0, "{on_leader:?}");
     let ok_writes = r#"raftlite_client_requests_total{op="write",result="ok"}"#;
     assert!(
         on_leader[ok_writes] >= writes as f64,
@@ -346,13 +367,16 @@ fn metrics_parse_and_move_with_the_load_and_the_leader_changes() {
     );
     assert!(!after.keys().any(|k| k.starts_with("raftlite_follower_lag")), "a follower shows follower lag");
     assert!(on_leader.contains_key("raftlite_proposals_pending"));
-    // The leader dies: a survivor sees another leader.
+    // The leader dies: a survivor sees another leader, and its link to the
+    // dead one fails.
     c.kill(leader);
+    let link_failures = format!("raftlite_peer_sent_failures_total{{peer=\"{leader}\"}}");
     runtime().block_on(async {
         wait_until("the follower to see a leader change", Duration::from_secs(20), async || {
             let now = scrape(&c.addrs[&follower]);
             (now["raftlite_leader_changes_seen_total"] > after["raftlite_leader_changes_seen_total"]
-                && now["raftlite_has_leader"] == 1.0)
+                && now["raftlite_has_leader"] == 1.0
+                && now[&link_failures] > after[&link_failures])
                 .then_some(())
         })
         .await
