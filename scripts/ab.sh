@@ -12,6 +12,8 @@
 #   CLIENTS [64 1]      the C values
 #   AB_DIR [/tmp/raft-ab]   scratch: A's worktree and target, data directories, raw results
 #   RAFT_BASE_PORT [7300]   nodes listen on 127.0.0.1:RAFT_BASE_PORT+1..+3
+#   SCRAPE [0]          1: a third arm, S, is build B with every node's
+#                       GET /metrics scraped once a second during the round
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -28,12 +30,20 @@ if [ ! -d "$AB_DIR/a" ]; then git worktree add -f --detach "$AB_DIR/a" "$REV" >/
 git -C "$AB_DIR/a" checkout -q --detach "$REV"
 (cd "$AB_DIR/a" && cargo build --release -q -p raft-node -p raft-client --target-dir "$AB_DIR/a-target")
 cargo build --release -q -p raft-node -p raft-client
-declare -A BIN=([A]="$AB_DIR/a-target/release" [B]="$here/target/release")
+declare -A BIN=([A]="$AB_DIR/a-target/release" [B]="$here/target/release" [S]="$here/target/release")
+BUILDS="A B"
+if [ "${SCRAPE:-0}" = 1 ]; then BUILDS="A B S"; command -v curl >/dev/null || { echo "ab: SCRAPE=1 needs curl" >&2; exit 1; }; fi
 
 peers=() ; for i in 1 2 3; do peers+=("127.0.0.1:$((BASE + i))"); done
 cluster=$(IFS=,; echo "${peers[*]}")
 pids=()
 stop() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done; pids=(); }
+scraper() {   # every node's /metrics once a second, until killed; counts failed scrapes
+  while true; do
+    for a in "${peers[@]}"; do curl -sf --max-time 1 "http://$a/metrics" >/dev/null || echo "scrape of $a failed" >&2; done
+    sleep 1
+  done
+}
 trap stop EXIT
 start() {   # build
   stop
@@ -55,11 +65,13 @@ start() {   # build
 
 results=$AB_DIR/results.jsonl
 : >"$results"
+: >"$AB_DIR/scrape-errors.log"
 for c in $CLIENTS; do
   for r in $(seq "$ROUNDS"); do
-    for b in A B; do
+    for b in $BUILDS; do
       start "$b"
       sync; sleep 1
+      if [ "$b" = S ]; then scraper 2>>"$AB_DIR/scrape-errors.log" & pids+=("$!"); fi
       "${BIN[$b]}/raft-client" --cluster "$cluster" bench --op put --clients "$c" --duration "${DUR}s" \
         --warmup 1s --value-size 100 --keys 10000 --json |
         python3 -c "import json,sys; r=json.load(sys.stdin); r.update(build='$b', clients=$c, round=$r); print(json.dumps(r))" |
@@ -68,14 +80,24 @@ for c in $CLIENTS; do
   done
 done
 stop
+if [ "${SCRAPE:-0}" = 1 ]; then echo "ab: $(wc -l <"$AB_DIR/scrape-errors.log") scrapes failed during the S rounds"; fi
 python3 - "$results" "$REV" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print(f"\nA = {sys.argv[2]}, B = working tree; medians of {max(r['round'] for r in rows)} rounds")
-print("| C | A ops/s | B ops/s | B/A | A p99 µs | B p99 µs |")
-print("|---|---|---|---|---|---|")
+scraped = any(r['build'] == 'S' for r in rows)
+print(f"\nA = {sys.argv[2]}, B = working tree{', S = B scraped every second' if scraped else ''}; medians of {max(r['round'] for r in rows)} rounds")
+if scraped:
+    print("| C | A ops/s | B ops/s | S ops/s | B/A | S/A | S/B | A p99 µs | B p99 µs | S p99 µs |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+else:
+    print("| C | A ops/s | B ops/s | B/A | A p99 µs | B p99 µs |")
+    print("|---|---|---|---|---|---|")
 for c in sorted({r['clients'] for r in rows}, reverse=True):
     med = lambda b, k: statistics.median(r[k] for r in rows if r['clients'] == c and r['build'] == b)
     a, b = med('A', 'ops_per_s'), med('B', 'ops_per_s')
-    print(f"| {c} | {a:,.0f} | {b:,.0f} | {b / a:.3f} | {med('A', 'p99_us'):,.0f} | {med('B', 'p99_us'):,.0f} |")
+    if scraped:
+        s = med('S', 'ops_per_s')
+        print(f"| {c} | {a:,.0f} | {b:,.0f} | {s:,.0f} | {b / a:.3f} | {s / a:.3f} | {s / b:.3f} | {med('A', 'p99_us'):,.0f} | {med('B', 'p99_us'):,.0f} | {med('S', 'p99_us'):,.0f} |")
+    else:
+        print(f"| {c} | {a:,.0f} | {b:,.0f} | {b / a:.3f} | {med('A', 'p99_us'):,.0f} | {med('B', 'p99_us'):,.0f} |")
 EOF
