@@ -91,16 +91,9 @@ type Answer<T> = Result<T, Problem>;
 
 /// Builds what the listener calls for each HTTP connection: it serves the
 /// connection with HTTP/1.1 (keep-alive) until the client closes it.
-pub(crate) fn handoff(
-    node_id: NodeId,
-    cluster_id: String,
-    calls: mpsc::Sender<HttpCall>,
-    first_client_id: u64,
-    metrics: Arc<Metrics>,
-) -> transport::HttpHandoff {
-    let next_client = AtomicU64::new(first_client_id);
-    let ctx = Arc::new(Ctx { node_id, cluster_id, calls, next_client, metrics });
-    let app = router(ctx);
+pub(crate) fn handoff(faces: &HttpFaces) -> transport::HttpHandoff {
+    let node_id = faces.0.node_id;
+    let app = router(faces.0.clone());
     transport::HttpHandoff(Arc::new(move |stream: TcpStream, addr: SocketAddr| {
         let app = app.clone();
         Box::pin(async move {
@@ -116,6 +109,53 @@ pub(crate) fn handoff(
             }
         })
     }))
+}
+
+/// What the HTTP handlers of one node share: made once, served on the
+/// node's port ([`handoff`]) and on `--metrics-listen` ([`serve_probes`]).
+#[derive(Clone)]
+pub(crate) struct HttpFaces(Arc<Ctx>);
+
+impl HttpFaces {
+    /// The handlers' state: they ask the event loop through `calls`; HTTP
+    /// writes take client sessions from `first_client_id` on.
+    pub(crate) fn new(
+        node_id: NodeId,
+        cluster_id: String,
+        calls: mpsc::Sender<HttpCall>,
+        first_client_id: u64,
+        metrics: Arc<Metrics>,
+    ) -> HttpFaces {
+        let next_client = AtomicU64::new(first_client_id);
+        HttpFaces(Arc::new(Ctx { node_id, cluster_id, calls, next_client, metrics }))
+    }
+}
+
+/// Serves `GET /metrics`, `/livez`, `/readyz` and `/health` alone, in
+/// plain HTTP, on `listener` (`--metrics-listen`, as etcd's
+/// `--listen-metrics-urls`: for scrapers and probes kept off the client
+/// port), until the task is dropped.
+pub(crate) async fn serve_probes(listener: tokio::net::TcpListener, faces: &HttpFaces) {
+    let ctx = faces.0.clone();
+    let app = Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz))
+        .route("/health", get(health))
+        .fallback(|uri: Uri| async move {
+            Problem(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no such endpoint {} here: this port serves GET /metrics, /livez, /readyz and /health",
+                    uri.path()
+                ),
+            )
+        })
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(ctx.clone());
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::warn!(node = ctx.node_id, error = %e, "the metrics listener stopped");
+    }
 }
 
 fn router(ctx: Arc<Ctx>) -> Router {

@@ -141,6 +141,9 @@ pub struct NodeConfig {
     pub limits: WriteLimits,
     /// What connections may take of this node.
     pub connection_limits: ConnectionLimits,
+    /// Where to serve `/metrics` and the health probes in plain HTTP as
+    /// well (`--metrics-listen`), if anywhere.
+    pub metrics_listen: Option<String>,
 }
 
 /// How long a new member waits for each peer's answer to "do you know me
@@ -656,19 +659,31 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(65_536);
     let metrics = Arc::new(Metrics::new(counters.clone()));
     let (http_tx, mut http_rx) = mpsc::channel::<crate::http::HttpCall>(crate::http::HTTP_CALLS_MAX);
+    let http_faces = crate::http::HttpFaces::new(
+        config.id,
+        config.cluster_id.clone(),
+        http_tx,
+        random_token(config.id) >> 1,
+        metrics.clone(),
+    );
+    let metrics_task = match &config.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} (--metrics-listen); is the port in use?")
+            })?;
+            info!(node = config.id, metrics_listen = %addr, "serving /metrics and the health probes");
+            let faces = http_faces.clone();
+            Some(tokio::spawn(async move { crate::http::serve_probes(listener, &faces).await }))
+        }
+        None => None,
+    };
     let listener_config = Arc::new(ListenerConfig {
         node_id: config.id,
         cluster_id: config.cluster_id.clone(),
         peers: peers.clone(),
         cluster_token: token.clone(),
         limits: connection_limits_within_fd_limit(config.id, &config.connection_limits),
-        http: Some(crate::http::handoff(
-            config.id,
-            config.cluster_id.clone(),
-            http_tx,
-            random_token(config.id) >> 1,
-            metrics.clone(),
-        )),
+        http: Some(crate::http::handoff(&http_faces)),
     });
     let accept_task = tokio::spawn(transport::serve(listener, listener_config, inbound_tx, counters.clone()));
     let (removed_tx, mut removed_rx) = mpsc::unbounded_channel();
@@ -807,6 +822,9 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         }
     };
     accept_task.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     // Let the WAL thread finish what it was given (nothing acknowledged
     // depends on it, but a clean stop leaves a clean log).
     let id = server.config.id;

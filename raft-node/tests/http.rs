@@ -195,7 +195,52 @@ fn bad_http_input_gets_a_status_and_a_sentence_and_the_node_serves_on() {
         let mut client = c.client(Duration::from_secs(5));
         assert_eq!(client.get(b"after", false).await.unwrap().as_deref(), Some(&b"bad"[..]));
     });
-    drop((slow, junk));
+    // The slow client is cut off once its headers are late (10 s), not
+    // held forever.
+    use std::io::Read;
+    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut answer = Vec::new();
+    let read = slow.read_to_end(&mut answer);
+    assert!(read.is_ok(), "the slow connection is still open after {:?}: {read:?}", started.elapsed());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(25), "the slow connection was closed only after {took:?}");
+    drop(junk);
+}
+
+#[test]
+fn metrics_listen_serves_the_probes_and_metrics_alone_and_a_taken_port_is_refused() {
+    let port = free_ports(1)[0];
+    let probes = format!("127.0.0.1:{port}");
+    let c = Cluster::start(1, &["--metrics-listen", &probes]);
+    runtime().block_on(async {
+        wait_until("the node to be ready on --metrics-listen", Duration::from_secs(20), async || {
+            let up = std::net::TcpStream::connect(&probes).is_ok();
+            (up && http(&probes, "GET", "/readyz", None, b"").0 == 200).then_some(())
+        })
+        .await
+    });
+    assert_eq!(scrape(&probes)["raftlite_is_leader"], 1.0, "a node of one leads");
+    assert_eq!(http(&probes, "GET", "/livez", None, b"").0, 200);
+    let (code, body) = http(&probes, "GET", "/health", None, b"");
+    assert_eq!((code, json(&body)["health"].as_str()), (200, Some("true")), "{body}");
+    // Only the probes and metrics: the rest stays on the node's port.
+    let (code, body) = http(&probes, "GET", "/status", None, b"");
+    assert_eq!(code, 404, "{body}");
+    assert!(json(&body)["error"].as_str().is_some_and(|e| e.contains("/metrics")), "{body}");
+    assert_eq!(http(&probes, "POST", "/metrics", None, b"").0, 405);
+    assert_eq!(http(&c.addrs[&1], "GET", "/status", None, b"").0, 200);
+    // A second node asked to serve metrics on the taken port says so.
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let data_dir = dir.path().join("d").to_string_lossy().into_owned();
+    let args: Vec<String> =
+        ["run", "--id", "1", "--single-node", "--listen", &listen, "--data-dir", &data_dir]
+            .into_iter()
+            .chain(["--metrics-listen", &probes])
+            .map(str::to_string)
+            .collect();
+    let stderr = refused_start(&args, &[]);
+    assert!(stderr.contains("--metrics-listen") && stderr.contains(&probes), "{stderr}");
 }
 
 #[test]

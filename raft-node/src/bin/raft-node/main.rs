@@ -46,6 +46,10 @@ struct RunArgs {
     /// Address other nodes and clients reach this node at (default: --listen).
     #[arg(long, env = "RAFT_ADVERTISE")]
     advertise: Option<String>,
+    /// Also serve GET /metrics, /livez, /readyz and /health in plain HTTP
+    /// on this address (they are always served on --listen too).
+    #[arg(long, env = "RAFT_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// The other nodes (not this one): ID=HOST:PORT, comma-separated. A new
     /// data directory is bootstrapped with them; an existing one must match.
     #[arg(long, env = "RAFT_PEERS", default_value = "")]
@@ -243,6 +247,7 @@ fn run_node(args: RunArgs) -> Result<(), String> {
             frame_timeout: Duration::from_millis(args.frame_timeout_ms),
             ..ConnectionLimits::default()
         },
+        metrics_listen: args.metrics_listen,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
