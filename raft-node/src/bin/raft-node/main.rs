@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run one node.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a local cluster: node i is a child `raft-node run` on 127.0.0.1:(base-port + i).
     Cluster(ClusterArgs),
 }
@@ -284,7 +284,7 @@ fn main() -> ExitCode {
                     unknown.join(", ")
                 );
             }
-            run_node(args)
+            run_node(*args)
         }
         Cmd::Cluster(args) => {
             if args.nodes == 0 || args.nodes > 9 {
