@@ -24,8 +24,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use raft_core::NodeId;
 use raft_kv::{
-    parse_text_command, ClientRequest, ClientResponse, Command, NodeStatus, RequestKind, ResponseKind,
-    TextCommand, WriteOp, WriteResult,
+    parse_text_command, ClientRequest, ClientResponse, Command, MemberRole, NodeStatus, RequestKind,
+    ResponseKind, TextCommand, WriteOp, WriteResult,
 };
 use raft_net::transport;
 use raft_net::wire::Sender;
@@ -319,7 +319,8 @@ async fn status(
             .filter(|m| m.id != s.id)
             .map(|m| {
                 json!({
-                    "id": m.id, "address": m.address, "role": m.role,
+                    "id": m.id, "address": m.address,
+                    "role": match m.role { MemberRole::Voter => "voter", MemberRole::Learner => "learner" },
                     "match_index": m.match_index, "lag": m.lag_entries,
                 })
             })

@@ -127,7 +127,12 @@ fn every_endpoint_answers_on_the_leader_and_on_a_follower() {
         if id == leader {
             let followers = s["followers"].as_array().unwrap();
             assert_eq!(followers.len(), 2, "{s}");
-            assert!(followers.iter().all(|f| f["match_index"].is_u64() && f["lag"].is_u64()), "{s}");
+            assert!(
+                followers
+                    .iter()
+                    .all(|f| f["match_index"].is_u64() && f["lag"].is_u64() && f["role"] == "voter"),
+                "{s}"
+            );
         }
     }
     let (_, body) = http(&lead, "GET", "/status?log=100", None, b"");
