@@ -6,7 +6,9 @@
 #      and so does a kind no schema knows), for each version in
 #      K8S_VERSIONS, by the PyPI package kubernetes-validate;
 #   2. kustomization.yaml names every manifest and file there, and only those;
-#   3. entrypoint.sh parses, and turns pod names into the flags it should.
+#   3. the StatefulSet's raft container runs entrypoint.sh with the raft-lite
+#      image's own /bin/sh, with no init container;
+#   4. entrypoint.sh parses, and turns pod names into the flags it should.
 #   scripts/check-kubernetes.sh                  # all of deploy/kubernetes
 #   scripts/check-kubernetes.sh FILE.yaml ...     # step 1 on these files only
 # Installs what it needs once: a venv under ${XDG_CACHE_HOME:-~/.cache}/raft-lite
@@ -102,7 +104,47 @@ else
   echo "  ok: $dir/kustomization.yaml names every manifest and file there"
 fi
 
-# --- 3. the entrypoint ----------------------------------------------------------
+# --- 3. the pod runs entrypoint.sh with the image's own shell -----------------
+# (The raft-lite image carries a static busybox as /bin/sh: no init container
+# and no second image, which a cluster would have to pull.)
+if ! "$py" - "$dir/statefulset.yaml" <<'EOF'; then
+import sys, yaml
+
+path = sys.argv[1]
+with open(path) as f:
+    docs = [d for d in yaml.safe_load_all(f) if d]
+sets = [d for d in docs if d.get("kind") == "StatefulSet"]
+if len(sets) != 1:
+    sys.exit("  FAIL: %s holds %d StatefulSets, not one" % (path, len(sets)))
+pod = sets[0]["spec"]["template"]["spec"]
+problems = []
+for c in pod.get("initContainers", []):
+    problems.append("has an init container `%s` (image %s): the raft-lite image runs the "
+                    "entrypoint with its own /bin/sh" % (c.get("name"), c.get("image")))
+raft = [c for c in pod.get("containers", []) if c.get("name") == "raft"]
+if len(raft) != 1:
+    problems.append("has no container named raft")
+else:
+    c = raft[0]
+    if c.get("image", "").split(":")[0] != "raft-lite":
+        problems.append("runs image %s in the raft container, not raft-lite" % c.get("image"))
+    want = ["/bin/sh", "/etc/raft-lite/entrypoint.sh"]
+    if c.get("command") != want:
+        problems.append("runs %s, not %s" % (c.get("command"), want))
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = [m for m in c.get("volumeMounts", []) if m.get("mountPath") == "/etc/raft-lite"]
+    if not mounts or volumes.get(mounts[0]["name"], {}).get("configMap", {}).get("name") != "raft-entrypoint":
+        problems.append("does not mount the raft-entrypoint ConfigMap at /etc/raft-lite")
+for p in problems:
+    print("  FAIL: the StatefulSet in %s %s" % (path, p), file=sys.stderr)
+sys.exit(1 if problems else 0)
+EOF
+  fail=1
+else
+  echo "  ok: the raft container runs /bin/sh /etc/raft-lite/entrypoint.sh from the raft-lite image, with no init container"
+fi
+
+# --- 4. the entrypoint ----------------------------------------------------------
 entry=$dir/entrypoint.sh
 stub=$(mktemp -d)
 trap 'rm -rf "$stub"' EXIT

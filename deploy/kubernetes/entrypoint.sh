@@ -1,8 +1,8 @@
 #!/bin/sh
 # The raft container's entrypoint: turns this pod's StatefulSet ordinal into
-# raft-node's flags, then execs raft-node. POSIX sh using only shell builtins,
-# so it runs under busybox's sh (the StatefulSet's init container copies one
-# in: the raft-lite image is FROM scratch and has no shell of its own).
+# raft-node's flags, then execs raft-node. POSIX sh using only shell builtins:
+# the StatefulSet runs it with the raft-lite image's own /bin/sh (a static
+# busybox, docker/Dockerfile).
 #
 #   pod raft-N  ->  --id N+1 --advertise raft-N.raft.NAMESPACE.svc.DOMAIN:PORT
 #   N <  INITIAL_CLUSTER_SIZE  a founding member: --peers names the other founders
