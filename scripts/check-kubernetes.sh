@@ -145,27 +145,69 @@ else
 fi
 
 # --- 4. the entrypoint ----------------------------------------------------------
+# Against stubs: a raft-node that prints its arguments, and a raft-client whose
+# `member list` answers with the ids in STUB_MEMBERS (or fails: no leader).
 entry=$dir/entrypoint.sh
 stub=$(mktemp -d)
 trap 'rm -rf "$stub"' EXIT
 printf '#!/bin/sh\necho "$*"\n' >"$stub/raft-node"
-chmod +x "$stub/raft-node"
-flags() { POD_NAME=$1 POD_NAMESPACE=ns NODE_BINARY=$stub/raft-node sh "$entry" 2>/dev/null; }
+cat >"$stub/raft-client" <<'EOF'
+#!/bin/sh
+echo "$*" >>"$STUB_CALLS"
+[ "${STUB_MEMBERS:-fail}" != fail ] || { echo "raft-client: no answer within 3s" >&2; exit 1; }
+echo "ID   ADDRESS               ROLE            MATCH      LAG"
+for m in $STUB_MEMBERS; do echo "$m    raft-$((m - 1)).raft.ns:8001    voter              12        0"; done
+EOF
+chmod +x "$stub/raft-node" "$stub/raft-client"
+mkdir -p "$stub/empty/lost+found" "$stub/held"
+echo '{}' >"$stub/held/identity.json"
+# flags POD DATA_DIR [VAR=VALUE ...]: what the entrypoint runs raft-node with.
+flags() {
+  local pod=$1 data=$2
+  shift 2
+  env POD_NAME="$pod" POD_NAMESPACE=ns RAFT_DATA_DIR="$stub/$data" NODE_BINARY="$stub/raft-node" \
+    CLIENT_BINARY="$stub/raft-client" STUB_CALLS="$stub/calls" JOIN_WAIT_SECONDS=0 "$@" sh "$entry" 2>/dev/null
+}
 a=raft.ns.svc.cluster.local:8001
 expect0="run --id 1 --listen 0.0.0.0:8001 --advertise raft-0.$a --peers 2=raft-1.$a,3=raft-2.$a"
+expect0join="run --id 1 --listen 0.0.0.0:8001 --advertise raft-0.$a --join"
 expect3="run --id 4 --listen 0.0.0.0:8001 --advertise raft-3.$a --join"
+asked="--cluster raft-1.$a,raft-2.$a,raft-api.ns.svc.cluster.local:8001 --timeout-ms 3000 member list"
+entry_fail() {
+  echo "  FAIL: $entry $*" >&2
+  fail=1
+}
 if ! sh -n "$entry"; then
-  echo "  FAIL: $entry does not parse (sh -n)" >&2
-  fail=1
-elif [ "$(flags raft-0)" != "$expect0" ] || [ "$(flags raft-3)" != "$expect3" ]; then
-  echo "  FAIL: $entry gives raft-0 '$(flags raft-0)' and raft-3 '$(flags raft-3)';" \
-    "expected '$expect0' and '$expect3'" >&2
-  fail=1
-elif flags raft >/dev/null; then
-  echo "  FAIL: $entry accepts a pod name with no ordinal" >&2
-  fail=1
+  entry_fail "does not parse (sh -n)"
 else
-  echo "  ok: $entry makes raft-0 a founding node 1 and raft-3 a joining node 4"
+  ok=$fail
+  # A founder with data, and a member added later: no question asked.
+  rm -f "$stub/calls"
+  [ "$(flags raft-0 held)" = "$expect0" ] || entry_fail "gives raft-0 with data '$(flags raft-0 held)', not '$expect0'"
+  [ "$(flags raft-3 empty)" = "$expect3" ] || entry_fail "gives raft-3 '$(flags raft-3 empty)', not '$expect3'"
+  [ ! -e "$stub/calls" ] || entry_fail "asks the cluster for a pod with data, or past INITIAL_CLUSTER_SIZE: $(cat "$stub/calls")"
+  # An empty founder: no leader answers (the cluster is being founded).
+  got=$(flags raft-0 empty STUB_MEMBERS=fail)
+  [ "$got" = "$expect0" ] || entry_fail "gives an empty raft-0 with no leader answering '$got', not '$expect0'"
+  [ "$(cat "$stub/calls" 2>/dev/null)" = "$asked" ] ||
+    entry_fail "asks the cluster with '$(cat "$stub/calls" 2>/dev/null)', not '$asked'"
+  # ...the cluster runs without node 1 (it was removed): it joins.
+  got=$(flags raft-0 empty STUB_MEMBERS="2 3 4")
+  [ "$got" = "$expect0join" ] || entry_fail "gives an empty raft-0 that the cluster no longer lists '$got', not '$expect0join'"
+  got=$(flags raft-0 empty STUB_MEMBERS="2 3 10 11" INITIAL_CLUSTER_STATE=existing)
+  [ "$got" = "$expect0join" ] || entry_fail "takes node 10 for node 1: '$got', not '$expect0join'"
+  # ...the cluster lists node 1: --peers (raft-node refuses if it held data)
+  # while new, refused here once existing.
+  got=$(flags raft-0 empty STUB_MEMBERS="1 2 3")
+  [ "$got" = "$expect0" ] || entry_fail "gives an empty raft-0 that the cluster lists '$got', not '$expect0'"
+  flags raft-0 empty STUB_MEMBERS="1 2 3" INITIAL_CLUSTER_STATE=existing >/dev/null &&
+    entry_fail "starts an empty raft-0 that the cluster lists, with INITIAL_CLUSTER_STATE=existing"
+  flags raft-0 empty STUB_MEMBERS=fail INITIAL_CLUSTER_STATE=existing >/dev/null &&
+    entry_fail "founds a cluster from an empty raft-0 with INITIAL_CLUSTER_STATE=existing"
+  flags raft-0 held INITIAL_CLUSTER_STATE=old >/dev/null && entry_fail "accepts INITIAL_CLUSTER_STATE=old"
+  flags raft held >/dev/null && entry_fail "accepts a pod name with no ordinal"
+  [ "$fail" != "$ok" ] ||
+    echo "  ok: $entry makes raft-0 a founding node 1 (with data, or on a new cluster), a joining one once the cluster has removed it, refused when empty and listed once existing; raft-3 a joining node 4"
 fi
 
 [ "$fail" = 0 ] || die "the Kubernetes manifests in $dir have the problems above"
