@@ -19,7 +19,7 @@
 #      with INITIAL_CLUSTER_STATE=existing: it waits for a leader rather than
 #      found anything, and once raft-1 and raft-2 are up it refuses.
 #   scripts/check-kubernetes-rejoin.sh        # needs docker and raft-lite:dev (scripts/docker-image.sh)
-# About 40 s. Leaves nothing behind (containers and network k8srejoin-*).
+# About 20 s. Leaves nothing behind (containers and network k8srejoin-*).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 image=${IMAGE:-raft-lite:dev}
