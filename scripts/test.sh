@@ -19,6 +19,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 if docker info >/dev/null 2>&1; then
   echo "== docker image raft-lite:dev (from this tree's release binaries)"
   ./scripts/docker-image.sh
+  echo "== a founding pod that lost its volume, in docker as the StatefulSet runs it"
+  ./scripts/check-kubernetes-rejoin.sh
   export RAFT_DOCKER_TESTS=1
 elif [ "${CI:-}" = true ]; then
   echo "test.sh: CI needs a running docker engine for the docker cluster tests" >&2

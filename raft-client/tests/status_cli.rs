@@ -61,6 +61,7 @@ fn status_says_a_cluster_id_refusal_as_such_and_fails() {
         cluster_token: SharedToken::default(),
         limits: Default::default(),
         http: None,
+        data_guard: Default::default(),
     });
     let (inbound, _keep) = tokio::sync::mpsc::channel::<transport::Inbound<Kv>>(16);
     runtime.spawn(transport::serve(listener, config, inbound, Arc::new(NetCounters::default())));

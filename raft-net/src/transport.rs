@@ -12,9 +12,9 @@
 //! waiting for a hello's answer or to dial again); either way its
 //! connection closes, its queue is dropped and it never dials again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,6 +78,9 @@ pub enum NetError {
     /// The peer says this node was removed from the cluster.
     #[error("removed from the cluster: {0}")]
     Removed(String),
+    /// The peer says this node lost its data ([`HelloReply::LostData`]).
+    #[error("{0}")]
+    LostData(String),
     /// A client connection sent nothing for its idle timeout.
     #[error("idle for {0:?}")]
     Idle(Duration),
@@ -154,15 +157,21 @@ pub async fn connect(
 
 /// Opens a connection and performs the handshake with this hello.
 pub async fn connect_with(addr: &str, hello: Hello) -> Result<(FramedStream, NodeId), NetError> {
+    dial(addr, hello).await.map(|(framed, node_id, _)| (framed, node_id))
+}
+
+/// As [`connect_with`], with whether the welcoming node is fresh.
+async fn dial(addr: &str, hello: Hello) -> Result<(FramedStream, NodeId, bool), NetError> {
     let stream = TcpStream::connect(addr).await?;
     let mut framed = framed(stream);
     send_frame(&mut framed, &hello).await?;
     match tokio::time::timeout(HELLO_TIMEOUT, recv_frame::<HelloReply>(&mut framed)).await {
         Err(_) => Err(NetError::HelloTimeout),
         Ok(Err(e)) => Err(e),
-        Ok(Ok(HelloReply::Welcome { node_id })) => Ok((framed, node_id)),
+        Ok(Ok(HelloReply::Welcome { node_id, fresh })) => Ok((framed, node_id, fresh)),
         Ok(Ok(HelloReply::Refused { reason })) => Err(NetError::Refused(reason)),
         Ok(Ok(HelloReply::Removed { reason })) => Err(NetError::Removed(reason)),
+        Ok(Ok(HelloReply::LostData { reason })) => Err(NetError::LostData(reason)),
     }
 }
 
@@ -341,6 +350,64 @@ impl SharedToken {
     /// Records the token once learned.
     pub fn set(&self, token: u64) {
         self.0.store(token, Ordering::Relaxed)
+    }
+}
+
+/// What tells a member that lost its data from a new one, shared by a
+/// node's listener and links. A founder that bootstrapped on an empty data
+/// directory is *fresh* until it holds an entry from a leader; the cluster
+/// records which members held data (`members_with_data`, applied from the
+/// log). A fresh node the cluster knows held data lost its data directory:
+/// it forgot its votes and the entries it acknowledged, and must not vote or
+/// count toward a majority as its old self. A node that knows the cluster
+/// token refuses such a peer both ways: its hello is answered
+/// [`HelloReply::LostData`] (the peer stops with that error), and a link
+/// that it welcomes sends it nothing.
+#[derive(Clone, Debug, Default)]
+pub struct DataGuard(Arc<DataGuardInner>);
+
+#[derive(Debug, Default)]
+struct DataGuardInner {
+    fresh: AtomicBool,
+    holders: std::sync::RwLock<BTreeSet<NodeId>>,
+}
+
+impl DataGuard {
+    /// A guard for a node that is fresh or not.
+    pub fn new(fresh: bool) -> DataGuard {
+        let guard = DataGuard::default();
+        guard.0.fresh.store(fresh, Ordering::Relaxed);
+        guard
+    }
+
+    /// Whether this node is fresh.
+    pub fn fresh(&self) -> bool {
+        self.0.fresh.load(Ordering::Relaxed)
+    }
+
+    /// This node holds an entry from a leader: it is fresh no more.
+    pub fn settle(&self) {
+        self.0.fresh.store(false, Ordering::Relaxed);
+    }
+
+    /// The members the cluster knows held data, as this node applied them.
+    pub fn set_holders(&self, holders: impl IntoIterator<Item = NodeId>) {
+        *self.0.holders.write().expect("data guard poisoned") = holders.into_iter().collect();
+    }
+
+    /// Why peer `id`, fresh or not, must be refused by node `node_id`
+    /// whose cluster token is `token`, if it must.
+    fn lost_data(&self, node_id: NodeId, id: NodeId, fresh: bool, token: u64) -> Option<String> {
+        let held = self.0.holders.read().expect("data guard poisoned").contains(&id);
+        (fresh && token != 0 && held).then(|| {
+            format!(
+                "node {id} was already a member of this cluster (token {}, says node {node_id}) and has \
+                 lost its data: it must not vote as its old self; remove it (raft-client member remove \
+                 {id}) and add it back as a new member (an empty data directory and --join), or restore \
+                 its data directory",
+                describe_token(token)
+            )
+        })
     }
 }
 
@@ -664,6 +731,8 @@ pub struct ListenerConfig {
     /// Where a connection that speaks HTTP goes (told apart from the binary
     /// protocol by its first bytes); `None`: such a connection is closed.
     pub http: Option<HttpHandoff>,
+    /// Tells a peer that lost its data (and whether this node is fresh).
+    pub data_guard: DataGuard,
 }
 
 /// Serves one HTTP connection to its end (the listener has only peeked at
@@ -803,7 +872,16 @@ async fn handle_connection<P: ClientProtocol>(
         let _ = writer.send(Bytes::from(codec::encode(&reply)?)).await;
         return Err(NetError::Refused(reason));
     }
-    writer.send(Bytes::from(codec::encode(&HelloReply::Welcome { node_id: config.node_id })?)).await?;
+    if let Sender::Peer(id) = hello.sender {
+        let token = config.cluster_token.get();
+        if let Some(reason) = config.data_guard.lost_data(config.node_id, id, hello.fresh, token) {
+            let reply = HelloReply::LostData { reason: reason.clone() };
+            let _ = writer.send(Bytes::from(codec::encode(&reply)?)).await;
+            return Err(NetError::Refused(reason));
+        }
+    }
+    let welcome = HelloReply::Welcome { node_id: config.node_id, fresh: config.data_guard.fresh() };
+    writer.send(Bytes::from(codec::encode(&welcome)?)).await?;
     match hello.sender {
         Sender::Peer(peer) => {
             info!(node = config.node_id, peer, %addr, "peer connected");
@@ -1095,9 +1173,22 @@ pub struct LinkIdentity {
     pub cluster_token: SharedToken,
     /// This node's advertised address, carried in the hello.
     pub address: String,
-    /// Where a link says that its peer answered "you were removed" (the
-    /// link then stops).
-    pub removed: Option<mpsc::UnboundedSender<String>>,
+    /// Where a link says that its peer told this node to stop (it was
+    /// removed, or it lost its data); the link then stops.
+    pub removed: Option<mpsc::UnboundedSender<StopReason>>,
+    /// Whether this node is fresh, and which peers the cluster knows held
+    /// data (a fresh one of those is sent nothing).
+    pub data_guard: DataGuard,
+}
+
+/// Why a peer told this node to stop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// It was removed from the cluster (`HelloReply::Removed`).
+    Removed(String),
+    /// It lost its data and must not take part as its old self
+    /// (`HelloReply::LostData`).
+    LostData(String),
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -1127,15 +1218,27 @@ async fn run_peer_link(
         let mut hello = Hello::new(&identity.cluster_id, Sender::Peer(node_id));
         hello.address = identity.address.clone();
         hello.cluster_token = identity.cluster_token.get();
+        hello.fresh = identity.data_guard.fresh();
         // A link dropped before its connection is up ends at once (what it
         // queued is for a peer it cannot reach).
         let connected = tokio::select! {
             biased;
             _ = closing.cancelled() => return debug!(node = node_id, peer, %addr, "peer link closed"),
-            connected = connect_with(&addr, hello) => connected,
+            connected = dial(&addr, hello) => connected,
+        };
+        // A peer that lost its data is sent nothing (it would vote and ack
+        // as its old self); its own hellos tell it so.
+        let connected = match connected {
+            Ok((_, _, fresh)) => {
+                match identity.data_guard.lost_data(node_id, peer, fresh, identity.cluster_token.get()) {
+                    Some(reason) => Err(NetError::Refused(reason)),
+                    None => connected,
+                }
+            }
+            Err(e) => Err(e),
         };
         match connected {
-            Ok((mut framed, _)) => {
+            Ok((mut framed, _, _)) => {
                 info!(node = node_id, peer, %addr, "connected to peer");
                 connected_before = true;
                 last_refusal = None;
@@ -1161,7 +1264,13 @@ async fn run_peer_link(
             }
             Err(NetError::Removed(reason)) => {
                 if let Some(removed) = &identity.removed {
-                    let _ = removed.send(reason);
+                    let _ = removed.send(StopReason::Removed(reason));
+                }
+                return;
+            }
+            Err(NetError::LostData(reason)) => {
+                if let Some(removed) = &identity.removed {
+                    let _ = removed.send(StopReason::LostData(reason));
                 }
                 return;
             }
@@ -1328,6 +1437,7 @@ mod tests {
             cluster_token: SharedToken::new(0xa),
             limits: ConnectionLimits::default(),
             http: None,
+            data_guard: Default::default(),
         };
         let hello = |token| Hello { cluster_token: token, ..Hello::new("c", Sender::Peer(2)) };
         let e = check_hello(&hello(0xb), &config).unwrap_err();
@@ -1392,6 +1502,7 @@ mod tests {
             cluster_token: SharedToken::default(),
             limits,
             http: None,
+            data_guard: Default::default(),
         });
         let (inbound_tx, inbound_rx) = mpsc::channel(65_536);
         let counters = Arc::new(NetCounters::default());
@@ -1498,6 +1609,7 @@ mod tests {
             cluster_token: SharedToken::default(),
             address: "127.0.0.1:1".into(),
             removed: None,
+            data_guard: DataGuard::default(),
         };
         PeerLink::spawn(1, 2, addr.to_string(), identity, 16, counters.clone())
     }
@@ -1522,6 +1634,76 @@ mod tests {
         }
     }
 
+    /// A fresh peer (bootstrapped on an empty data directory) that the
+    /// cluster knows held data lost it: its hello is answered `LostData`,
+    /// while the same peer with its data is welcomed, and so is a fresh one
+    /// the cluster never knew to hold data (a first start).
+    #[tokio::test]
+    async fn a_fresh_peer_known_to_have_held_data_is_told_it_lost_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let guard = DataGuard::new(false);
+        guard.set_holders([2]);
+        let config = Arc::new(ListenerConfig {
+            node_id: 1,
+            cluster_id: "t".into(),
+            peers: SharedPeers::new([2, 3]),
+            cluster_token: SharedToken::new(0xa),
+            limits: ConnectionLimits::default(),
+            http: None,
+            data_guard: guard,
+        });
+        let (inbound_tx, _inbound_rx) = mpsc::channel::<Inbound<Gets>>(16);
+        tokio::spawn(serve(listener, config, inbound_tx, Arc::new(NetCounters::default())));
+        let hello = |id, fresh| Hello { fresh, ..Hello::new("t", Sender::Peer(id)) };
+        match connect_with(&addr, hello(2, true)).await {
+            Err(NetError::LostData(reason)) => {
+                assert!(
+                    reason.contains("node 2 was already a member") && reason.contains("--join"),
+                    "{reason}"
+                )
+            }
+            other => panic!("a fresh node 2 was answered {:?}", other.map(|(_, id)| id)),
+        }
+        assert!(connect_with(&addr, hello(2, false)).await.is_ok(), "node 2 with its data is refused");
+        assert!(
+            connect_with(&addr, hello(3, true)).await.is_ok(),
+            "a fresh node 3 that never held data is refused"
+        );
+    }
+
+    /// A link whose peer welcomes it as fresh, while the cluster knows that
+    /// peer held data, sends it nothing (no vote request, no entry): it
+    /// hangs up and tries again later; a peer with its data gets the message.
+    #[tokio::test]
+    async fn a_link_sends_nothing_to_a_peer_that_lost_its_data() {
+        let (listener, addr) = peer_listener().await;
+        let counters = Arc::new(NetCounters::default());
+        let guard = DataGuard::new(false);
+        guard.set_holders([2]);
+        let identity = LinkIdentity {
+            cluster_id: "t".into(),
+            cluster_token: SharedToken::new(0xa),
+            address: "127.0.0.1:1".into(),
+            removed: None,
+            data_guard: guard.clone(),
+        };
+        let link = PeerLink::spawn(1, 2, addr.to_string(), identity, 16, counters.clone());
+        let (mut framed, _) = accept_hello(&listener).await;
+        send_frame(&mut framed, &HelloReply::Welcome { node_id: 2, fresh: true }).await.unwrap();
+        link.send(heartbeat());
+        let got = closed_within(&mut framed, Duration::from_secs(2)).await;
+        assert!(matches!(got, Some(Err(NetError::Closed))), "a peer that lost its data got {got:?}");
+        assert!(counters.peer(2).sent_failures.load(Ordering::Relaxed) >= 1);
+        // It comes back with its data restored: welcomed, it is sent what
+        // is queued from then on.
+        let (mut framed, _) = accept_hello(&listener).await;
+        send_frame(&mut framed, &HelloReply::Welcome { node_id: 2, fresh: false }).await.unwrap();
+        link.send(heartbeat());
+        let got = closed_within(&mut framed, Duration::from_secs(10)).await;
+        assert!(matches!(&got, Some(Ok(m)) if *m == heartbeat()), "{got:?}");
+    }
+
     /// A link to a member that left the configuration is dropped by the
     /// node: its connection closes, and it never dials the address again
     /// (a link left running would redial within its backoff cap of
@@ -1534,7 +1716,7 @@ mod tests {
         assert_eq!(counters.peer_links_open.load(Ordering::Relaxed), 1);
         let (mut framed, hello) = accept_hello(&listener).await;
         assert_eq!(hello.sender, Sender::Peer(1));
-        send_frame(&mut framed, &HelloReply::Welcome { node_id: 2 }).await.unwrap();
+        send_frame(&mut framed, &HelloReply::Welcome { node_id: 2, fresh: false }).await.unwrap();
         assert!(link.send(heartbeat()));
         let got = closed_within(&mut framed, Duration::from_secs(10)).await;
         assert!(matches!(&got, Some(Ok(m)) if *m == heartbeat()), "{got:?}");
@@ -1557,7 +1739,7 @@ mod tests {
         let counters = Arc::new(NetCounters::default());
         let link = link_to(&addr, &counters);
         let (mut framed, _) = accept_hello(&listener).await;
-        send_frame(&mut framed, &HelloReply::Welcome { node_id: 2 }).await.unwrap();
+        send_frame(&mut framed, &HelloReply::Welcome { node_id: 2, fresh: false }).await.unwrap();
         // Once the link's side is connected (it sends what it is given),
         // the last message and the drop come together.
         assert!(link.send(heartbeat()));
@@ -1619,6 +1801,7 @@ mod tests {
             cluster_token: SharedToken::default(),
             limits: ConnectionLimits::default(),
             http: None,
+            data_guard: Default::default(),
         });
         let (inbound_tx, _inbound_rx) = mpsc::channel::<Inbound<Gets>>(64);
         tokio::spawn(serve(listener, config, inbound_tx, Arc::new(NetCounters::default())));
@@ -1644,7 +1827,7 @@ mod tests {
         let counters = Arc::new(NetCounters::default());
         let _link = link_to(&addr, &counters);
         let (mut framed, _) = accept_hello(&listener).await;
-        send_frame(&mut framed, &HelloReply::Welcome { node_id: 2 }).await.unwrap();
+        send_frame(&mut framed, &HelloReply::Welcome { node_id: 2, fresh: false }).await.unwrap();
         drop(framed);
         let again = tokio::time::timeout(BACKOFF_MAX, accept_hello(&listener)).await;
         assert!(again.is_ok(), "the link did not dial again after its peer closed the connection");

@@ -14,7 +14,10 @@ pub const MAGIC: u32 = 0x5241_4654;
 /// 5: a snapshot's metadata carries the membership, not a voter list.
 /// 6: membership requests (`Members`, `ChangeMembers`, `TransferLeader`);
 /// a peer's hello carries its address.
-/// 7: a write's and a read's answers carry their log index.
+/// 7: a write's and a read's answers carry their log index; hellos and
+/// welcomes say whether the node is fresh (a founder bootstrapped on an empty
+/// data directory that holds no entry from a leader yet), and a fresh node
+/// that the cluster knows held data is answered `HelloReply::LostData`.
 pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Who opens a connection.
@@ -45,6 +48,10 @@ pub struct Hello {
     /// does not know it yet (one waiting to be added) can answer; empty for
     /// a client.
     pub address: String,
+    /// The sender is a founder that bootstrapped on an empty data
+    /// directory and holds no entry from a leader yet (see
+    /// `raft_net::transport::DataGuard`); false for a client.
+    pub fresh: bool,
 }
 
 impl Hello {
@@ -57,6 +64,7 @@ impl Hello {
             sender,
             cluster_token: 0,
             address: String::new(),
+            fresh: false,
         }
     }
 }
@@ -77,6 +85,8 @@ pub enum HelloReply {
     Welcome {
         /// The accepting node.
         node_id: NodeId,
+        /// Whether it is fresh (as [`Hello::fresh`]).
+        fresh: bool,
     },
     /// Refused; the connection closes after this frame.
     Refused {
@@ -87,6 +97,13 @@ pub enum HelloReply {
     /// stop (a supervisor restarting it must not bring it back by accident).
     Removed {
         /// One sentence saying so.
+        reason: String,
+    },
+    /// Refused because the sender is fresh but the cluster knows it held
+    /// data: it lost its data directory, forgot its votes and its log, and
+    /// must not take part as its old self. It should stop with an error.
+    LostData {
+        /// One sentence saying so, and what to do.
         reason: String,
     },
 }

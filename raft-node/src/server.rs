@@ -29,8 +29,8 @@ use raft_kv::{
     RequestKind, ResponseKind, WriteLimits,
 };
 use raft_net::transport::{
-    self, ClientProtocol, ConnectionLimits, LinkIdentity, ListenerConfig, NetCounters, PeerLink, SharedPeers,
-    SharedToken,
+    self, ClientProtocol, ConnectionLimits, DataGuard, LinkIdentity, ListenerConfig, NetCounters, PeerLink,
+    SharedPeers, SharedToken, StopReason,
 };
 use raft_net::wire::Sender;
 use tokio::net::TcpListener;
@@ -415,6 +415,11 @@ struct Server {
     metrics: Arc<Metrics>,
     /// The leader last seen, for `leader_changes_seen`.
     leader_seen: Option<NodeId>,
+    /// Whether this node is fresh, and the members known to hold data, for
+    /// the listener and the links (see `DataGuard`)...
+    data_guard: DataGuard,
+    /// ...and how many of those it was last told of.
+    holders_seen: usize,
     /// Warnings of a late tick (the event loop was held up).
     late_warnings: WarnLimiter,
     /// The snapshot a leader is sending this node, stored as it comes.
@@ -597,6 +602,14 @@ async fn refuse_if_member_lost_its_data(config: &NodeConfig) -> anyhow::Result<(
     Ok(())
 }
 
+/// Whether the log holds an entry from a leader (of term 1 or later, or a
+/// snapshot): a bootstrapped founder's own entries are of term 0.
+fn holds_leader_entry(node: &RaftNode) -> bool {
+    let last = node.last_index();
+    node.snapshot_meta().index > 0 && node.snapshot_meta().index == last
+        || node.entry(last).is_some_and(|e| e.term >= 1)
+}
+
 /// One status request to one node.
 async fn ask_status(addr: &str, cluster_id: &str) -> anyhow::Result<NodeStatus> {
     let (mut framed, _) = transport::connect(addr, cluster_id, Sender::Client).await?;
@@ -613,6 +626,10 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     let core_config = config.core_config()?;
     // Held until this function returns: no second process opens this directory.
     let _lock = datadir::lock(&config.data_dir).map_err(anyhow::Error::msg)?;
+    // A founder bootstrapping on an empty data directory is fresh until it
+    // holds an entry from a leader (see `DataGuard`).
+    let fresh = !config.join && Identity::load(&config.data_dir).ok().flatten().is_none();
+    let data_guard = DataGuard::new(fresh);
     let identity = prepare_identity(&config).await?;
     let token = SharedToken::new(identity.token().map_err(anyhow::Error::msg)?);
     let (storage, durable) =
@@ -684,6 +701,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         cluster_token: token.clone(),
         limits: connection_limits_within_fd_limit(config.id, &config.connection_limits),
         http: Some(crate::http::handoff(&http_faces)),
+        data_guard: data_guard.clone(),
     });
     let accept_task = tokio::spawn(transport::serve(listener, listener_config, inbound_tx, counters.clone()));
     let (removed_tx, mut removed_rx) = mpsc::unbounded_channel();
@@ -692,6 +710,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         cluster_token: token.clone(),
         address: config.advertise.clone(),
         removed: Some(removed_tx),
+        data_guard: data_guard.clone(),
     };
     info!(
         node = config.id, listen = %config.listen, peers = ?config.peers,
@@ -729,6 +748,8 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         snapshots_too_large_warned: 0,
         metrics: metrics.clone(),
         leader_seen: None,
+        data_guard,
+        holders_seen: 0,
         late_warnings: WarnLimiter::new(Duration::from_secs(10)),
         incoming_snapshot: None,
         sending_snapshot: None,
@@ -753,7 +774,13 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                 server.warn_of_dropped_snapshots();
             }
             event = wal_events.recv() => match event {
-                Some(WalEvent::Persisted(id)) => server.replica.persisted(id),
+                Some(WalEvent::Persisted(id)) => {
+                    if server.data_guard.fresh() && holds_leader_entry(server.replica.node()) {
+                        // (Before the core acknowledges what was persisted.)
+                        server.data_guard.settle();
+                    }
+                    server.replica.persisted(id)
+                }
                 Some(WalEvent::Failed(e)) => break Err(e),
                 Some(WalEvent::DiskFull(why)) => {
                     warn!(node = server.config.id, "{why}; client writes are refused until then");
@@ -773,10 +800,13 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                 }
                 None => break Err(anyhow::anyhow!("the snapshot thread stopped")),
             },
-            Some(reason) = removed_rx.recv() => {
-                warn!(node = server.config.id, "a peer says: {reason}; stopping");
-                break Ok(());
-            }
+            Some(stop) = removed_rx.recv() => match stop {
+                StopReason::Removed(reason) => {
+                    warn!(node = server.config.id, "a peer says: {reason}; stopping");
+                    break Ok(());
+                }
+                StopReason::LostData(reason) => break Err(anyhow::anyhow!(reason)),
+            },
             Some(call) = http_rx.recv() => {
                 let answerer = Answerer::http(call.reply, &call.kind);
                 server.replica.client(call.kind, answerer);
@@ -810,6 +840,12 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
             break Err(e);
         }
         server.metrics.proposals(server.replica.proposal_counts());
+        let holders = &server.replica.kv().identity().members_with_data;
+        if holders.len() != server.holders_seen {
+            // (The set only grows.)
+            server.holders_seen = holders.len();
+            server.data_guard.set_holders(holders.iter().copied());
+        }
         if server.removed && stop_at.is_none() {
             // (A supervisor that restarts it gets the same answer.) The
             // node goes on for a moment, so that the answers it owes go

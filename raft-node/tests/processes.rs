@@ -525,6 +525,54 @@ fn a_wiped_member_is_refused_instead_of_rejoining_under_its_old_id() {
     });
 }
 
+/// Mistake 4, with nobody to ask: the whole cluster stopped and node 1
+/// comes back first on a wiped data directory. No peer answers its probe,
+/// so it bootstraps; but once its peers are up, they know it held data and
+/// that it is fresh (it holds no entry from a leader): they answer its
+/// hellos `LostData` and send it nothing, and it stops with the error,
+/// having taken no part. The other two go on with every write.
+#[test]
+fn a_wiped_member_that_starts_before_its_peers_is_stopped_once_they_are_up() {
+    let rt = runtime();
+    let mut c = Cluster::start(3, &[]);
+    rt.block_on(async {
+        wait_for_identity(&c).await;
+        write_keys(&c, "k", 10).await;
+    });
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    std::fs::remove_dir_all(c.data_dir(1)).unwrap();
+    c.spawn(1);
+    rt.block_on(async {
+        wait_until("node 1 to bootstrap alone", Duration::from_secs(20), async || {
+            c.log_of(1).contains("bootstrapped").then_some(())
+        })
+        .await
+    });
+    c.spawn(2);
+    c.spawn(3);
+    let end = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = c.children.get_mut(&1).unwrap().try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < end, "node 1 still runs 30 s after its peers came up:\n{}", c.log_of(1));
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = c.log_of(1);
+    assert!(!status.success(), "node 1 exited with success:\n{log}");
+    assert!(
+        log.contains("node 1 was already a member of this cluster") && log.contains("lost its data"),
+        "{log}"
+    );
+    assert!(!log.contains("granted vote"), "node 1 voted as its old self:\n{log}");
+    rt.block_on(async {
+        write_keys(&c, "after", 3).await;
+        assert_keys(&c, "k", 10).await;
+    });
+}
+
 /// Mistake 5: the labs' PEERS_JSON (and a RAFT_-prefixed look-alike) set,
 /// RAFT_PEERS unset: the unknown RAFT_ variable is reported in one WARN
 /// line, and a new data directory with no peers is refused instead of
