@@ -435,13 +435,15 @@ struct Server {
 /// say this member had data before (it lost it: a wiped voter must not vote
 /// as its old self). A `--peers` that disagrees with the membership stored
 /// is not refused: the stored one wins (see [`peers_disagreement`]).
-async fn prepare_identity(config: &NodeConfig) -> anyhow::Result<Identity> {
+/// Returns the identity and whether this start bootstrapped it (the node
+/// is then fresh: see `DataGuard`).
+async fn prepare_identity(config: &NodeConfig) -> anyhow::Result<(Identity, bool)> {
     let dir = &config.data_dir;
     let members = config.members();
     let flags = StartFlags { cluster_id: &config.cluster_id, node_id: config.id, members: &members };
     if let Some(identity) = Identity::load(dir).map_err(anyhow::Error::msg)? {
         identity.check(&flags, dir).map_err(anyhow::Error::msg)?;
-        return Ok(identity);
+        return Ok((identity, false));
     }
     if datadir::holds_raft_data(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         anyhow::bail!(
@@ -463,7 +465,7 @@ async fn prepare_identity(config: &NodeConfig) -> anyhow::Result<Identity> {
             config.id,
             config.advertise
         );
-        return Ok(identity);
+        return Ok((identity, false));
     }
     if config.peers.is_empty() && !config.single_node {
         anyhow::bail!(
@@ -482,7 +484,7 @@ async fn prepare_identity(config: &NodeConfig) -> anyhow::Result<Identity> {
         "bootstrapped a new data directory in {}",
         dir.display()
     );
-    Ok(identity)
+    Ok((identity, true))
 }
 
 /// The core from what the data directory holds. A directory with nothing
@@ -626,11 +628,10 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     let core_config = config.core_config()?;
     // Held until this function returns: no second process opens this directory.
     let _lock = datadir::lock(&config.data_dir).map_err(anyhow::Error::msg)?;
-    // A founder bootstrapping on an empty data directory is fresh until it
-    // holds an entry from a leader (see `DataGuard`).
-    let fresh = !config.join && Identity::load(&config.data_dir).ok().flatten().is_none();
-    let data_guard = DataGuard::new(fresh);
-    let identity = prepare_identity(&config).await?;
+    // A founder that bootstraps on an empty data directory is fresh until
+    // it holds an entry from a leader (see `DataGuard`).
+    let (identity, bootstrapped) = prepare_identity(&config).await?;
+    let data_guard = DataGuard::new(bootstrapped);
     let token = SharedToken::new(identity.token().map_err(anyhow::Error::msg)?);
     let (storage, durable) =
         Storage::open(&config.data_dir, StorageOptions { sync: config.sync, ..Default::default() })
