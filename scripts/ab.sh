@@ -2,7 +2,9 @@
 # A/B speed of two builds on this machine, in one run: W1 (puts) at each C in
 # CLIENTS against a fresh 3-node cluster of build A (an older revision) and
 # build B (the working tree), alternating A, B, A, B, ... so that the
-# machine's drift lands on both; prints each round and the medians.
+# machine's drift lands on both; prints each round and the medians, of
+# throughput and of the nodes' CPU time per write (steadier than throughput
+# on a machine whose disk latency drifts: it shows what a change costs).
 #
 #   scripts/ab.sh REV            # REV: a git revision for A, e.g. HEAD~3
 #
@@ -44,6 +46,17 @@ scraper() {   # every node's /metrics once a second, until killed; counts failed
     sleep 1
   done
 }
+node_cpu_ticks() {   # user + system clock ticks of the running nodes, summed
+  local t=0 p f
+  for p in "${pids[@]}"; do
+    [ -r "/proc/$p/stat" ] || continue
+    # (Fields after the command name, which is in parentheses.)
+    f=$(sed 's/^.*) //' "/proc/$p/stat")
+    set -- $f
+    t=$((t + ${12} + ${13}))
+  done
+  echo "$t"
+}
 trap stop EXIT
 start() {   # build
   stop
@@ -72,10 +85,21 @@ for c in $CLIENTS; do
       start "$b"
       sync; sleep 1
       if [ "$b" = S ]; then scraper 2>>"$AB_DIR/scrape-errors.log" & pids+=("$!"); fi
+      cpu0=$(node_cpu_ticks)
       "${BIN[$b]}/raft-client" --cluster "$cluster" bench --op put --clients "$c" --duration "${DUR}s" \
-        --warmup 1s --value-size 100 --keys 10000 --json |
-        python3 -c "import json,sys; r=json.load(sys.stdin); r.update(build='$b', clients=$c, round=$r); print(json.dumps(r))" |
-        tee -a "$results" | python3 -c "import json,sys; r=json.load(sys.stdin); print(f\"C={r['clients']} round {r['round']} {r['build']}: {r['ops_per_s']:,.0f} ops/s\")"
+        --warmup 1s --value-size 100 --keys 10000 --json >"$AB_DIR/round.json"
+      cpu1=$(node_cpu_ticks)
+      # The nodes' CPU (user + system, all three) per write: the warm-up's
+      # writes are not counted by the bench, so they are estimated at the
+      # measured rate.
+      python3 -c "
+import json, os, sys
+r = json.load(open('$AB_DIR/round.json'))
+hz = os.sysconf('SC_CLK_TCK')
+r.update(build='$b', clients=$c, round=$r, node_cpu_s=($cpu1 - $cpu0) / hz)
+r['cpu_us_per_op'] = r['node_cpu_s'] * 1e6 / max(1.0, r['ops_per_s'] * ($DUR + 1))
+print(json.dumps(r))" |
+        tee -a "$results" | python3 -c "import json,sys; r=json.load(sys.stdin); print(f\"C={r['clients']} round {r['round']} {r['build']}: {r['ops_per_s']:,.0f} ops/s, {r['cpu_us_per_op']:.1f} CPU µs/write\")"
     done
   done
 done
@@ -86,18 +110,17 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 scraped = any(r['build'] == 'S' for r in rows)
 print(f"\nA = {sys.argv[2]}, B = working tree{', S = B scraped every second' if scraped else ''}; medians of {max(r['round'] for r in rows)} rounds")
-if scraped:
-    print("| C | A ops/s | B ops/s | S ops/s | B/A | S/A | S/B | A p99 µs | B p99 µs | S p99 µs |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-else:
-    print("| C | A ops/s | B ops/s | B/A | A p99 µs | B p99 µs |")
-    print("|---|---|---|---|---|---|")
+builds = ['A', 'B', 'S'] if scraped else ['A', 'B']
+cols = [f"{b} ops/s" for b in builds] + [f"{b}/A" for b in builds[1:]] + [f"{b} p99 µs" for b in builds] \
+    + [f"{b} CPU µs/write" for b in builds] + [f"{b}/A CPU" for b in builds[1:]]
+print("| C | " + " | ".join(cols) + " |")
+print("|---" * (len(cols) + 1) + "|")
 for c in sorted({r['clients'] for r in rows}, reverse=True):
     med = lambda b, k: statistics.median(r[k] for r in rows if r['clients'] == c and r['build'] == b)
-    a, b = med('A', 'ops_per_s'), med('B', 'ops_per_s')
-    if scraped:
-        s = med('S', 'ops_per_s')
-        print(f"| {c} | {a:,.0f} | {b:,.0f} | {s:,.0f} | {b / a:.3f} | {s / a:.3f} | {s / b:.3f} | {med('A', 'p99_us'):,.0f} | {med('B', 'p99_us'):,.0f} | {med('S', 'p99_us'):,.0f} |")
-    else:
-        print(f"| {c} | {a:,.0f} | {b:,.0f} | {b / a:.3f} | {med('A', 'p99_us'):,.0f} | {med('B', 'p99_us'):,.0f} |")
+    ops = {b: med(b, 'ops_per_s') for b in builds}
+    cpu = {b: med(b, 'cpu_us_per_op') for b in builds}
+    cells = [f"{ops[b]:,.0f}" for b in builds] + [f"{ops[b] / ops['A']:.3f}" for b in builds[1:]] \
+        + [f"{med(b, 'p99_us'):,.0f}" for b in builds] + [f"{cpu[b]:.1f}" for b in builds] \
+        + [f"{cpu[b] / cpu['A']:.3f}" for b in builds[1:]]
+    print(f"| {c} | " + " | ".join(cells) + " |")
 EOF

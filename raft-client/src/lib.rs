@@ -53,6 +53,15 @@ pub enum ClientError {
     NoAddresses,
 }
 
+/// Why one attempt at a request failed.
+#[derive(Debug)]
+struct Attempt {
+    error: NetError,
+    /// Whether the request may have reached the node (it was being sent
+    /// or had been sent): a node that got it may act on it.
+    sent: bool,
+}
+
 /// Client settings.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -248,10 +257,19 @@ impl Client {
                 Ok(ResponseKind::Error { message }) => last = message,
                 Ok(ResponseKind::Invalid { message }) => return Err(ClientError::Invalid(message)),
                 Ok(answer) => return Ok(answer),
-                Err(NetError::Refused(reason)) => {
+                Err(Attempt { error: NetError::Refused(reason), .. }) => {
                     return Err(ClientError::Refused { addr: self.target.clone(), reason });
                 }
-                Err(e) => {
+                Err(Attempt { error, sent: true }) if !retry_answers => {
+                    // The leader may have taken it: sending it again could
+                    // apply it twice.
+                    return Err(ClientError::Server(format!(
+                        "sent to {}, but no answer came ({error}); whether it applied is unknown: \
+                         check before trying again",
+                        self.target
+                    )));
+                }
+                Err(Attempt { error: e, .. }) => {
                     last = format!("{}: {e}", self.target);
                     self.conn = None;
                     self.retarget(None);
@@ -274,7 +292,7 @@ impl Client {
         };
     }
 
-    async fn attempt(&mut self, kind: &RequestKind, deadline: Instant) -> Result<ResponseKind, NetError> {
+    async fn attempt(&mut self, kind: &RequestKind, deadline: Instant) -> Result<ResponseKind, Attempt> {
         // One node that accepts connections but never answers (paused, or
         // stuck) must not eat the whole deadline: each attempt gets a fifth of
         // it (at least 200 ms), then the client tries elsewhere. A retried
@@ -282,6 +300,7 @@ impl Client {
         let per_attempt = (self.config.timeout / 5).max(Duration::from_millis(200));
         let remaining = deadline.saturating_duration_since(Instant::now()).min(per_attempt);
         let target = self.target.clone();
+        let mut sent = false;
         let fut = async {
             if self.conn.as_ref().is_none_or(|(addr, _)| *addr != target) {
                 let (framed, _) =
@@ -291,6 +310,8 @@ impl Client {
             let (_, framed) = self.conn.as_mut().expect("connected above");
             let id = self.next_request_id;
             self.next_request_id += 1;
+            // (Once any byte may have gone, the node may have it.)
+            sent = true;
             transport::send_frame(framed, &ClientRequest { id, kind: kind.clone() }).await?;
             loop {
                 let response: ClientResponse = transport::recv_frame(framed).await?;
@@ -299,17 +320,14 @@ impl Client {
                 }
             }
         };
-        match tokio::time::timeout(remaining, fut).await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => {
-                self.conn = None;
-                Err(e)
-            }
-            Err(_) => {
-                self.conn = None;
-                Err(NetError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out")))
-            }
-        }
+        let result = tokio::time::timeout(remaining, fut).await;
+        let error = match result {
+            Ok(Ok(r)) => return Ok(r),
+            Ok(Err(e)) => e,
+            Err(_) => NetError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out")),
+        };
+        self.conn = None;
+        Err(Attempt { error, sent })
     }
 
     /// Asks one node directly (no leader search), e.g. for its status.
