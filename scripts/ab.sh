@@ -13,6 +13,9 @@
 #   DURATION [5]        seconds measured per round, after a 1 s warm-up
 #   CLIENTS [64 1]      the C values
 #   AB_DIR [/tmp/raft-ab]   scratch: A's worktree and target, data directories, raw results
+#   AB_DATA [AB_DIR/data]  the nodes' data directories; on a tmpfs
+#                       (/dev/shm/raft-ab) fsync costs nothing, so the disk's
+#                       drift leaves the rounds and what remains is the code's cost
 #   RAFT_BASE_PORT [7300]   nodes listen on 127.0.0.1:RAFT_BASE_PORT+1..+3
 #   SCRAPE [0]          1: a third arm, S, is build B with every node's
 #                       GET /metrics scraped once a second during the round
@@ -24,6 +27,7 @@ ROUNDS=${ROUNDS:-6}
 DUR=${DURATION:-5}
 CLIENTS=${CLIENTS:-64 1}
 AB_DIR=${AB_DIR:-/tmp/raft-ab}
+DATA=${AB_DATA:-$AB_DIR/data}
 BASE=${RAFT_BASE_PORT:-7300}
 mkdir -p "$AB_DIR"
 
@@ -60,19 +64,19 @@ node_cpu_ticks() {   # user + system clock ticks of the running nodes, summed
 trap stop EXIT
 start() {   # build
   stop
-  rm -rf "$AB_DIR/data"; mkdir -p "$AB_DIR/data"
+  rm -rf "$DATA"; mkdir -p "$DATA"
   for i in 1 2 3; do
     local p=()
     for j in 1 2 3; do [ "$j" = "$i" ] || p+=("$j=${peers[$((j - 1))]}"); done
     "${BIN[$1]}/raft-node" run --id "$i" --listen "${peers[$((i - 1))]}" --peers "$(IFS=,; echo "${p[*]}")" \
-      --data-dir "$AB_DIR/data/$i" >"$AB_DIR/data/node-$i.log" 2>&1 &
+      --data-dir "$DATA/$i" >"$DATA/node-$i.log" 2>&1 &
     pids+=("$!")
   done
   for _ in $(seq 100); do
     "${BIN[$1]}/raft-client" --cluster "$cluster" status 2>/dev/null | grep -q leader && return 0
     sleep 0.1
   done
-  echo "ab: build $1 elected no leader; see $AB_DIR/data/node-*.log" >&2
+  echo "ab: build $1 elected no leader; see $DATA/node-*.log" >&2
   exit 1
 }
 
