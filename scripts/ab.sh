@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A/B speed of two builds on this machine, in one run: W1 (puts) at each C in
 # CLIENTS against a fresh 3-node cluster of build A (an older revision) and
-# build B (the working tree), alternating A, B, A, B, ... so that the
-# machine's drift lands on both; prints each round and the medians, of
+# build B (the working tree), alternating round by round (A B, then B A, so
+# that neither always runs first) so that the machine's drift lands on both;
+# prints each round, the medians and the median of per-round ratios, of
 # throughput and of the nodes' CPU time per write (steadier than throughput
 # on a machine whose disk latency drifts: it shows what a change costs).
 #
@@ -85,7 +86,9 @@ results=$AB_DIR/results.jsonl
 : >"$AB_DIR/scrape-errors.log"
 for c in $CLIENTS; do
   for r in $(seq "$ROUNDS"); do
-    for b in $BUILDS; do
+    order=$BUILDS
+    if [ $((r % 2)) = 0 ]; then order=$(echo "$BUILDS" | tr ' ' '\n' | tac | tr '\n' ' '); fi
+    for b in $order; do
       start "$b"
       sync; sleep 1
       if [ "$b" = S ]; then scraper 2>>"$AB_DIR/scrape-errors.log" & pids+=("$!"); fi
@@ -126,5 +129,18 @@ for c in sorted({r['clients'] for r in rows}, reverse=True):
     cells = [f"{ops[b]:,.0f}" for b in builds] + [f"{ops[b] / ops['A']:.3f}" for b in builds[1:]] \
         + [f"{med(b, 'p99_us'):,.0f}" for b in builds] + [f"{cpu[b]:.1f}" for b in builds] \
         + [f"{cpu[b] / cpu['A']:.3f}" for b in builds[1:]]
+    print(f"| {c} | " + " | ".join(cells) + " |")
+# A round's arms run back to back, so the ratio within a round cancels most
+# of the drift between rounds; the median of those ratios is the steadier figure.
+print("\nmedian of per-round ratios (each round's arms ran back to back)")
+print("| C | " + " | ".join(f"{b}/A ops/s | {b}/A CPU" for b in builds[1:]) + " |")
+print("|---" * (2 * len(builds) - 1) + "|")
+for c in sorted({r['clients'] for r in rows}, reverse=True):
+    by = {(r['build'], r['round']): r for r in rows if r['clients'] == c}
+    rounds = sorted({r for (_, r) in by})
+    cells = []
+    for b in builds[1:]:
+        cells.append(f"{statistics.median(by[(b, r)]['ops_per_s'] / by[('A', r)]['ops_per_s'] for r in rounds):.3f}")
+        cells.append(f"{statistics.median(by[(b, r)]['cpu_us_per_op'] / by[('A', r)]['cpu_us_per_op'] for r in rounds):.3f}")
     print(f"| {c} | " + " | ".join(cells) + " |")
 EOF
